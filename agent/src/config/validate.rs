@@ -1,0 +1,328 @@
+//! Validation: every problem, each with its field path.
+
+use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
+
+use super::types::*;
+
+/// One validation problem: where, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field path such as `spec.interfaces[2].kernel.hostIfName`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// An IPv4 address with prefix length, as in `192.168.100.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl FromStr for Ipv4Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not an IPv4 prefix (want a.b.c.d/len)"))?;
+        let addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let len = l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("prefix length {l:?} is out of range 0-32"))?;
+        Ok(Self { addr, len })
+    }
+}
+
+/// Linux limits interface names to IFNAMSIZ - 1 bytes and forbids these.
+fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("{name:?} must be 1-15 bytes long"));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "{name:?} is not a valid Linux interface name (no '/', ':' or whitespace)"
+        ));
+    }
+    Ok(())
+}
+
+/// `[a-z0-9-]`, not starting or ending with `-`: safe in paths, DNS labels and map keys.
+fn check_label(name: &str, max: usize) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty()
+        || name.len() > max
+        || !ok_chars
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(format!(
+            "{name:?} must be 1-{max} characters of [a-z0-9-], not starting or ending with '-'"
+        ));
+    }
+    Ok(())
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    fn check(&mut self, path: impl Into<String>, r: Result<(), String>) {
+        if let Err(m) = r {
+            self.push(path, m);
+        }
+    }
+}
+
+/// What this agent version applies; everything else in the schema is refused
+/// with this reason until its issue lands.
+const NOT_YET: &str = "is valid in the schema but not applied by this agent version yet";
+
+impl Config {
+    /// Checks the whole document; returns every problem found.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Errors(Vec::new());
+        if self.api_version != API_VERSION {
+            e.push(
+                "apiVersion",
+                format!("must be {API_VERSION:?}, not {:?}", self.api_version),
+            );
+        }
+        if self.kind != KIND {
+            e.push("kind", format!("must be {KIND:?}, not {:?}", self.kind));
+        }
+        e.check("metadata.name", check_label(&self.metadata.name, 63));
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut host_names: HashMap<&str, usize> = HashMap::new();
+        for (i, itf) in self.spec.interfaces.iter().enumerate() {
+            let p = format!("spec.interfaces[{i}]");
+            e.check(format!("{p}.name"), check_label(&itf.name, 32));
+            if let Some(first) = names.insert(&itf.name, i) {
+                e.push(
+                    format!("{p}.name"),
+                    format!("{:?} is already used by spec.interfaces[{first}]", itf.name),
+                );
+            }
+            let kinds = [itf.kernel.is_some(), itf.nsm.is_some(), itf.memif.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                e.push(
+                    p.clone(),
+                    "exactly one of kernel, nsm and memif must be set",
+                );
+            }
+            let backend = itf.backend.unwrap_or_default();
+            if let Some(k) = &itf.kernel {
+                let hp = format!("{p}.kernel.hostIfName");
+                e.check(hp.clone(), check_ifname(&k.host_if_name));
+                if let Some(first) = host_names.insert(&k.host_if_name, i) {
+                    e.push(
+                        hp,
+                        format!(
+                            "{:?} is already used by spec.interfaces[{first}]",
+                            k.host_if_name
+                        ),
+                    );
+                }
+                if backend == Backend::Vpp {
+                    e.push(
+                        format!("{p}.backend"),
+                        "kernel interfaces use the ebpf backend",
+                    );
+                }
+            }
+            if let Some(n) = &itf.nsm {
+                if n.mechanism == NsmMechanism::Memif && backend != Backend::Vpp {
+                    e.push(
+                        format!("{p}.backend"),
+                        "nsm mechanism memif requires backend: vpp",
+                    );
+                }
+                e.push(format!("{p}.nsm"), format!("NSM interfaces {NOT_YET}"));
+            }
+            if itf.memif.is_some() {
+                if backend != Backend::Vpp {
+                    e.push(
+                        format!("{p}.backend"),
+                        "memif interfaces require backend: vpp",
+                    );
+                }
+                e.push(format!("{p}.memif"), format!("memif interfaces {NOT_YET}"));
+            }
+            for (j, a) in itf.ip_addresses.iter().enumerate() {
+                let ap = format!("{p}.ipAddresses[{j}]");
+                match a.parse::<Ipv4Prefix>() {
+                    Ok(_) => e.push(ap, format!("interface addresses {NOT_YET}")),
+                    Err(m) => e.push(ap, m),
+                }
+            }
+            if let Some(mtu) = itf.mtu {
+                if !(68..=65535).contains(&mtu) {
+                    e.push(
+                        format!("{p}.mtu"),
+                        format!("{mtu} is out of range 68-65535"),
+                    );
+                } else {
+                    e.push(format!("{p}.mtu"), format!("setting the MTU {NOT_YET}"));
+                }
+            }
+            if let Some(d) = &itf.datapath {
+                if d.xdp_mode.is_some() && d.hook == Hook::Tc {
+                    e.push(
+                        format!("{p}.datapath.xdpMode"),
+                        "only applies to hook xdp or auto",
+                    );
+                }
+                if backend == Backend::Vpp {
+                    e.push(format!("{p}.datapath"), "only applies to the ebpf backend");
+                }
+            }
+        }
+        if !self.spec.routes.is_empty() {
+            e.push("spec.routes", format!("routes {NOT_YET}"));
+        }
+        if !self.spec.neighbors.is_empty() {
+            e.push("spec.neighbors", format!("static neighbors {NOT_YET}"));
+        }
+        if self.spec.nat44.is_some() {
+            e.push("spec.nat44", format!("NAT44 {NOT_YET}"));
+        }
+        if e.0.is_empty() { Ok(()) } else { Err(e.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: xcnf.io/v1alpha1
+kind: CNFConfiguration
+metadata: {name: cnf-nat44}
+spec:
+  interfaces:
+    - name: inside
+      kernel: {hostIfName: c0}
+    - name: outside
+      kernel: {hostIfName: c1}
+      datapath: {hook: xdp, xdpMode: generic}
+"#;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match Config::parse(yaml) {
+            Err(m) => vec![format!("parse: {m}")],
+            Ok(c) => match c.validate() {
+                Ok(()) => vec![],
+                Err(es) => es.iter().map(ToString::to_string).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn good_config_is_valid_and_defaults_apply() {
+        assert_eq!(errors(GOOD), Vec::<String>::new());
+        let c = Config::parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.spec.interfaces[0].is_enabled());
+        assert_eq!(c.spec.interfaces[0].datapath, None);
+        let d = c.spec.interfaces[1].datapath.unwrap_or_default();
+        assert_eq!((d.hook, d.xdp_mode), (Hook::Xdp, Some(XdpMode::Generic)));
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let e = errors(&GOOD.replace("hostIfName: c0", "hostIfName: c0, colour: red"));
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].contains("spec.interfaces[0].kernel: unknown field `colour`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_is_a_parse_error_with_position() {
+        let e = errors("apiVersion: [unclosed");
+        assert!(
+            e[0].starts_with("parse: ") && e[0].contains("line"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let yaml = r#"
+apiVersion: xcnf.io/v1beta9
+kind: Nope
+metadata: {name: Bad_Name}
+spec:
+  interfaces:
+    - name: inside
+      kernel: {hostIfName: "this-name-is-way-too-long"}
+    - name: inside
+      kernel: {hostIfName: "a/b"}
+      datapath: {hook: tc, xdpMode: native}
+    - name: both
+      kernel: {hostIfName: x0}
+      memif: {socket: /run/m.sock, role: master}
+    - name: m
+      memif: {socket: /run/m.sock, role: slave}
+      ipAddresses: [10.0.0.1/33, 10.0.0.1]
+      mtu: 20
+  nat44: {inside: [inside]}
+"#;
+        let got = errors(yaml);
+        let want = [
+            "apiVersion: must be",
+            "kind: must be",
+            "metadata.name: \"Bad_Name\"",
+            "spec.interfaces[0].kernel.hostIfName: \"this-name-is-way-too-long\" must be 1-15",
+            "spec.interfaces[1].name: \"inside\" is already used by spec.interfaces[0]",
+            "spec.interfaces[1].kernel.hostIfName: \"a/b\" is not a valid",
+            "spec.interfaces[1].datapath.xdpMode: only applies",
+            "spec.interfaces[2]: exactly one of kernel, nsm and memif",
+            "spec.interfaces[3].backend: memif interfaces require backend: vpp",
+            "spec.interfaces[3].ipAddresses[0]: prefix length \"33\" is out of range",
+            "spec.interfaces[3].ipAddresses[1]: \"10.0.0.1\" is not an IPv4 prefix",
+            "spec.interfaces[3].mtu: 20 is out of range 68-65535",
+            "spec.nat44: NAT44 is valid in the schema but not applied",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_schema_example_parses() {
+        // The contract's example document must always parse, even where this
+        // agent version refuses to apply parts of it.
+        let doc = include_str!("testdata/schema-example.yaml");
+        let c = Config::parse(doc).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.metadata.name, "cnf-nat44");
+        assert_eq!(c.spec.interfaces.len(), 3);
+        let nat = c.spec.nat44.unwrap_or_default();
+        assert_eq!(nat.static_mappings.len(), 2);
+        assert_eq!(nat.max_sessions, Some(262144));
+    }
+}

@@ -1,0 +1,598 @@
+//! The eBPF datapath: finding, loading and pinning the object, attaching it to
+//! interfaces and taking it down again.
+//!
+//! Pins live under `<bpffs>/xcnf/<instance>/`: the maps by their pin names and
+//! the links under `links/`. Pinned links keep forwarding alive when the agent
+//! exits with `--keep-datapath` or is killed; the next start adopts them by
+//! swapping the program inside the existing link, so traffic never stops.
+
+mod bpffs;
+mod hook;
+mod object;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{DevMapHash, HashMap, MapError, MapInfo, PerCpuHashMap, PerCpuValues},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+pub use bpffs::{BPFFS_DEFAULT, Pins};
+pub use hook::{HookChoice, XdpAttach, choose_hook};
+pub use object::find_object;
+use tracing::{debug, info, warn};
+use xcnf_common::{IfCounters, IfaceConfig, maps};
+
+use crate::linux::Link;
+
+/// Errors from the datapath. Each names the file, map or interface involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "eBPF object not found (looked for {}): build it with `cargo xtask build-ebpf --release`, or pass --ebpf-object",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ObjectNotFound { searched: Vec<PathBuf> },
+    #[error("eBPF object {}: {source} (build it with `cargo xtask build-ebpf --release`)", .path.display())]
+    ObjectUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bpffs at {}: {message}", .path.display())]
+    Bpffs { path: PathBuf, message: String },
+    #[error("pin directory {}: {source}", .path.display())]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "pinned map {} is incompatible with this build ({reason}); remove it with `xcnf-agent --cleanup --instance <name>`",
+        .path.display()
+    )]
+    IncompatiblePin { path: PathBuf, reason: String },
+    #[error(
+        "permission denied {what}: the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root): {source}"
+    )]
+    Permission {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("loading eBPF object {}: {source}", .path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error(
+        "eBPF object has no {what} (stale object? rebuild with `cargo xtask build-ebpf --release`)"
+    )]
+    MissingInObject { what: String },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("interface {ifname}: attaching {hook}: {source}")]
+    Attach {
+        ifname: String,
+        hook: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map TX_PORTS: {0}")]
+    TxPorts(#[source] aya::maps::xdp::XdpMapError),
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
+    #[error("link pin {}: {message}", .path.display())]
+    Link { path: PathBuf, message: String },
+}
+
+/// How the agent should load the datapath.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub object: PathBuf,
+    pub pins: Pins,
+    /// aya-log level written into the object's `AYA_LOG_LEVEL` global before
+    /// load: 0 (off) lets the verifier remove every log statement.
+    pub log_level: u8,
+}
+
+/// An interface to attach to, with the hook already chosen.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The logical name from the config, for logs.
+    pub name: String,
+    pub link: Link,
+    pub hook: HookChoice,
+}
+
+/// A live attachment, owned through its link pin.
+#[derive(Debug)]
+struct Attachment {
+    ifindex: u32,
+    hook: HookChoice,
+    pin: PathBuf,
+}
+
+/// The loaded datapath and what it is attached to.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pins: Pins,
+    attached: BTreeMap<String, Attachment>,
+}
+
+impl Datapath {
+    /// Loads the object, pins its maps and attaches to every target.
+    ///
+    /// All or nothing: if any step fails, links attached and map entries
+    /// written by this call are removed again, and pins this call created
+    /// are deleted, before the error is returned.
+    pub fn start(opts: &Options, targets: &[Target]) -> Result<Self, DatapathError> {
+        let existed = opts.pins.dir().exists();
+        let result = Self::try_start(opts, targets);
+        if result.is_err()
+            && !existed
+            && let Err(e) = opts.pins.remove_all()
+        {
+            warn!(error = %e, "could not remove pins after a failed start");
+        }
+        result
+    }
+
+    fn try_start(opts: &Options, targets: &[Target]) -> Result<Self, DatapathError> {
+        bpffs::ensure_mounted(opts.pins.root())?;
+        opts.pins.create()?;
+        for m in maps::ALL {
+            check_pinned_map(&opts.pins.map(m), m)?;
+        }
+
+        let mut loader = EbpfLoader::new();
+        for m in maps::ALL {
+            loader.map_pin_path(m.object, opts.pins.map(m));
+        }
+        loader.override_global(aya_log::LEVEL, &opts.log_level, true);
+        let mut ebpf = loader.load_file(&opts.object).map_err(|source| {
+            if is_permission(&source) {
+                DatapathError::Permission {
+                    what: format!("loading eBPF object {}", opts.object.display()),
+                    source: Box::new(source),
+                }
+            } else {
+                DatapathError::Load {
+                    path: opts.object.clone(),
+                    source: Box::new(source),
+                }
+            }
+        })?;
+        for name in [maps::programs::XDP, maps::programs::TC] {
+            load_program(&mut ebpf, name)?;
+        }
+
+        let mut dp = Self {
+            ebpf,
+            pins: opts.pins.clone(),
+            attached: BTreeMap::new(),
+        };
+        let mut fresh: Vec<String> = Vec::new();
+        let mut written: Vec<u32> = Vec::new();
+        let outcome = dp.apply(targets, &mut fresh, &mut written);
+        if let Err(e) = outcome {
+            dp.rollback(&fresh, &written);
+            return Err(e);
+        }
+        dp.remove_stale(targets)?;
+        Ok(dp)
+    }
+
+    /// Registers every target in the maps, then attaches or adopts its link.
+    fn apply(
+        &mut self,
+        targets: &[Target],
+        fresh: &mut Vec<String>,
+        written: &mut Vec<u32>,
+    ) -> Result<(), DatapathError> {
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        for t in targets {
+            let ifindex = t.link.index;
+            {
+                let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
+                let known = ifaces.get(&ifindex, 0).is_ok();
+                let cfg = IfaceConfig {
+                    mac: t.link.mac,
+                    _pad: [0; 2],
+                };
+                ifaces
+                    .insert(ifindex, cfg, 0)
+                    .map_err(|source| map_err(maps::IFACES, source))?;
+                if !known {
+                    written.push(ifindex);
+                }
+            }
+            {
+                let mut counters: PerCpuHashMap<_, u32, IfCounters> =
+                    self.map_mut(maps::COUNTERS)?;
+                // Keep counters across restarts; start from zero for a new interface.
+                if counters.get(&ifindex, 0).is_err() {
+                    let zero = PerCpuValues::try_from(vec![IfCounters::default(); nr_cpus])
+                        .map_err(DatapathError::Cpus)?;
+                    counters
+                        .insert(ifindex, zero, 0)
+                        .map_err(|source| map_err(maps::COUNTERS, source))?;
+                }
+            }
+            {
+                let mut tx: DevMapHash<_> = self.map_mut(maps::TX_PORTS)?;
+                tx.insert(ifindex, ifindex, None, 0)
+                    .map_err(DatapathError::TxPorts)?;
+            }
+            let adopted = self.attach(t)?;
+            if !adopted {
+                fresh.push(t.link.name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the target's program, adopting a pinned link of the same hook
+    /// if one exists. Returns whether an existing link was adopted.
+    fn attach(&mut self, t: &Target) -> Result<bool, DatapathError> {
+        let ifname = &t.link.name;
+        let pin = self.pins.link(ifname, t.hook);
+        let other = self.pins.link(ifname, t.hook.other());
+        let mut adopted = false;
+        if pin.exists() {
+            match self.adopt(t, &pin) {
+                Ok(()) => adopted = true,
+                Err(e) => {
+                    // A link whose interface went away is defunct; replace it.
+                    warn!(interface = %ifname, error = %e, "pinned link not adoptable, attaching anew");
+                    unpin_link(&pin);
+                }
+            }
+        }
+        if !adopted {
+            let link = self.attach_new(t)?;
+            link.pin(&pin).map_err(|e| DatapathError::Link {
+                path: pin.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        // A hook change: the new link is in place, so the old one can go.
+        if other.exists() {
+            info!(interface = %ifname, "removing link of the previously configured hook");
+            unpin_link(&other);
+        }
+        info!(
+            interface = %t.name,
+            host_if = %ifname,
+            ifindex = t.link.index,
+            hook = %t.hook,
+            adopted,
+            "datapath attached"
+        );
+        self.attached.insert(
+            ifname.clone(),
+            Attachment {
+                ifindex: t.link.index,
+                hook: t.hook,
+                pin,
+            },
+        );
+        Ok(adopted)
+    }
+
+    fn attach_new(&mut self, t: &Target) -> Result<FdLink, DatapathError> {
+        let ifname = t.link.name.as_str();
+        let attach_err = |hook, source| DatapathError::Attach {
+            ifname: ifname.to_owned(),
+            hook,
+            source,
+        };
+        match t.hook {
+            HookChoice::Tc => {
+                let prog = self.tc()?;
+                if !tcx_supported() {
+                    // Pre-6.6 kernels attach through a clsact qdisc; an
+                    // existing one is fine.
+                    let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+                }
+                let id = prog
+                    .attach(ifname, TcAttachType::Ingress)
+                    .map_err(|e| attach_err("tc ingress", e))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| attach_err("tc ingress", e))?;
+                FdLink::try_from(link).map_err(|e| DatapathError::Link {
+                    path: self.pins.link(ifname, t.hook),
+                    message: format!(
+                        "tc link cannot be pinned (netlink attachment, kernel < 6.6?): {e}"
+                    ),
+                })
+            }
+            HookChoice::Xdp(mode) => {
+                let prog = self.xdp()?;
+                let id = match prog.attach(ifname, mode.into()) {
+                    Ok(id) => id,
+                    Err(e) if mode == hook::XdpAttach::Native => {
+                        warn!(interface = %ifname, error = %e, "native XDP refused, falling back to generic XDP");
+                        prog.attach(ifname, aya::programs::XdpMode::Skb)
+                            .map_err(|e| attach_err("xdp (generic)", e))?
+                    }
+                    Err(e) => return Err(attach_err("xdp", e)),
+                };
+                let link = prog.take_link(id).map_err(|e| attach_err("xdp", e))?;
+                FdLink::try_from(link).map_err(|e| DatapathError::Link {
+                    path: self.pins.link(ifname, t.hook),
+                    message: format!("xdp link cannot be pinned: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Swaps this build's program into an existing pinned link (BPF_LINK_UPDATE),
+    /// which replaces the program atomically without a gap in forwarding.
+    fn adopt(&mut self, t: &Target, pin: &Path) -> Result<(), DatapathError> {
+        let link_err = |message: String| DatapathError::Link {
+            path: pin.to_path_buf(),
+            message,
+        };
+        let fd: FdLink = PinnedLink::from_pin(pin)
+            .map_err(|e: LinkError| link_err(e.to_string()))?
+            .into();
+        match t.hook {
+            HookChoice::Tc => {
+                let link =
+                    SchedClassifierLink::try_from(fd).map_err(|e| link_err(e.to_string()))?;
+                let prog = self.tc()?;
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| link_err(format!("updating program: {e}")))?;
+                // Dropping our fd leaves the pinned link in place.
+                drop(prog.take_link(id));
+            }
+            HookChoice::Xdp(_) => {
+                let link = XdpLink::try_from(fd).map_err(|e| link_err(e.to_string()))?;
+                let prog = self.xdp()?;
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| link_err(format!("updating program: {e}")))?;
+                drop(prog.take_link(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes what a failed `apply` did: fresh links go, map entries written
+    /// for interfaces that were not there before go.
+    fn rollback(&mut self, fresh: &[String], written: &[u32]) {
+        for ifname in fresh {
+            if let Some(a) = self.attached.remove(ifname) {
+                unpin_link(&a.pin);
+            }
+        }
+        for ifindex in written {
+            self.forget_ifindex(*ifindex);
+        }
+    }
+
+    /// Detaches links and map entries of interfaces no longer configured.
+    fn remove_stale(&mut self, targets: &[Target]) -> Result<(), DatapathError> {
+        let wanted: BTreeSet<u32> = targets.iter().map(|t| t.link.index).collect();
+        let wanted_names: BTreeSet<&str> = targets.iter().map(|t| t.link.name.as_str()).collect();
+        for pin in self.pins.link_pins() {
+            let ifname = Pins::link_ifname(&pin);
+            if !ifname.is_some_and(|n| wanted_names.contains(n)) {
+                info!(pin = %pin.display(), "detaching link of an interface no longer configured");
+                unpin_link(&pin);
+            }
+        }
+        let stale: Vec<u32> = {
+            let ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
+            ifaces
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !wanted.contains(k))
+                .collect()
+        };
+        for ifindex in stale {
+            self.forget_ifindex(ifindex);
+        }
+        Ok(())
+    }
+
+    fn forget_ifindex(&mut self, ifindex: u32) {
+        if let Ok(mut m) = self.map_mut::<HashMap<_, u32, IfaceConfig>>(maps::IFACES) {
+            let _ = m.remove(&ifindex);
+        }
+        if let Ok(mut m) = self.map_mut::<PerCpuHashMap<_, u32, IfCounters>>(maps::COUNTERS) {
+            let _ = m.remove(&ifindex);
+        }
+        if let Ok(mut m) = self.map_mut::<DevMapHash<_>>(maps::TX_PORTS) {
+            let _ = m.remove(ifindex);
+        }
+    }
+
+    /// Per-interface counters summed over CPUs, keyed by host interface name.
+    pub fn counters(&self) -> Result<BTreeMap<String, IfCounters>, DatapathError> {
+        let map = self
+            .ebpf
+            .map(maps::COUNTERS.object)
+            .ok_or_else(|| missing(maps::COUNTERS.object))?;
+        let counters: PerCpuHashMap<_, u32, IfCounters> =
+            PerCpuHashMap::try_from(map).map_err(|s| map_err(maps::COUNTERS, s))?;
+        let mut out = BTreeMap::new();
+        for (name, a) in &self.attached {
+            let per_cpu = counters
+                .get(&a.ifindex, 0)
+                .map_err(|s| map_err(maps::COUNTERS, s))?;
+            let mut sum = IfCounters::default();
+            for c in per_cpu.iter() {
+                sum.accumulate(c);
+            }
+            out.insert(name.clone(), sum);
+        }
+        Ok(out)
+    }
+
+    /// The eBPF object, for the log forwarder.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Detaches everything and removes the instance's pins, or, with `keep`,
+    /// leaves links and maps pinned so forwarding continues without the agent.
+    pub fn shutdown(self, keep: bool) -> Result<(), DatapathError> {
+        if keep {
+            info!(pins = %self.pins.dir().display(), "keeping the datapath: links and maps stay pinned");
+            return Ok(());
+        }
+        for (ifname, a) in &self.attached {
+            debug!(interface = %ifname, hook = %a.hook, "detaching");
+            unpin_link(&a.pin);
+        }
+        self.pins.remove_all()?;
+        info!("datapath detached and pins removed");
+        Ok(())
+    }
+
+    fn map_mut<'a, M>(&'a mut self, m: maps::MapName) -> Result<M, DatapathError>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(m.object)
+            .ok_or_else(|| missing(m.object))?;
+        M::try_from(map).map_err(|source| map_err(m, source))
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let name = maps::programs::XDP;
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| missing(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let name = maps::programs::TC;
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| missing(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+}
+
+/// Removes a link pin; with the last reference gone the kernel detaches it.
+fn unpin_link(pin: &Path) {
+    match PinnedLink::from_pin(pin) {
+        Ok(l) => {
+            if let Err(e) = l.unpin() {
+                warn!(pin = %pin.display(), error = %e, "could not unpin link");
+            }
+        }
+        Err(e) => {
+            warn!(pin = %pin.display(), error = %e, "could not open link pin, removing the file");
+            let _ = std::fs::remove_file(pin);
+        }
+    }
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| missing(name))?;
+    let res = match prog {
+        aya::programs::Program::Xdp(p) => p.load(),
+        aya::programs::Program::SchedClassifier(p) => p.load(),
+        _ => {
+            return Err(DatapathError::MissingInObject {
+                what: format!("XDP or TC program named {name}"),
+            });
+        }
+    };
+    res.map_err(|source| {
+        if is_permission(&source) {
+            DatapathError::Permission {
+                what: format!("loading program {name}"),
+                source: Box::new(source),
+            }
+        } else {
+            DatapathError::Program { name, source }
+        }
+    })
+}
+
+fn check_pinned_map(path: &Path, m: maps::MapName) -> Result<(), DatapathError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = MapInfo::from_pin(path).map_err(|e| DatapathError::IncompatiblePin {
+        path: path.to_path_buf(),
+        reason: format!("cannot read it: {e}"),
+    })?;
+    let got = (info.key_size(), info.value_size(), info.max_entries());
+    let want = (m.key_size, m.value_size, m.max_entries);
+    if got != want {
+        return Err(DatapathError::IncompatiblePin {
+            path: path.to_path_buf(),
+            reason: format!(
+                "key/value/entries {}/{}/{}, this build needs {}/{}/{}",
+                got.0, got.1, got.2, want.0, want.1, want.2
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn missing(what: &str) -> DatapathError {
+    DatapathError::MissingInObject {
+        what: what.to_owned(),
+    }
+}
+
+fn map_err(m: maps::MapName, source: MapError) -> DatapathError {
+    DatapathError::Map {
+        name: m.object,
+        source,
+    }
+}
+
+/// True when an error chain bottoms out in EPERM or EACCES.
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// tcx (multi-prog TC links) exists from Linux 6.6; aya uses it there.
+fn tcx_supported() -> bool {
+    aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(false)
+}

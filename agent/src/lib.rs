@@ -1,0 +1,8 @@
+//! The xcnf agent library: configuration, Linux lookups and the eBPF datapath.
+//!
+//! The `xcnf-agent` binary wires these together; integration tests and later
+//! front ends (gRPC, Kubernetes) reuse them.
+
+pub mod config;
+pub mod datapath;
+pub mod linux;

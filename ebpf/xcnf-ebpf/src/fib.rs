@@ -1,0 +1,91 @@
+//! FIB lookup: the kernel's routing table and neighbour cache decide where a
+//! packet goes, so the datapath never keeps a route copy that could go stale.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_PROHIBIT,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, bpf_fib_lookup,
+    },
+    cty::c_void,
+    helpers::generated::bpf_fib_lookup as fib_lookup_helper,
+};
+
+const AF_INET: u8 = 2;
+
+/// The part of a lookup's answer the datapath acts on.
+pub enum Route {
+    /// Egress interface and the MACs to write.
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// Route found, neighbour not resolved yet: egress and next-hop address
+    /// (network byte order, as `bpf_redirect_neigh` wants it).
+    NoNeigh {
+        ifindex: u32,
+        nexthop: u32,
+    },
+    Blackhole,
+    NoRoute,
+    Local,
+    FwdDisabled,
+    FragNeeded,
+    Other,
+}
+
+/// Looks up the route for an IPv4 packet arriving on `ifindex`.
+///
+/// `tot_len` 0 asks the kernel to check the MTU against the skb itself, which
+/// is what a GSO skb needs; XDP frames pass their real length.
+#[inline(always)]
+pub fn lookup_v4(
+    ctx: *mut c_void,
+    ifindex: u32,
+    tos: u8,
+    protocol: u8,
+    tot_len: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Route {
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = protocol;
+    p.ifindex = ifindex;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    p.__bindgen_anon_2.tos = tos;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: ctx is the program's context and p is a properly sized params struct.
+    let rc = unsafe {
+        fib_lookup_helper(
+            ctx,
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc < 0 {
+        return Route::Other;
+    }
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Route::Resolved {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+        },
+        BPF_FIB_LKUP_RET_NO_NEIGH => Route::NoNeigh {
+            ifindex: p.ifindex,
+            // SAFETY: the kernel writes the next hop into ipv4_dst on output.
+            nexthop: unsafe { p.__bindgen_anon_4.ipv4_dst },
+        },
+        BPF_FIB_LKUP_RET_BLACKHOLE => Route::Blackhole,
+        BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => Route::NoRoute,
+        BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
+        BPF_FIB_LKUP_RET_FWD_DISABLED => Route::FwdDisabled,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::FragNeeded,
+        _ => Route::Other,
+    }
+}

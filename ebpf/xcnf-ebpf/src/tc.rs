@@ -1,0 +1,121 @@
+//! TC attach form (tcx, or clsact on older kernels): forwards with
+//! `bpf_redirect`, or `bpf_redirect_neigh` while the next hop's MAC is unknown.
+//!
+//! On veth this is the fast hook: the skb is forwarded as is, while native XDP
+//! on veth would first copy it into an XDP buffer.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_redir_neigh},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use aya_log_ebpf::debug;
+
+use crate::{
+    counters::{self, Drop, Pass},
+    forward::{self, Action, MtuCheck},
+    headers::{ETH_HLEN, ETH_P_IP, IPV4_HLEN},
+};
+
+const PACKET_HOST: u32 = 0;
+const AF_INET: u32 = 2;
+/// Headers the forwarding decision reads, which must be in the linear area.
+const PULL_LEN: usize = ETH_HLEN + IPV4_HLEN;
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: skb is the __sk_buff the kernel passed in.
+    let (len, ifindex, pkt_type, gso_segs) =
+        unsafe { ((*skb).len, (*skb).ifindex, (*skb).pkt_type, (*skb).gso_segs) };
+    let len = len as usize;
+    let c = counters::slot(ifindex);
+    counters::rx(c, len as u64);
+
+    // Frames built from pages (GRO, trafgen, many drivers) carry only the
+    // Ethernet header in the linear area; every header read needs it pulled.
+    if ctx.data() + PULL_LEN > ctx.data_end() {
+        let want = if len < PULL_LEN { len } else { PULL_LEN };
+        // A failed pull leaves the skb as it was; the bounds checks below
+        // then classify it as short.
+        let _ = ctx.pull_data(want as u32);
+    }
+    let data = ctx.data();
+    let data_end = ctx.data_end();
+
+    let action = match forward::ether_type(data, data_end) {
+        None => Action::Drop(Drop::Malformed),
+        Some(ETH_P_IP) if pkt_type != PACKET_HOST => Action::Pass(Pass::NotForUs),
+        Some(ETH_P_IP) => {
+            let mtu = if gso_segs > 1 {
+                MtuCheck::Skb
+            } else {
+                MtuCheck::TotLen
+            };
+            forward::ipv4(
+                ctx.as_ptr(),
+                data,
+                data_end,
+                len.saturating_sub(ETH_HLEN),
+                ifindex,
+                mtu,
+                true,
+            )
+        }
+        Some(_) => Action::Pass(Pass::NotIpv4),
+    };
+
+    match action {
+        Action::Redirect { ifindex: out } => {
+            // SAFETY: plain helper call; flags 0 means egress redirect.
+            let rc = unsafe { bpf_redirect(out, 0) };
+            finish_redirect(ctx, c, rc, out, len)
+        }
+        Action::RedirectNeigh {
+            ifindex: out,
+            nexthop,
+        } => {
+            // SAFETY: all-zero is valid for this plain struct/union.
+            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            nh.nh_family = AF_INET;
+            nh.__bindgen_anon_1.ipv4_nh = nexthop;
+            // SAFETY: nh is a correctly sized bpf_redir_neigh.
+            let rc = unsafe {
+                bpf_redirect_neigh(
+                    out,
+                    &mut nh,
+                    core::mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            };
+            finish_redirect(ctx, c, rc, out, len)
+        }
+        Action::Pass(why) => {
+            counters::passed(c, why);
+            TC_ACT_OK as i32
+        }
+        Action::Drop(why) => {
+            counters::dropped(c, why);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[inline(always)]
+fn finish_redirect(
+    ctx: &TcContext,
+    c: Option<*mut xcnf_common::IfCounters>,
+    rc: i64,
+    out: u32,
+    len: usize,
+) -> i32 {
+    if rc == i64::from(TC_ACT_REDIRECT) {
+        counters::forwarded(c, len as u64);
+        TC_ACT_REDIRECT as i32
+    } else {
+        debug!(ctx, "tc: redirect to ifindex {} failed: {}", out, rc);
+        counters::dropped(c, Drop::RedirectFailed);
+        TC_ACT_SHOT as i32
+    }
+}
