@@ -143,7 +143,7 @@ impl Chain {
     pub fn new(prefix: &str) -> Self {
         let cnf = Netns::new(&format!("{prefix}-cnf"));
         let client = Netns::new(&format!("{prefix}-client"));
-        let server = Netns::new(&format!("{prefix}-server"));
+        let server = Netns::new(&format!("{prefix}-webserver"));
         // Veth pairs are created directly across namespaces, so their names
         // never exist in the root namespace and cannot clash between tests.
         cnf.ip(&[

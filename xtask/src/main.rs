@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands. Each one installs what it needs
+//! on a fresh machine (nightly's rust-src, bpf-linker, Debian packages), so the
+//! README's two commands are the whole set-up.
+
+mod build;
+mod demo;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "xcnf project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the eBPF object (installs rust-src and bpf-linker if missing).
+    BuildEbpf {
+        /// Release profile (what the agent and tests load).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Format check, clippy, unit tests and the integration tests (root).
+    Test {
+        /// Extra arguments passed to the test binaries (e.g. a name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The NAT44 example chain in network namespaces, with curl through the cnf (root).
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::BuildEbpf { release } => build::ebpf(release).map(|p| {
+            println!("{}", p.display());
+        }),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Demo => demo::run(),
+    }
+}

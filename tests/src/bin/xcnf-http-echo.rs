@@ -12,7 +12,11 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
-    // Read the request head; the body (none for GET) is ignored.
+    // A connect-and-close (a readiness probe) sends no request: nothing to answer.
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(());
+    }
+    // Read the rest of the request head; the body (none for GET) is ignored.
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
