@@ -62,6 +62,7 @@ pub struct Agent {
     pub instance: String,
     pub config: PathBuf,
     scratch: Scratch,
+    remove_pins: bool,
 }
 
 impl Agent {
@@ -93,6 +94,7 @@ impl Agent {
             instance: instance.to_owned(),
             config: scratch.path().join("config.yaml"),
             scratch,
+            remove_pins: true,
         }
     }
 
@@ -138,12 +140,30 @@ impl Agent {
     pub fn scratch(&self) -> &Path {
         self.scratch.path()
     }
+
+    /// Leaves the pins in place when this handle drops (for a test that hands
+    /// the datapath to a later agent; guard it with a [`PinGuard`]).
+    pub fn keep_pins(&mut self) {
+        self.remove_pins = false;
+    }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         drop(self.proc.take());
-        let _ = std::fs::remove_dir_all(self.pin_dir());
+        if self.remove_pins {
+            let _ = std::fs::remove_dir_all(self.pin_dir());
+        }
+    }
+}
+
+/// Removes an instance's pins on drop, whoever created them.
+#[derive(Debug)]
+pub struct PinGuard(pub String);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(pin_dir(&self.0));
     }
 }
 

@@ -11,10 +11,9 @@
 
 pub mod agent;
 pub mod netns;
+pub mod packet;
 
 use std::path::PathBuf;
-
-pub mod packet;
 
 /// The workspace root, from this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {

@@ -293,3 +293,57 @@ impl Drop for Proc {
         }
     }
 }
+
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace (setns is
+    /// per-thread), for kernel queries that only work from inside it.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: a valid netns fd; only this thread changes namespace.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("thread in {} panicked", self.name))
+    }
+
+    /// Names of the programs attached to `ifname`: tcx ingress (which
+    /// Debian's bpftool 7.1 cannot list) and XDP.
+    pub fn attached_programs(&self, ifname: &str) -> Vec<String> {
+        let name = ifname.to_owned();
+        let mut progs = self.within(move || {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            match SchedClassifier::query_tcx(&name, TcAttachType::Ingress) {
+                Ok((_, infos)) => infos
+                    .iter()
+                    .map(|i| i.name_as_str().unwrap_or("?").to_owned())
+                    .collect::<Vec<_>>(),
+                Err(e) => panic!("query tcx on {name}: {e}"),
+            }
+        });
+        // `ip -d link` shows an attached XDP program as "prog/xdp id N name X".
+        let out = run(Command::new("ip").args(["-n", &self.name, "-d", "link", "show", ifname]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for rest in text.split("prog/xdp id ").skip(1) {
+            if let Some(n) = rest
+                .split(" name ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+            {
+                progs.push(n.to_owned());
+            }
+        }
+        progs
+    }
+}

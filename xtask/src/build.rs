@@ -43,7 +43,12 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
 
 /// Builds the agent and the test helper binaries (debug, stable).
 pub fn userspace() -> Result<()> {
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["build", "--package", "xcnf-agent", "--package", "xcnf-tests", "--bins"]))
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--package",
+        "xcnf-agent",
+        "--package",
+        "xcnf-tests",
+        "--bins",
+    ]))
 }

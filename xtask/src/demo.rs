@@ -55,16 +55,23 @@ pub fn run() -> Result<()> {
     let instance = "cnf-nat44";
     remove_leftovers(instance);
 
-    println!("\n== topology: client 192.168.100.10 — cnf (c0 192.168.100.1 | c1 80.80.80.100) — webserver 80.80.80.80");
+    println!(
+        "\n== topology: client 192.168.100.10 — cnf (c0 192.168.100.1 | c1 80.80.80.100) — webserver 80.80.80.80"
+    );
     let chain = Chain::new(PREFIX);
     check_interrupt()?;
 
-    println!("\n== starting xcnf-agent in {} with {CONFIG}", chain.cnf.name());
+    println!(
+        "\n== starting xcnf-agent in {} with {CONFIG}",
+        chain.cnf.name()
+    );
     let agent = Agent::start(&chain.cnf, instance, &config_text, &[]);
     check_interrupt()?;
 
     println!("\n== starting an HTTP server in {}", chain.server.name());
-    let mut cmd = chain.server.command(setup::root().join("target/debug/xcnf-http-echo"));
+    let mut cmd = chain
+        .server
+        .command(setup::root().join("target/debug/xcnf-http-echo"));
     cmd.arg("0.0.0.0:8080");
     let mut http = Proc::spawn(cmd, "http server");
     http.wait_until(Duration::from_secs(10), || {
@@ -77,7 +84,9 @@ pub fn run() -> Result<()> {
     check_interrupt()?;
 
     println!("\n== ping -c 3 {SERVER_IP} from client");
-    let ping = chain.client.output("ping", &["-c", "3", "-i", "0.2", SERVER_IP]);
+    let ping = chain
+        .client
+        .output("ping", &["-c", "3", "-i", "0.2", SERVER_IP]);
     print!("{}", String::from_utf8_lossy(&ping.stdout));
     check_interrupt()?;
 

@@ -326,3 +326,23 @@ spec:
         assert_eq!(nat.max_sessions, Some(262144));
     }
 }
+
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    /// The contract: every example shipped in deploy/examples/ stays valid.
+    #[test]
+    fn every_deploy_example_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no examples found in {}", dir.display());
+    }
+}

@@ -212,6 +212,13 @@ impl Datapath {
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         for t in targets {
             let ifindex = t.link.index;
+            // Redirect target first: an interface in IFACES is a valid
+            // egress for the programs, so it must already be in TX_PORTS.
+            {
+                let mut tx: DevMapHash<_> = self.map_mut(maps::TX_PORTS)?;
+                tx.insert(ifindex, ifindex, None, 0)
+                    .map_err(DatapathError::TxPorts)?;
+            }
             {
                 let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
                 let known = ifaces.get(&ifindex, 0).is_ok();
@@ -237,11 +244,6 @@ impl Datapath {
                         .insert(ifindex, zero, 0)
                         .map_err(|source| map_err(maps::COUNTERS, source))?;
                 }
-            }
-            {
-                let mut tx: DevMapHash<_> = self.map_mut(maps::TX_PORTS)?;
-                tx.insert(ifindex, ifindex, None, 0)
-                    .map_err(DatapathError::TxPorts)?;
             }
             let adopted = self.attach(t)?;
             if !adopted {

@@ -24,9 +24,12 @@ pub struct PassReasons {
     pub ip_options: u64,
     /// TTL ≤ 1: the kernel sends ICMP time-exceeded.
     pub ttl_expired: u64,
-    /// The FIB says "deliver locally" or "not forwarded" (traffic to the CNF).
-    pub local: u64,
-    /// No route, or an unreachable/prohibit route: the kernel sends the ICMP error.
+    /// The FIB does not forward it: a local, broadcast or multicast
+    /// destination, or no route at all. `bpf_fib_lookup` answers all of these
+    /// with one code (NOT_FWDED), so one counter holds them; the kernel then
+    /// delivers locally or sends ICMP unreachable.
+    pub not_forwarded: u64,
+    /// An unreachable or prohibit route: the kernel sends the ICMP error.
     pub no_route: u64,
     /// Forwarding is disabled on the ingress interface (sysctl).
     pub fwd_disabled: u64,
@@ -44,7 +47,8 @@ pub struct PassReasons {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropReasons {
-    /// Truncated Ethernet or IPv4 header, bad version, IHL or total length.
+    /// Truncated Ethernet or IPv4 header, bad version, IHL, total length or
+    /// header checksum (RFC 1812 5.2.2: a router must not forward those).
     pub malformed: u64,
     /// The route is a blackhole.
     pub blackhole: u64,
@@ -72,7 +76,7 @@ impl PassReasons {
             not_for_us,
             ip_options,
             ttl_expired,
-            local,
+            not_forwarded,
             no_route,
             fwd_disabled,
             frag_needed,
@@ -84,7 +88,7 @@ impl PassReasons {
             + not_for_us
             + ip_options
             + ttl_expired
-            + local
+            + not_forwarded
             + no_route
             + fwd_disabled
             + frag_needed
@@ -121,7 +125,7 @@ impl IfCounters {
         p.not_for_us = p.not_for_us.wrapping_add(q.not_for_us);
         p.ip_options = p.ip_options.wrapping_add(q.ip_options);
         p.ttl_expired = p.ttl_expired.wrapping_add(q.ttl_expired);
-        p.local = p.local.wrapping_add(q.local);
+        p.not_forwarded = p.not_forwarded.wrapping_add(q.not_forwarded);
         p.no_route = p.no_route.wrapping_add(q.no_route);
         p.fwd_disabled = p.fwd_disabled.wrapping_add(q.fwd_disabled);
         p.frag_needed = p.frag_needed.wrapping_add(q.frag_needed);

@@ -29,7 +29,8 @@ pub enum Route {
     },
     Blackhole,
     NoRoute,
-    Local,
+    /// Local, broadcast or multicast destination, or no route at all.
+    NotForwarded,
     FwdDisabled,
     FragNeeded,
     Other,
@@ -83,7 +84,7 @@ pub fn lookup_v4(
         },
         BPF_FIB_LKUP_RET_BLACKHOLE => Route::Blackhole,
         BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => Route::NoRoute,
-        BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
+        BPF_FIB_LKUP_RET_NOT_FWDED => Route::NotForwarded,
         BPF_FIB_LKUP_RET_FWD_DISABLED => Route::FwdDisabled,
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::FragNeeded,
         _ => Route::Other,

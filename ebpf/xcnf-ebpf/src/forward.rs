@@ -82,6 +82,10 @@ pub fn ipv4(
     if usize::from(tot_len) < IPV4_HLEN || usize::from(tot_len) > l3_len {
         return Action::Drop(Drop::Malformed);
     }
+    // SAFETY: Ipv4Hdr is 20 bytes of plain byte fields, bounds-checked above.
+    if !csum::ipv4_header_valid(unsafe { &*(core::ptr::from_ref(ip).cast::<[u8; IPV4_HLEN]>()) }) {
+        return Action::Drop(Drop::Malformed);
+    }
     if ip.ttl <= 1 {
         return Action::Pass(Pass::TtlExpired);
     }
@@ -123,7 +127,7 @@ pub fn ipv4(
         }
         Route::Blackhole => Action::Drop(Drop::Blackhole),
         Route::NoRoute => Action::Pass(Pass::NoRoute),
-        Route::Local => Action::Pass(Pass::Local),
+        Route::NotForwarded => Action::Pass(Pass::NotForwarded),
         Route::FwdDisabled => Action::Pass(Pass::FwdDisabled),
         Route::FragNeeded => Action::Pass(Pass::FragNeeded),
         Route::Other => Action::Pass(Pass::Other),

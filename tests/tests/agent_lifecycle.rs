@@ -1,0 +1,245 @@
+//! The agent's life cycle on a real topology: bad input leaves nothing behind,
+//! a kept datapath forwards without the agent, a restart adopts it, `kill -9`
+//! does not stop forwarding, and `--cleanup` removes it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+use std::process::Output;
+
+use xcnf_tests::{
+    agent::{Agent, PinGuard, agent_binary, chain_config, pin_dir, read_counters},
+    netns::{Chain, Netns, SERVER_IP, unique_prefix},
+};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The one error line the agent prints before exiting.
+fn error_line(out: &Output) -> String {
+    assert!(!out.status.success(), "agent succeeded: {}", stderr(out));
+    let err = stderr(out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("xcnf-agent: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "want exactly one error line in:\n{err}");
+    lines[0].to_owned()
+}
+
+/// Names of the programs attached to `ifname` (tcx ingress and XDP).
+fn attached(ns: &Netns, ifname: &str) -> String {
+    ns.attached_programs(ifname).join(",")
+}
+
+fn ping_ok(chain: &Chain) {
+    let out = chain
+        .client
+        .output("ping", &["-c", "3", "-i", "0.2", "-W", "2", SERVER_IP]);
+    assert!(
+        out.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn forwarded(instance: &str, chain: &Chain) -> u64 {
+    read_counters(&pin_dir(instance), chain.cnf.ifindex("c0"))
+        .expect("counters for c0")
+        .forwarded
+        .packets
+}
+
+#[test]
+fn malformed_yaml_names_the_file_and_position() {
+    let prefix = unique_prefix("by");
+    let ns = Netns::new(&prefix);
+    let out = Agent::run_to_exit(&ns, &prefix, "apiVersion: [oops\n", &[]);
+    let line = error_line(&out);
+    assert!(
+        line.contains("config.yaml") && line.contains("line 1"),
+        "{line}"
+    );
+    assert!(!pin_dir(&prefix).exists());
+}
+
+#[test]
+fn unknown_field_names_its_path() {
+    let prefix = unique_prefix("uf");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}")
+        .replace("hostIfName: c0}", "hostIfName: c0, colour: red}");
+    let out = Agent::run_to_exit(&chain.cnf, &prefix, &cfg, &[]);
+    let line = error_line(&out);
+    assert!(
+        line.contains("spec.interfaces[0].kernel: unknown field `colour`"),
+        "{line}"
+    );
+    assert!(!pin_dir(&prefix).exists());
+    assert!(!attached(&chain.cnf, "c0").contains("xcnf"));
+}
+
+#[test]
+fn missing_interface_is_named_and_nothing_attaches() {
+    let prefix = unique_prefix("mi");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}").replace("hostIfName: c1", "hostIfName: c9");
+    let out = Agent::run_to_exit(&chain.cnf, &prefix, &cfg, &[]);
+    let line = error_line(&out);
+    assert!(
+        line.contains("spec.interfaces[1].kernel.hostIfName: interface \"c9\" does not exist"),
+        "{line}"
+    );
+    assert!(!pin_dir(&prefix).exists());
+    assert!(!attached(&chain.cnf, "c0").contains("xcnf"));
+}
+
+#[test]
+fn missing_object_names_the_build_command() {
+    let prefix = unique_prefix("mo");
+    let chain = Chain::new(&prefix);
+    let out = Agent::run_to_exit(
+        &chain.cnf,
+        &prefix,
+        &chain_config(&prefix, "{hook: tc}"),
+        &["--ebpf-object", "/nonexistent/xcnf.o"],
+    );
+    let line = error_line(&out);
+    assert!(
+        line.contains("/nonexistent/xcnf.o") && line.contains("cargo xtask build-ebpf"),
+        "{line}"
+    );
+    assert!(!pin_dir(&prefix).exists());
+}
+
+#[test]
+fn no_bpf_permission_is_reported_and_leaves_no_pins() {
+    let prefix = unique_prefix("np");
+    let chain = Chain::new(&prefix);
+    let cfg_dir = xcnf_tests::agent::Scratch::new(&prefix);
+    let cfg = cfg_dir.path().join("config.yaml");
+    std::fs::write(&cfg, chain_config(&prefix, "{hook: tc}")).unwrap();
+    // Root, but without the capabilities that allow bpf(2).
+    let out = chain
+        .cnf
+        .command("setpriv")
+        .args(["--bounding-set=-bpf,-sys_admin,-perfmon", "--"])
+        .arg(agent_binary())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--instance", &prefix])
+        .env("XCNF_EBPF_OBJECT", xcnf_tests::ebpf_object())
+        .output()
+        .unwrap();
+    let line = error_line(&out);
+    assert!(
+        line.contains("permission denied") && line.contains("CAP_BPF"),
+        "{line}"
+    );
+    assert!(!pin_dir(&prefix).exists(), "pins left behind");
+    assert!(!attached(&chain.cnf, "c0").contains("xcnf"));
+}
+
+/// The second interface cannot be attached (another XDP link holds it), so the
+/// first one's fresh TC link must be rolled back and the pins removed.
+#[test]
+fn failed_attach_rolls_back_what_was_attached() {
+    let prefix = unique_prefix("rb");
+    let chain = Chain::new(&prefix);
+    let holder_name = format!("{prefix}h");
+    let holder_cfg = format!(
+        "apiVersion: xcnf.io/v1alpha1
+kind: CNFConfiguration
+metadata: {{name: {holder_name}}}
+spec:
+  interfaces:
+    - name: outside
+      kernel: {{hostIfName: c1}}
+      datapath: {{hook: xdp, xdpMode: generic}}
+"
+    );
+    let _holder = Agent::start(&chain.cnf, &holder_name, &holder_cfg, &[]);
+    let cfg = chain_config(&prefix, "{hook: tc}").replacen(
+        "hostIfName: c1}\n      datapath: {hook: tc}",
+        "hostIfName: c1}\n      datapath: {hook: xdp, xdpMode: native}",
+        1,
+    );
+    assert!(cfg.contains("xdpMode: native"), "{cfg}");
+    let out = Agent::run_to_exit(&chain.cnf, &prefix, &cfg, &[]);
+    let line = error_line(&out);
+    assert!(line.contains("interface c1: attaching xdp"), "{line}");
+    assert!(
+        !pin_dir(&prefix).exists(),
+        "pins of the failed instance left behind"
+    );
+    assert!(
+        !attached(&chain.cnf, "c0").contains("xcnf_tc"),
+        "c0 still attached"
+    );
+    // The other instance is untouched.
+    assert!(attached(&chain.cnf, "c1").contains("xcnf_xdp"));
+}
+
+/// Keep → forwards without the agent; restart → adopts the links and keeps
+/// counters; kill -9 → still forwards; --cleanup → detached.
+#[test]
+fn datapath_outlives_the_agent_and_is_adopted() {
+    let prefix = unique_prefix("kp");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: auto}");
+    // Declared after the chain so it drops first: the pins go even on failure.
+    let _pins = PinGuard(prefix.clone());
+
+    let mut a = Agent::start(&chain.cnf, &prefix, &cfg, &["--keep-datapath"]);
+    ping_ok(&chain);
+    a.keep_pins();
+    assert!(a.stop().success());
+    assert!(
+        pin_dir(&prefix).join("links/tc-c0").exists(),
+        "links unpinned"
+    );
+    let before = forwarded(&prefix, &chain);
+    ping_ok(&chain);
+    let after_exit = forwarded(&prefix, &chain);
+    assert!(
+        after_exit >= before + 3,
+        "not forwarded by eBPF after exit: {before} → {after_exit}"
+    );
+    drop(a);
+
+    let mut b = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let adopted = forwarded(&prefix, &chain);
+    assert!(
+        adopted >= after_exit,
+        "counters reset on adoption: {after_exit} → {adopted}"
+    );
+    // Adoption swaps the program inside the same link: still one tcx program.
+    let shown = attached(&chain.cnf, "c0");
+    assert_eq!(shown.matches("xcnf_tc").count(), 1, "{shown}");
+    ping_ok(&chain);
+
+    b.kill9();
+    let k = forwarded(&prefix, &chain);
+    ping_ok(&chain);
+    assert!(
+        forwarded(&prefix, &chain) >= k + 3,
+        "not forwarding after kill -9"
+    );
+
+    let out = chain
+        .cnf
+        .command(agent_binary())
+        .args(["--cleanup", "--instance", &prefix])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!pin_dir(&prefix).exists());
+    assert!(
+        !attached(&chain.cnf, "c0").contains("xcnf"),
+        "still attached after cleanup"
+    );
+    ping_ok(&chain); // the kernel forwards again
+}
