@@ -146,30 +146,20 @@ impl Chain {
         let server = Netns::new(&format!("{prefix}-webserver"));
         // Veth pairs are created directly across namespaces, so their names
         // never exist in the root namespace and cannot clash between tests.
-        cnf.ip(&[
-            "link",
-            "add",
-            "c0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            client.name(),
-        ]);
-        cnf.ip(&[
-            "link",
-            "add",
-            "c1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            server.name(),
-        ]);
+        for (cnf_if, peer) in [("c0", &client), ("c1", &server)] {
+            cnf.ip(&[
+                "link",
+                "add",
+                cnf_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                peer.name(),
+            ]);
+        }
         cnf.ip(&["addr", "add", "192.168.100.1/24", "dev", "c0"]);
         cnf.ip(&["addr", "add", "80.80.80.100/24", "dev", "c1"]);
         cnf.ip(&["link", "set", "c0", "up"]);

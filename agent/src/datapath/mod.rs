@@ -487,16 +487,17 @@ impl Datapath {
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
-        let name = maps::programs::XDP;
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| missing(name))?
-            .try_into()
-            .map_err(|source| DatapathError::Program { name, source })
+        self.program(maps::programs::XDP)
     }
 
     fn tc(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
-        let name = maps::programs::TC;
+        self.program(maps::programs::TC)
+    }
+
+    fn program<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, DatapathError>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| missing(name))?
