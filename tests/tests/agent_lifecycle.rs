@@ -243,3 +243,46 @@ fn datapath_outlives_the_agent_and_is_adopted() {
     );
     ping_ok(&chain); // the kernel forwards again
 }
+
+/// Lazily unmounts and removes a directory on drop.
+struct Mountpoint(std::path::PathBuf);
+
+impl Drop for Mountpoint {
+    fn drop(&mut self) {
+        if let Ok(c) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid path; MNT_DETACH never blocks.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// With no bpffs at `--bpffs`, the agent mounts one there and pins into it.
+#[test]
+fn mounts_a_bpffs_where_none_is_mounted() {
+    let prefix = unique_prefix("fs");
+    let chain = Chain::new(&prefix);
+    let root = std::env::temp_dir().join(format!("xcnf-bpffs-{prefix}"));
+    std::fs::create_dir_all(&root).unwrap();
+    // Declared before the agent so the agent stops before the unmount.
+    let _mount = Mountpoint(root.clone());
+    let mut agent = Agent::start(
+        &chain.cnf,
+        &prefix,
+        &chain_config(&prefix, "{hook: tc}"),
+        &["--bpffs", root.to_str().unwrap()],
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == root.to_str())
+        .unwrap_or_else(|| panic!("{} not mounted:\n{mounts}", root.display()));
+    assert_eq!(line.split_whitespace().nth(2), Some("bpf"), "{line}");
+    let pins = root.join("xcnf").join(&prefix);
+    assert!(pins.join("counters").exists() && pins.join("links/tc-c0").exists());
+    ping_ok(&chain);
+    let c = read_counters(&pins, chain.cnf.ifindex("c0")).expect("counters");
+    assert!(c.forwarded.packets >= 3, "{c:#?}");
+    assert!(agent.stop().success());
+    assert!(!pins.exists(), "pins left in the mounted bpffs");
+}
