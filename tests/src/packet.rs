@@ -13,9 +13,7 @@ pub type Mac = [u8; 6];
 /// An IPv4 address in wire order.
 pub type Ip4 = [u8; 4];
 
-pub const ETH_HLEN: usize = 14;
-pub const IPV4_HLEN: usize = 20;
-pub const ETH_P_IP: u16 = 0x0800;
+pub use xcnf_common::wire::{ETH_HLEN, ETH_P_IP, IPV4_HLEN};
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_UDP: u8 = 17;

@@ -25,10 +25,10 @@ pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
 ///
 /// Fixed-size and loop-bounded so the verifier accepts it on packet data.
 #[inline(always)]
-pub fn ipv4_header_valid(h: &[u8; 20]) -> bool {
+pub fn ipv4_header_valid(h: &[u8; crate::wire::IPV4_HLEN]) -> bool {
     let mut sum: u32 = 0;
     let mut i = 0;
-    while i < 20 {
+    while i < h.len() {
         sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
         i += 2;
     }

@@ -4,9 +4,7 @@
 //! so it is never 4-byte aligned, and byte arrays keep every access defined
 //! without `packed` structs.
 
-pub const ETH_HLEN: usize = 14;
-pub const IPV4_HLEN: usize = 20;
-pub const ETH_P_IP: u16 = 0x0800;
+pub use xcnf_common::wire::{ETH_HLEN, ETH_P_IP, IPV4_HLEN};
 
 #[repr(C)]
 pub struct EthHdr {
