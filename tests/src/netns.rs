@@ -108,6 +108,58 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) {
         self.run("sysctl", &["-qw", &format!("{key}={value}")]);
     }
+
+    /// Runs `f` on a thread that has entered this namespace (setns is
+    /// per-thread), for kernel queries that only work from inside it.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: a valid netns fd; only this thread changes namespace.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("thread in {} panicked", self.name))
+    }
+
+    /// Names of the programs attached to `ifname`: tcx ingress (which
+    /// Debian's bpftool 7.1 cannot list) and XDP.
+    pub fn attached_programs(&self, ifname: &str) -> Vec<String> {
+        let name = ifname.to_owned();
+        let mut progs = self.within(move || {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            match SchedClassifier::query_tcx(&name, TcAttachType::Ingress) {
+                Ok((_, infos)) => infos
+                    .iter()
+                    .map(|i| i.name_as_str().unwrap_or("?").to_owned())
+                    .collect::<Vec<_>>(),
+                Err(e) => panic!("query tcx on {name}: {e}"),
+            }
+        });
+        // `ip -d link` shows an attached XDP program as "prog/xdp id N name X".
+        let out = run(Command::new("ip").args(["-n", &self.name, "-d", "link", "show", ifname]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for rest in text.split("prog/xdp id ").skip(1) {
+            if let Some(n) = rest
+                .split(" name ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+            {
+                progs.push(n.to_owned());
+            }
+        }
+        progs
+    }
 }
 
 impl Drop for Netns {
@@ -184,9 +236,34 @@ impl Chain {
             prefix: prefix.to_owned(),
         }
     }
-}
+    /// Pings the server from the client `count` times, asserting all replies.
+    pub fn ping(&self, count: u32) {
+        let out = self.client.output(
+            "ping",
+            &["-c", &count.to_string(), "-i", "0.2", "-W", "2", SERVER_IP],
+        );
+        assert!(
+            out.status.success(),
+            "ping through the cnf failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 
-impl Chain {
+    /// Starts the HTTP echo server binary `bin` on port 8080 in the server
+    /// namespace and waits until it accepts connections.
+    pub fn start_http_server(&self, bin: &Path) -> Proc {
+        let mut cmd = self.server.command(bin);
+        cmd.arg("0.0.0.0:8080");
+        let mut p = Proc::spawn(cmd, "http server");
+        p.wait_until(Duration::from_secs(10), || {
+            self.server
+                .output("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
+                .status
+                .success()
+        });
+        p
+    }
+
     /// Native XDP on veth turns skbs into XDP frames and loses their
     /// CHECKSUM_PARTIAL state, so senders behind it must checksum in software.
     pub fn disable_peer_tx_checksum(&self) {
@@ -281,59 +358,5 @@ impl Drop for Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-impl Netns {
-    /// Runs `f` on a thread that has entered this namespace (setns is
-    /// per-thread), for kernel queries that only work from inside it.
-    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path)
-                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-            // SAFETY: a valid netns fd; only this thread changes namespace.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("thread in {} panicked", self.name))
-    }
-
-    /// Names of the programs attached to `ifname`: tcx ingress (which
-    /// Debian's bpftool 7.1 cannot list) and XDP.
-    pub fn attached_programs(&self, ifname: &str) -> Vec<String> {
-        let name = ifname.to_owned();
-        let mut progs = self.within(move || {
-            use aya::programs::{SchedClassifier, TcAttachType};
-            match SchedClassifier::query_tcx(&name, TcAttachType::Ingress) {
-                Ok((_, infos)) => infos
-                    .iter()
-                    .map(|i| i.name_as_str().unwrap_or("?").to_owned())
-                    .collect::<Vec<_>>(),
-                Err(e) => panic!("query tcx on {name}: {e}"),
-            }
-        });
-        // `ip -d link` shows an attached XDP program as "prog/xdp id N name X".
-        let out = run(Command::new("ip").args(["-n", &self.name, "-d", "link", "show", ifname]));
-        let text = String::from_utf8_lossy(&out.stdout);
-        for rest in text.split("prog/xdp id ").skip(1) {
-            if let Some(n) = rest
-                .split(" name ")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-            {
-                progs.push(n.to_owned());
-            }
-        }
-        progs
     }
 }

@@ -11,7 +11,7 @@ use std::process::Output;
 
 use xcnf_tests::{
     agent::{Agent, PinGuard, agent_binary, chain_config, pin_dir, read_counters},
-    netns::{Chain, Netns, SERVER_IP, unique_prefix},
+    netns::{Chain, Netns, unique_prefix},
 };
 
 fn stderr(out: &Output) -> String {
@@ -33,17 +33,6 @@ fn error_line(out: &Output) -> String {
 /// Names of the programs attached to `ifname` (tcx ingress and XDP).
 fn attached(ns: &Netns, ifname: &str) -> String {
     ns.attached_programs(ifname).join(",")
-}
-
-fn ping_ok(chain: &Chain) {
-    let out = chain
-        .client
-        .output("ping", &["-c", "3", "-i", "0.2", "-W", "2", SERVER_IP]);
-    assert!(
-        out.status.success(),
-        "ping: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn forwarded(instance: &str, chain: &Chain) -> u64 {
@@ -194,7 +183,7 @@ fn datapath_outlives_the_agent_and_is_adopted() {
     let _pins = PinGuard(prefix.clone());
 
     let mut a = Agent::start(&chain.cnf, &prefix, &cfg, &["--keep-datapath"]);
-    ping_ok(&chain);
+    chain.ping(3);
     a.keep_pins();
     assert!(a.stop().success());
     assert!(
@@ -202,7 +191,7 @@ fn datapath_outlives_the_agent_and_is_adopted() {
         "links unpinned"
     );
     let before = forwarded(&prefix, &chain);
-    ping_ok(&chain);
+    chain.ping(3);
     let after_exit = forwarded(&prefix, &chain);
     assert!(
         after_exit >= before + 3,
@@ -219,11 +208,11 @@ fn datapath_outlives_the_agent_and_is_adopted() {
     // Adoption swaps the program inside the same link: still one tcx program.
     let shown = attached(&chain.cnf, "c0");
     assert_eq!(shown.matches("xcnf_tc").count(), 1, "{shown}");
-    ping_ok(&chain);
+    chain.ping(3);
 
     b.kill9();
     let k = forwarded(&prefix, &chain);
-    ping_ok(&chain);
+    chain.ping(3);
     assert!(
         forwarded(&prefix, &chain) >= k + 3,
         "not forwarding after kill -9"
@@ -241,7 +230,7 @@ fn datapath_outlives_the_agent_and_is_adopted() {
         !attached(&chain.cnf, "c0").contains("xcnf"),
         "still attached after cleanup"
     );
-    ping_ok(&chain); // the kernel forwards again
+    chain.ping(3); // the kernel forwards again
 }
 
 /// Lazily unmounts and removes a directory on drop.
@@ -280,7 +269,7 @@ fn mounts_a_bpffs_where_none_is_mounted() {
     assert_eq!(line.split_whitespace().nth(2), Some("bpf"), "{line}");
     let pins = root.join("xcnf").join(&prefix);
     assert!(pins.join("counters").exists() && pins.join("links/tc-c0").exists());
-    ping_ok(&chain);
+    chain.ping(3);
     let c = read_counters(&pins, chain.cnf.ifindex("c0")).expect("counters");
     assert!(c.forwarded.packets >= 3, "{c:#?}");
     assert!(agent.stop().success());

@@ -6,28 +6,12 @@
     reason = "tests fail by panicking"
 )]
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use xcnf_tests::{
     agent::{Agent, chain_config, read_counters},
-    netns::{CLIENT_IP, Chain, Proc, SERVER_IP, unique_prefix},
+    netns::{CLIENT_IP, Chain, SERVER_IP, unique_prefix},
 };
-
-/// Starts the HTTP echo server in the chain's server namespace.
-fn http_server(chain: &Chain) -> Proc {
-    let mut cmd = chain.server.command(env!("CARGO_BIN_EXE_xcnf-http-echo"));
-    cmd.arg("0.0.0.0:8080");
-    let mut p = Proc::spawn(cmd, "http server");
-    // Ready once the port accepts connections from inside its namespace.
-    p.wait_until(std::time::Duration::from_secs(10), || {
-        chain
-            .server
-            .output("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
-            .status
-            .success()
-    });
-    p
-}
 
 fn curl(chain: &Chain) -> String {
     let out = chain.client.run(
@@ -42,18 +26,6 @@ fn curl(chain: &Chain) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn ping(chain: &Chain, count: u32) {
-    let out = chain.client.output(
-        "ping",
-        &["-c", &count.to_string(), "-i", "0.2", "-W", "2", SERVER_IP],
-    );
-    assert!(
-        out.status.success(),
-        "ping failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Drives ping and curl through the chain with the given datapath and checks
 /// that the eBPF program, not the kernel, forwarded them.
 fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
@@ -63,7 +35,7 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
         chain.disable_peer_tx_checksum();
     }
     let agent = Agent::start(&chain.cnf, &prefix, &chain_config(&prefix, datapath), &[]);
-    let _http = http_server(&chain);
+    let _http = chain.start_http_server(Path::new(env!("CARGO_BIN_EXE_xcnf-http-echo")));
 
     // The right kind of link is pinned for both interfaces.
     for ifname in ["c0", "c1"] {
@@ -74,7 +46,7 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
         assert!(pin.exists(), "{} missing", pin.display());
     }
 
-    ping(&chain, 5);
+    chain.ping(5);
     assert_eq!(curl(&chain), CLIENT_IP, "server saw the client's address");
 
     let inside = chain.cnf.ifindex("c0");

@@ -8,13 +8,12 @@
 use std::{
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use xcnf_tests::{
     agent::{Agent, pin_dir, read_counters},
-    netns::{Chain, Proc, SERVER_IP},
+    netns::{Chain, SERVER_IP},
 };
 
 use crate::{build, setup};
@@ -69,18 +68,7 @@ pub fn run() -> Result<()> {
     check_interrupt()?;
 
     println!("\n== starting an HTTP server in {}", chain.server.name());
-    let mut cmd = chain
-        .server
-        .command(setup::root().join("target/debug/xcnf-http-echo"));
-    cmd.arg("0.0.0.0:8080");
-    let mut http = Proc::spawn(cmd, "http server");
-    http.wait_until(Duration::from_secs(10), || {
-        chain
-            .server
-            .output("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
-            .status
-            .success()
-    });
+    let http = chain.start_http_server(&setup::root().join("target/debug/xcnf-http-echo"));
     check_interrupt()?;
 
     println!("\n== ping -c 3 {SERVER_IP} from client");
