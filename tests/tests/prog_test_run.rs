@@ -305,8 +305,16 @@ impl Datapath {
         let mut m: HashMap<_, u32, IfaceConfig> =
             HashMap::try_from(self.ebpf.map_mut(maps::IFACES.object).expect("IFACES map"))
                 .expect("IFACES is a hash map of u32 -> IfaceConfig");
-        m.insert(ifindex, IfaceConfig { mac, _pad: [0; 2] }, 0)
-            .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
+        m.insert(
+            ifindex,
+            IfaceConfig {
+                mac,
+                role: 0,
+                _pad: 0,
+            },
+            0,
+        )
+        .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
     }
 
     fn count(&mut self, ifindex: u32) {

@@ -224,7 +224,8 @@ impl Datapath {
                 let known = ifaces.get(&ifindex, 0).is_ok();
                 let cfg = IfaceConfig {
                     mac: t.link.mac,
-                    _pad: [0; 2],
+                    role: xcnf_common::nat::role::NONE,
+                    _pad: 0,
                 };
                 ifaces
                     .insert(ifindex, cfg, 0)

@@ -54,6 +54,19 @@ pub struct DropReasons {
     pub blackhole: u64,
     /// The redirect helper refused the packet after it was rewritten.
     pub redirect_failed: u64,
+    /// To a NAT address (pool or static external, not local) with no
+    /// session or mapping, or an ICMP error quoting no known session.
+    pub nat_no_mapping: u64,
+    /// New flow refused: no free port on its paired pool address.
+    pub nat_pool_exhausted: u64,
+    /// New flow refused: the session table holds `maxSessions` sessions.
+    pub nat_table_full: u64,
+    /// Non-first fragment of NAT traffic whose first fragment was not seen.
+    pub nat_fragment_untracked: u64,
+    /// Translated inbound packet larger than the inside MTU, or with no
+    /// route inside: passing it untranslated would hand the CNF's own stack a
+    /// packet for a NAT address.
+    pub nat_unroutable: u64,
 }
 
 /// The value of the `COUNTERS` map.
@@ -105,8 +118,20 @@ impl DropReasons {
             malformed,
             blackhole,
             redirect_failed,
+            nat_no_mapping,
+            nat_pool_exhausted,
+            nat_table_full,
+            nat_fragment_untracked,
+            nat_unroutable,
         } = *self;
-        malformed + blackhole + redirect_failed
+        malformed
+            + blackhole
+            + redirect_failed
+            + nat_no_mapping
+            + nat_pool_exhausted
+            + nat_table_full
+            + nat_fragment_untracked
+            + nat_unroutable
     }
 }
 
@@ -137,6 +162,13 @@ impl IfCounters {
         d.malformed = d.malformed.wrapping_add(e.malformed);
         d.blackhole = d.blackhole.wrapping_add(e.blackhole);
         d.redirect_failed = d.redirect_failed.wrapping_add(e.redirect_failed);
+        d.nat_no_mapping = d.nat_no_mapping.wrapping_add(e.nat_no_mapping);
+        d.nat_pool_exhausted = d.nat_pool_exhausted.wrapping_add(e.nat_pool_exhausted);
+        d.nat_table_full = d.nat_table_full.wrapping_add(e.nat_table_full);
+        d.nat_fragment_untracked = d
+            .nat_fragment_untracked
+            .wrapping_add(e.nat_fragment_untracked);
+        d.nat_unroutable = d.nat_unroutable.wrapping_add(e.nat_unroutable);
     }
 }
 
@@ -144,7 +176,7 @@ impl IfCounters {
 // SAFETY: `repr(C)`, only u64 fields, no padding.
 unsafe impl aya::Pod for IfCounters {}
 
-const _: () = assert!(core::mem::size_of::<IfCounters>() == 8 * (2 + 2 + 11 + 3));
+const _: () = assert!(core::mem::size_of::<IfCounters>() == 8 * (2 + 2 + 11 + 8));
 
 #[cfg(test)]
 mod tests {
@@ -162,7 +194,7 @@ mod tests {
         // SAFETY: IfCounters is repr(C) with N u64 fields.
         let c: IfCounters = unsafe { core::mem::transmute(raw) };
         assert_eq!(c.passed.total(), ((1u64 << 15) - 1) & !0b1111);
-        assert_eq!(c.dropped.total(), (1 << 15) | (1 << 16) | (1 << 17));
+        assert_eq!(c.dropped.total(), ((1u64 << 23) - 1) & !((1u64 << 15) - 1));
         let mut acc = IfCounters::default();
         acc.accumulate(&c);
         acc.accumulate(&c);

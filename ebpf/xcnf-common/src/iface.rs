@@ -11,8 +11,11 @@ pub struct IfaceConfig {
     /// The interface's own MAC address. XDP has no `pkt_type`, so this is how
     /// it tells frames addressed to the CNF from promiscuous or flooded ones.
     pub mac: [u8; 6],
+    /// NAT44 role ([`crate::nat::role`]): whether traffic arriving here is
+    /// translated as coming from inside, from outside, or not at all.
+    pub role: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 #[cfg(feature = "user")]

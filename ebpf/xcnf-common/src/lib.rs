@@ -11,6 +11,7 @@ pub mod counters;
 pub mod csum;
 pub mod iface;
 pub mod maps;
+pub mod nat;
 pub mod wire;
 
 pub use counters::{DropReasons, IfCounters, PacketBytes, PassReasons};

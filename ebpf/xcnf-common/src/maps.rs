@@ -3,6 +3,10 @@
 //! The object names are what `aya` looks maps up by; the pin names are what
 //! users type after `bpftool map dump pinned /sys/fs/bpf/xcnf/<instance>/`.
 
+use core::mem::size_of;
+
+use crate::nat;
+
 /// One map of the datapath: its name in the object and its pin file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapName {
@@ -15,6 +19,7 @@ pub struct MapName {
     /// map left by an older, differently laid out build must not be.
     pub key_size: u32,
     pub value_size: u32,
+    /// 0 for maps sized at load time from the configuration.
     pub max_entries: u32,
 }
 
@@ -46,8 +51,105 @@ pub const TX_PORTS: MapName = MapName {
     max_entries: MAX_IFACES as u32,
 };
 
+/// NAT44 settings: the single [`crate::nat::NatConfig`] at index 0.
+pub const NAT_CONFIG: MapName = MapName {
+    object: "NAT_CONFIG",
+    pin: "nat_config",
+    key_size: 4,
+    value_size: size_of::<nat::NatConfig>() as u32,
+    max_entries: 1,
+};
+
+/// Pool address ranges: index → [`crate::nat::PoolRange`].
+pub const NAT_POOLS: MapName = MapName {
+    object: "NAT_POOLS",
+    pin: "nat_pools",
+    key_size: 4,
+    value_size: size_of::<nat::PoolRange>() as u32,
+    max_entries: nat::MAX_POOL_RANGES,
+};
+
+/// Static and identity mappings: [`crate::nat::StaticKey`] → [`crate::nat::StaticMapping`].
+pub const NAT_STATIC: MapName = MapName {
+    object: "NAT_STATIC",
+    pin: "nat_static",
+    key_size: size_of::<nat::StaticKey>() as u32,
+    value_size: size_of::<nat::StaticMapping>() as u32,
+    max_entries: nat::MAX_STATIC,
+};
+
+/// Addresses the NAT owns: `[u8; 4]` → [`crate::nat::NatAddr`].
+pub const NAT_ADDRS: MapName = MapName {
+    object: "NAT_ADDRS",
+    pin: "nat_addrs",
+    key_size: 4,
+    value_size: size_of::<nat::NatAddr>() as u32,
+    max_entries: nat::MAX_NAT_ADDRS,
+};
+
+/// Session halves (LRU): [`crate::nat::SessionKey`] → [`crate::nat::Session`].
+/// `max_entries` here is the compiled-in size; the agent sets the real one
+/// from `maxSessions` with [`crate::nat::lru_entries`].
+pub const NAT_SESSIONS: MapName = MapName {
+    object: "NAT_SESSIONS",
+    pin: "nat_sessions",
+    key_size: size_of::<nat::SessionKey>() as u32,
+    value_size: size_of::<nat::Session>() as u32,
+    max_entries: 0,
+};
+
+/// Endpoint-independent bindings (LRU): [`crate::nat::BindingKey`] →
+/// [`crate::nat::Binding`]; sized like `nat_sessions`.
+pub const NAT_BINDINGS: MapName = MapName {
+    object: "NAT_BINDINGS",
+    pin: "nat_bindings",
+    key_size: size_of::<nat::BindingKey>() as u32,
+    value_size: size_of::<nat::Binding>() as u32,
+    max_entries: 0,
+};
+
+/// First-fragment records (LRU): [`crate::nat::FragKey`] → [`crate::nat::FragXlate`].
+pub const NAT_FRAGS: MapName = MapName {
+    object: "NAT_FRAGS",
+    pin: "nat_frags",
+    key_size: size_of::<nat::FragKey>() as u32,
+    value_size: size_of::<nat::FragXlate>() as u32,
+    max_entries: nat::MAX_FRAGS,
+};
+
+/// Active-session accounting: see [`crate::nat::active`].
+pub const NAT_ACTIVE: MapName = MapName {
+    object: "NAT_ACTIVE",
+    pin: "nat_active",
+    key_size: 4,
+    value_size: 8,
+    max_entries: nat::active::LEN as u32,
+};
+
+/// Per-CPU [`crate::nat::NatStats`] at index 0.
+pub const NAT_STATS: MapName = MapName {
+    object: "NAT_STATS",
+    pin: "nat_stats",
+    key_size: 4,
+    value_size: size_of::<nat::NatStats>() as u32,
+    max_entries: 1,
+};
+
 /// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
-pub const ALL: [MapName; 3] = [IFACES, COUNTERS, TX_PORTS];
+pub const ALL: [MapName; 12] = [
+    IFACES,
+    COUNTERS,
+    TX_PORTS,
+    NAT_CONFIG,
+    NAT_POOLS,
+    NAT_STATIC,
+    NAT_ADDRS,
+    NAT_SESSIONS,
+    NAT_BINDINGS,
+    NAT_FRAGS,
+    NAT_ACTIVE,
+    NAT_STATS,
+];
 
 /// Upper bound of managed interfaces, shared by all per-interface maps.
 ///

@@ -1,11 +1,20 @@
-//! Map definitions. Names and sizes come from `xcnf_common::maps`; the agent
-//! pins every map under `/sys/fs/bpf/xcnf/<instance>/`.
+//! Map definitions. Names and sizes come from `xcnf_common::maps` and
+//! `xcnf_common::nat`; the agent pins every map under
+//! `/sys/fs/bpf/xcnf/<instance>/`.
 
 use aya_ebpf::{
-    btf_maps::{DevMapHash, HashMap, PerCpuHashMap},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     macros::btf_map,
 };
-use xcnf_common::{IfCounters, IfaceConfig, maps::MAX_IFACES};
+use xcnf_common::{
+    IfCounters, IfaceConfig,
+    maps::MAX_IFACES,
+    nat::{
+        Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, MAX_FRAGS, MAX_NAT_ADDRS,
+        MAX_POOL_RANGES, MAX_STATIC, NatAddr, NatConfig, NatStats, PoolRange, Session, SessionKey,
+        StaticKey, StaticMapping, active,
+    },
+};
 
 /// Managed interfaces, keyed by ifindex.
 #[btf_map]
@@ -20,3 +29,34 @@ pub static COUNTERS: PerCpuHashMap<u32, IfCounters, MAX_IFACES> = PerCpuHashMap:
 /// key and no index translation is needed.
 #[btf_map]
 pub static TX_PORTS: DevMapHash<MAX_IFACES> = DevMapHash::new();
+
+#[btf_map]
+pub static NAT_CONFIG: Array<NatConfig, 1> = Array::new();
+
+#[btf_map]
+pub static NAT_POOLS: Array<PoolRange, { MAX_POOL_RANGES as usize }> = Array::new();
+
+#[btf_map]
+pub static NAT_STATIC: HashMap<StaticKey, StaticMapping, { MAX_STATIC as usize }> = HashMap::new();
+
+#[btf_map]
+pub static NAT_ADDRS: HashMap<[u8; 4], NatAddr, { MAX_NAT_ADDRS as usize }> = HashMap::new();
+
+/// Both halves of every session. The compiled-in size is replaced at load
+/// time from `maxSessions`.
+#[btf_map]
+pub static NAT_SESSIONS: LruHashMap<SessionKey, Session, { 2 * DEFAULT_MAX_SESSIONS as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static NAT_BINDINGS: LruHashMap<BindingKey, Binding, { 2 * DEFAULT_MAX_SESSIONS as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static NAT_FRAGS: LruHashMap<FragKey, FragXlate, { MAX_FRAGS as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static NAT_ACTIVE: Array<u64, { active::LEN }> = Array::new();
+
+#[btf_map]
+pub static NAT_STATS: PerCpuArray<NatStats, 1> = PerCpuArray::new();
