@@ -65,7 +65,10 @@ pub fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Commands the demo and the tests run, and the Debian package of each.
+/// Commands the demo, the tests and the benchmark run, and the Debian
+/// package of each: the NAT44 end-to-end tests drive real iperf3, traceroute
+/// and tracepath through the cnf; the benchmark generates with trafgen and
+/// compares against nftables masquerade.
 const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
@@ -74,6 +77,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
+    ("iperf3", "iperf3"),
+    ("traceroute", "traceroute"),
+    ("tracepath", "iputils-tracepath"),
+    ("trafgen", "netsniff-ng"),
+    ("nft", "nftables"),
+    ("tcpdump", "tcpdump"),
 ];
 
 /// apt-get installs whichever tools are missing.
