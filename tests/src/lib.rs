@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod netns;
 pub mod packet;
+pub mod testrun;
 
 use std::path::PathBuf;
 

@@ -1,11 +1,8 @@
-//! Fixture tests of the datapath through `BPF_PROG_TEST_RUN`.
+//! Fixture tests of the forwarding datapath through `BPF_PROG_TEST_RUN`.
 //!
-//! Each test runs on its own thread inside its own network namespace, because
-//! the kernel runs test programs against the calling thread's namespace: its
-//! loopback is the ingress device and its routes and neighbours answer
-//! `bpf_fib_lookup`. Private namespaces let the tests run in parallel and
-//! need no cleanup: the namespace dies with the thread, the maps and programs
-//! with the `Ebpf` object.
+//! Each test runs on its own thread inside its own network namespace
+//! ([`xcnf_tests::testrun`] says why), so they run in parallel and need no
+//! cleanup.
 //!
 //! Every fixture pins down the verdict, the whole output frame and the whole
 //! counter record, so a stray write or a miscounted reason fails as loudly as
@@ -16,23 +13,17 @@
     reason = "test code: a failed setup step must abort the test loudly"
 )]
 
-use std::{error::Error, fmt::Write as _, process::Command};
-
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{DevMapHash, HashMap, PerCpuHashMap, PerCpuValues},
-    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
-    util::nr_cpus,
-};
-use xcnf_common::{DropReasons, IfCounters, IfaceConfig, PassReasons, maps};
-use xcnf_tests::packet::{
-    ETH_HLEN, ETH_P_IP, IPV4_HLEN, Ip4, Ipv4, Mac, arp_request, ethernet, ipv6_frame, parse_mac,
-    routed, ttl_decremented, udp_frame,
+use xcnf_tests::{
+    packet::{
+        ETH_HLEN, ETH_P_IP, IPV4_HLEN, Ip4, Ipv4, Mac, arp_request, ethernet, ipv6_frame, routed,
+        ttl_decremented, udp_frame,
+    },
+    testrun::{
+        Case, Datapath, Hook, LO, LoadOptions, Out, check, check_all, dotted, ip, isolated,
+        set_ip_forward, veth,
+    },
 };
 
-/// Loopback is the ingress device of every test run, and the first device of
-/// a fresh namespace.
-const LO: u32 = 1;
 /// Loopback's MAC: frames addressed to it count as "for us".
 const LO_MAC: Mac = [0; 6];
 /// The sender on the ingress side. Only its MAC and address appear in frames.
@@ -64,72 +55,6 @@ const NOWHERE: Ip4 = [203, 0, 113, 1];
 /// The MTU forced onto v0 by the fragmentation fixtures.
 const SMALL_MTU: usize = 1280;
 
-// ---------------------------------------------------------------- isolation
-
-/// Runs `f` on a new thread inside a new network namespace and re-raises its
-/// panic here, so the test fails with the fixture's own message.
-fn isolated(f: impl FnOnce() + Send + 'static) {
-    let thread = std::thread::spawn(move || {
-        // SAFETY: plain syscall; CLONE_NEWNET only changes this thread's
-        // namespace, which is why everything after it stays on this thread.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {} (these tests need root)",
-            std::io::Error::last_os_error()
-        );
-        f();
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Runs `ip` in the calling thread's namespace (children inherit it).
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Sets net.ipv4.ip_forward. /proc/sys/net resolves to the opening thread's
-/// namespace, so this never touches the host's setting.
-fn set_ip_forward(on: bool) {
-    let path = "/proc/sys/net/ipv4/ip_forward";
-    std::fs::write(path, if on { "1" } else { "0" })
-        .unwrap_or_else(|e| panic!("writing {path}: {e}"));
-}
-
-/// An interface's ifindex and MAC, asked of `ip` because /sys/class/net shows
-/// the host's namespace, not this thread's.
-fn link(name: &str) -> (u32, Mac) {
-    let brief = ip(&["-br", "link", "show", "dev", name]);
-    let mac = brief
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("no MAC in `ip -br link show {name}`: {brief:?}"));
-    let oneline = ip(&["-o", "link", "show", "dev", name]);
-    let ifindex = oneline
-        .split(':')
-        .next()
-        .and_then(|i| i.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ifindex in `ip -o link show {name}`: {oneline:?}"));
-    (ifindex, parse_mac(mac))
-}
-
-fn dotted(a: Ip4) -> String {
-    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
-}
-
 /// The namespace every fixture runs in:
 ///
 /// ```text
@@ -149,27 +74,8 @@ struct Net {
 impl Net {
     fn new() -> Self {
         ip(&["link", "set", "lo", "up"]);
-        for (dev, peer, addr, nh, nh_mac) in [
-            ("v0", "v1", "10.9.0.1/24", NEXT_HOP, NEXT_HOP_MAC),
-            ("u0", "u1", "10.9.1.1/24", UNMANAGED, UNMANAGED_MAC),
-        ] {
-            ip(&["link", "add", dev, "type", "veth", "peer", "name", peer]);
-            ip(&["link", "set", dev, "up"]);
-            ip(&["link", "set", peer, "up"]);
-            ip(&["addr", "add", addr, "dev", dev]);
-            let mac = nh_mac.map(|b| format!("{b:02x}")).join(":");
-            ip(&[
-                "neigh",
-                "replace",
-                &dotted(nh),
-                "lladdr",
-                &mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ]);
-        }
+        let (v0, v0_mac) = veth("v0", "v1", "10.9.0.1/24", &[(NEXT_HOP, NEXT_HOP_MAC)]);
+        let (u0, u0_mac) = veth("u0", "u1", "10.9.1.1/24", &[(UNMANAGED, UNMANAGED_MAC)]);
         ip(&[
             "route",
             "add",
@@ -184,9 +90,6 @@ impl Net {
         ip(&["route", "add", "prohibit", "198.18.0.0/15"]);
         // Last, so every interface inherits forwarding=1 as well.
         set_ip_forward(true);
-        let (v0, v0_mac) = link("v0");
-        let (u0, u0_mac) = link("u0");
-        assert_ne!(v0, LO, "v0 got loopback's ifindex");
         Net {
             v0,
             v0_mac,
@@ -200,372 +103,21 @@ impl Net {
     }
 }
 
-// ---------------------------------------------------------------- datapath
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Hook {
-    Xdp,
-    Tc,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Pass,
-    Drop,
-    Redirect,
-}
-
-impl Hook {
-    fn program(self) -> &'static str {
-        match self {
-            Hook::Xdp => maps::programs::XDP,
-            Hook::Tc => maps::programs::TC,
-        }
-    }
-
-    /// The hook's numeric return code for a verdict (XDP_* or TC_ACT_*).
-    fn code(self, v: Verdict) -> u32 {
-        match (self, v) {
-            (Hook::Xdp, Verdict::Pass) => 2,
-            (Hook::Xdp, Verdict::Drop) => 1,
-            (Hook::Xdp, Verdict::Redirect) => 4,
-            (Hook::Tc, Verdict::Pass) => 0,
-            (Hook::Tc, Verdict::Drop) => 2,
-            (Hook::Tc, Verdict::Redirect) => 7,
-        }
-    }
-
-    fn name_code(self, code: u32) -> String {
-        [Verdict::Pass, Verdict::Drop, Verdict::Redirect]
-            .into_iter()
-            .find(|&v| self.code(v) == code)
-            .map_or_else(
-                || format!("{code} (unexpected)"),
-                |v| format!("{code} ({v:?})"),
-            )
-    }
-}
-
-/// Renders an error with its whole source chain, which is where aya keeps
-/// the verifier log.
-fn chain(e: &dyn Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(e) = src {
-        let _ = write!(s, ": {e}");
-        src = e.source();
-    }
-    s
-}
-
-/// The loaded object with both programs and its maps.
-struct Datapath {
-    ebpf: Ebpf,
-}
-
-impl Datapath {
-    /// Loads both programs with aya-log enabled up to `log_level`, as the
-    /// agent does with its configured level; 0 lets the verifier prune every
-    /// log statement.
-    fn load(log_level: u8) -> Self {
-        let path = xcnf_tests::ebpf_object();
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &log_level, true)
-            .load_file(&path)
-            .unwrap_or_else(|e| panic!("loading {}: {}", path.display(), chain(&e)));
-        let xdp: &mut Xdp = ebpf
-            .program_mut(Hook::Xdp.program())
-            .expect("object has the XDP program")
-            .try_into()
-            .expect("XDP program has type Xdp");
-        xdp.load()
-            .unwrap_or_else(|e| panic!("loading xcnf_xdp: {}", chain(&e)));
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(Hook::Tc.program())
-            .expect("object has the TC program")
-            .try_into()
-            .expect("TC program has type SchedClassifier");
-        tc.load()
-            .unwrap_or_else(|e| panic!("loading xcnf_tc: {}", chain(&e)));
-        Datapath { ebpf }
-    }
-
-    /// Loaded and configured the way the agent would for `net`: lo and v0
-    /// managed, lo counted, v0 a redirect target; u0 deliberately left out.
-    fn for_net(net: &Net, log_level: u8) -> Self {
-        let mut dp = Self::load(log_level);
-        dp.manage(LO, LO_MAC);
-        dp.manage(net.v0, net.v0_mac);
-        dp.count(LO);
-        dp.tx_port(net.v0);
-        dp
-    }
-
-    fn manage(&mut self, ifindex: u32, mac: Mac) {
-        let mut m: HashMap<_, u32, IfaceConfig> =
-            HashMap::try_from(self.ebpf.map_mut(maps::IFACES.object).expect("IFACES map"))
-                .expect("IFACES is a hash map of u32 -> IfaceConfig");
-        m.insert(
-            ifindex,
-            IfaceConfig {
-                mac,
-                role: 0,
-                _pad: 0,
-            },
-            0,
-        )
-        .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
-    }
-
-    fn count(&mut self, ifindex: u32) {
-        let cpus = nr_cpus().unwrap_or_else(|(what, e)| panic!("{what}: {e}"));
-        let mut m: PerCpuHashMap<_, u32, IfCounters> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map_mut(maps::COUNTERS.object)
-                .expect("COUNTERS map"),
-        )
-        .expect("COUNTERS is a per-CPU hash map of u32 -> IfCounters");
-        let zero = PerCpuValues::try_from(vec![IfCounters::default(); cpus])
-            .expect("one value per possible CPU");
-        m.insert(ifindex, zero, 0)
-            .unwrap_or_else(|e| panic!("COUNTERS[{ifindex}]: {}", chain(&e)));
-    }
-
-    /// DEVMAP_HASH updates resolve the ifindex in the caller's namespace, so
-    /// this must run on the test's thread like everything else.
-    fn tx_port(&mut self, ifindex: u32) {
-        let mut m = DevMapHash::try_from(
-            self.ebpf
-                .map_mut(maps::TX_PORTS.object)
-                .expect("TX_PORTS map"),
-        )
-        .expect("TX_PORTS is a DEVMAP_HASH");
-        m.insert(ifindex, ifindex, None, 0)
-            .unwrap_or_else(|e| panic!("TX_PORTS[{ifindex}]: {}", chain(&e)));
-    }
-
-    fn remove_tx_port(&mut self, ifindex: u32) {
-        let mut m = DevMapHash::try_from(
-            self.ebpf
-                .map_mut(maps::TX_PORTS.object)
-                .expect("TX_PORTS map"),
-        )
-        .expect("TX_PORTS is a DEVMAP_HASH");
-        m.remove(ifindex)
-            .unwrap_or_else(|e| panic!("removing TX_PORTS[{ifindex}]: {}", chain(&e)));
-    }
-
-    /// The size of `hook`'s program after verification, which shrinks when
-    /// the verifier removes dead code.
-    fn translated_size(&self, hook: Hook) -> u32 {
-        self.ebpf
-            .program(hook.program())
-            .expect("program present")
-            .info()
-            .unwrap_or_else(|e| panic!("{hook:?} program info: {}", chain(&e)))
-            .size_translated()
-            .expect("translated size is visible to root")
-    }
-
-    /// The counters of `ifindex`, summed over CPUs as the agent reports them.
-    fn counters(&self, ifindex: u32) -> IfCounters {
-        let m: PerCpuHashMap<_, u32, IfCounters> =
-            PerCpuHashMap::try_from(self.ebpf.map(maps::COUNTERS.object).expect("COUNTERS map"))
-                .expect("COUNTERS is a per-CPU hash map of u32 -> IfCounters");
-        let per_cpu = m
-            .get(&ifindex, 0)
-            .unwrap_or_else(|e| panic!("COUNTERS[{ifindex}]: {}", chain(&e)));
-        let mut sum = IfCounters::default();
-        for c in per_cpu.iter() {
-            sum.accumulate(c);
-        }
-        sum
-    }
-
-    /// Runs one frame through `hook`: the verdict and the bytes the kernel
-    /// hands back, or the kernel's refusal of the input.
-    fn try_run(&self, hook: Hook, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        let prog = self.ebpf.program(hook.program()).expect("program present");
-        let mut out = vec![0u8; frame.len() + 512];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let r = match hook {
-            Hook::Xdp => <&Xdp>::try_from(prog).expect("Xdp").test_run(opts),
-            Hook::Tc => <&SchedClassifier>::try_from(prog)
-                .expect("SchedClassifier")
-                .test_run(opts),
-        }?;
-        out.truncate(usize::try_from(r.data_size_out).expect("fits"));
-        Ok((r.return_value, out))
-    }
+/// Loaded and configured the way the agent would for `net`: lo and v0
+/// managed, lo counted, v0 a redirect target; u0 deliberately left out.
+fn datapath_for(net: &Net, log_level: u8) -> Datapath {
+    let mut dp = Datapath::load(LoadOptions {
+        log_level,
+        ..LoadOptions::default()
+    });
+    dp.manage(LO, LO_MAC);
+    dp.manage(net.v0, net.v0_mac);
+    dp.count(LO);
+    dp.tx_port(net.v0);
+    dp
 }
 
 // ---------------------------------------------------------------- fixtures
-
-/// Where the datapath should send a frame, and which counter says so.
-#[derive(Clone, Copy)]
-enum Fate {
-    Forwarded,
-    Passed(fn(&mut PassReasons) -> &mut u64),
-    Dropped(fn(&mut DropReasons) -> &mut u64),
-}
-
-/// The output frame the kernel hands back after the run.
-enum Out {
-    Unchanged,
-    Exact(Vec<u8>),
-}
-
-struct Case {
-    what: String,
-    frame: Vec<u8>,
-    fate: Fate,
-    out: Out,
-    /// The kernel may refuse this input with EINVAL before the program runs
-    /// (skb test runs on 6.18 reject IPv4 frames too short for an IPv4
-    /// header); the case is then skipped instead of failed.
-    refusable: bool,
-}
-
-impl Case {
-    fn forwarded(what: impl Into<String>, frame: Vec<u8>, out: Vec<u8>) -> Self {
-        Case {
-            what: what.into(),
-            frame,
-            fate: Fate::Forwarded,
-            out: Out::Exact(out),
-            refusable: false,
-        }
-    }
-
-    fn passed(
-        what: impl Into<String>,
-        frame: Vec<u8>,
-        why: fn(&mut PassReasons) -> &mut u64,
-    ) -> Self {
-        Case {
-            what: what.into(),
-            frame,
-            fate: Fate::Passed(why),
-            out: Out::Unchanged,
-            refusable: false,
-        }
-    }
-
-    fn dropped(
-        what: impl Into<String>,
-        frame: Vec<u8>,
-        why: fn(&mut DropReasons) -> &mut u64,
-    ) -> Self {
-        Case {
-            what: what.into(),
-            frame,
-            fate: Fate::Dropped(why),
-            out: Out::Unchanged,
-            refusable: false,
-        }
-    }
-}
-
-/// Fails with the first differing offset and both frames in hex, which is
-/// what one needs to see which header field went wrong.
-fn assert_frame(ctx: &str, got: &[u8], want: &[u8]) {
-    if got == want {
-        return;
-    }
-    let hex = |b: &[u8]| {
-        b.chunks(16)
-            .enumerate()
-            .map(|(i, l)| {
-                let bytes: Vec<String> = l.iter().map(|x| format!("{x:02x}")).collect();
-                format!("  {:04x}: {}", i * 16, bytes.join(" "))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g != w)
-        .unwrap_or(got.len().min(want.len()));
-    // Enough context past the first difference, not a 1400-byte dump.
-    let cut = first.max(64) + 32;
-    panic!(
-        "{ctx}: output frame differs at offset {first} (got {} bytes, want {})\n\
-         got:\n{}\nwant:\n{}",
-        got.len(),
-        want.len(),
-        hex(&got[..got.len().min(cut)]),
-        hex(&want[..want.len().min(cut)]),
-    );
-}
-
-/// Runs `case` and checks verdict, output frame and the counter delta.
-/// Returns whether it ran (see [`Case::refusable`]).
-fn check(dp: &Datapath, hook: Hook, case: &Case) -> bool {
-    let ctx = format!("{hook:?}: {}", case.what);
-    let before = dp.counters(LO);
-    let (code, out) = match dp.try_run(hook, &case.frame) {
-        Ok(r) => r,
-        Err(ProgramError::SyscallError(e))
-            if case.refusable && e.io_error.raw_os_error() == Some(libc::EINVAL) =>
-        {
-            eprintln!("{ctx}: the kernel refuses this input (EINVAL), skipped");
-            assert_eq!(dp.counters(LO), before, "{ctx}: refused yet counted");
-            return false;
-        }
-        Err(e) => panic!("{ctx}: test_run: {}", chain(&e)),
-    };
-
-    let verdict = match case.fate {
-        Fate::Forwarded => Verdict::Redirect,
-        Fate::Passed(_) => Verdict::Pass,
-        Fate::Dropped(_) => Verdict::Drop,
-    };
-    assert_eq!(
-        code,
-        hook.code(verdict),
-        "{ctx}: verdict {}, expected {}",
-        hook.name_code(code),
-        hook.name_code(hook.code(verdict)),
-    );
-
-    let want = match &case.out {
-        Out::Unchanged => &case.frame,
-        Out::Exact(f) => f,
-    };
-    assert_frame(&ctx, &out, want);
-
-    let mut expected = before;
-    expected.rx.packets += 1;
-    expected.rx.bytes += case.frame.len() as u64;
-    match case.fate {
-        Fate::Forwarded => {
-            expected.forwarded.packets += 1;
-            expected.forwarded.bytes += case.frame.len() as u64;
-        }
-        Fate::Passed(why) => *why(&mut expected.passed) += 1,
-        Fate::Dropped(why) => *why(&mut expected.dropped) += 1,
-    }
-    let got = dp.counters(LO);
-    assert_eq!(
-        got, expected,
-        "{ctx}: counters of lo (left: got, right: expected)"
-    );
-    true
-}
-
-/// Checks every case; returns the frames that ran.
-fn check_all<'a>(dp: &Datapath, hook: Hook, cases: &'a [Case]) -> Vec<&'a [u8]> {
-    cases
-        .iter()
-        .filter(|c| check(dp, hook, c))
-        .map(|c| c.frame.as_slice())
-        .collect()
-}
 
 /// A UDP frame from the client, addressed to loopback at L2, with an IPv4
 /// total length of `ip_len`.
@@ -835,7 +387,7 @@ fn frag_cases(net: &Net) -> Vec<Case> {
 fn with_datapath(hook: Hook, fixture: fn(&Net, &Datapath, Hook)) {
     isolated(move || {
         let net = Net::new();
-        let dp = Datapath::for_net(&net, 0);
+        let dp = datapath_for(&net, 0);
         fixture(&net, &dp, hook);
     });
 }
@@ -1027,7 +579,7 @@ fn counters_add_up(net: &Net, dp: &Datapath, hook: Hook) {
 fn xdp_missing_tx_port_drops() {
     isolated(|| {
         let net = Net::new();
-        let mut dp = Datapath::for_net(&net, 0);
+        let mut dp = datapath_for(&net, 0);
         dp.remove_tx_port(net.v0);
         check(
             &dp,
@@ -1052,7 +604,7 @@ fn managing_an_interface_enables_egress() {
     for hook in [Hook::Xdp, Hook::Tc] {
         isolated(move || {
             let net = Net::new();
-            let mut dp = Datapath::for_net(&net, 0);
+            let mut dp = datapath_for(&net, 0);
             dp.manage(net.u0, net.u0_mac);
             dp.tx_port(net.u0);
             let f = client_frame(&to(UNMANAGED), 100);
@@ -1075,7 +627,7 @@ fn log_level_override() {
         let net = Net::new();
         let mut sizes = Vec::new();
         for level in [0u8, 4] {
-            let mut dp = Datapath::for_net(&net, level);
+            let mut dp = datapath_for(&net, level);
             for hook in [Hook::Xdp, Hook::Tc] {
                 check(&dp, hook, &udp_case(&net));
             }
