@@ -6,11 +6,18 @@
 //! that this agent version cannot apply yet are refused by validation rather
 //! than silently ignored, so a config never looks applied when it is not.
 
+mod nat44;
 mod types;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+pub(crate) use nat44::test_doc;
+pub use nat44::{
+    Endpoint, IdentitySpec, MAX_SESSIONS_LIMIT, Nat44Spec, NatTimeouts, Origin, PoolSpec,
+    StaticSpec, parse_duration, parse_endpoint, parse_port_range, proto_name,
+};
 pub use types::*;
 pub use validate::{FieldError, Ipv4Prefix};
 

@@ -78,16 +78,17 @@ fn check_label(name: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-struct Errors(Vec<FieldError>);
+/// Collects problems; shared with the nat44 section's checks.
+pub(super) struct Errors(pub(super) Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             path: path.into(),
             message: message.into(),
         });
     }
-    fn check(&mut self, path: impl Into<String>, r: Result<(), String>) {
+    pub(super) fn check(&mut self, path: impl Into<String>, r: Result<(), String>) {
         if let Err(m) = r {
             self.push(path, m);
         }
@@ -204,8 +205,10 @@ impl Config {
         if !self.spec.neighbors.is_empty() {
             e.push("spec.neighbors", format!("static neighbors {NOT_YET}"));
         }
-        if self.spec.nat44.is_some() {
-            e.push("spec.nat44", format!("NAT44 {NOT_YET}"));
+        if let Some(nat) = &self.spec.nat44
+            && let Err(errors) = nat.resolve(&self.spec.interfaces)
+        {
+            e.0.extend(errors);
         }
         if e.0.is_empty() { Ok(()) } else { Err(e.0) }
     }
@@ -303,7 +306,7 @@ spec:
             "spec.interfaces[3].ipAddresses[0]: prefix length \"33\" is out of range",
             "spec.interfaces[3].ipAddresses[1]: \"10.0.0.1\" is not an IPv4 prefix",
             "spec.interfaces[3].mtu: 20 is out of range 68-65535",
-            "spec.nat44: NAT44 is valid in the schema but not applied",
+            "spec.nat44.outside: must name at least one interface",
         ];
         for w in want {
             assert!(
