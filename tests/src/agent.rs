@@ -6,8 +6,11 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuHashMap};
-use xcnf_common::{IfCounters, maps};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use xcnf_common::{
+    IfCounters, maps,
+    nat::{self, NatStats, Session, SessionKey},
+};
 
 use crate::{
     netns::{Netns, Proc},
@@ -79,16 +82,38 @@ impl Agent {
     }
 
     /// Starts the agent and waits until it reports the datapath attached.
+    ///
+    /// Its output goes to a log file rather than the terminal, so tests
+    /// running in parallel do not interleave it; the log is printed when the
+    /// agent fails to start and when a test panics with the agent running.
     pub fn start(ns: &Netns, instance: &str, config_yaml: &str, args: &[&str]) -> Self {
         let scratch = Scratch::new(instance);
         let ready = scratch.path().join("ready");
+        let log_path = scratch.path().join("agent.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let log2 = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("dup agent log: {e}"));
         let mut cmd = Self::command(ns, &scratch, config_yaml, args);
         cmd.arg("--instance")
             .arg(instance)
             .arg("--ready-file")
-            .arg(&ready);
+            .arg(&ready)
+            .env("NO_COLOR", "1")
+            .stdout(log)
+            .stderr(log2);
         let mut proc = Proc::spawn(cmd, "xcnf-agent");
-        proc.wait_until(Duration::from_secs(30), || ready.exists());
+        // Loading runs the verifier over the NAT programs, slow on a busy
+        // two-core machine.
+        if let Err(e) = proc.try_wait_until(Duration::from_secs(60), || ready.exists()) {
+            drop(proc);
+            let _ = std::fs::remove_dir_all(pin_dir(instance));
+            panic!(
+                "{e}\n--- agent log ---\n{}\n--- config ---\n{config_yaml}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
         Self {
             proc: Some(proc),
             instance: instance.to_owned(),
@@ -141,6 +166,11 @@ impl Agent {
         self.scratch.path()
     }
 
+    /// What the agent printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.path().join("agent.log")).unwrap_or_default()
+    }
+
     /// Leaves the pins in place when this handle drops (for a test that hands
     /// the datapath to a later agent; guard it with a [`PinGuard`]).
     pub fn keep_pins(&mut self) {
@@ -151,6 +181,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         drop(self.proc.take());
+        if std::thread::panicking() {
+            eprintln!("--- agent {} log ---\n{}", self.instance, self.log());
+        }
         if self.remove_pins {
             let _ = std::fs::remove_dir_all(self.pin_dir());
         }
@@ -169,17 +202,275 @@ impl Drop for PinGuard {
 
 /// Reads one interface's counters from the pinned map, summed over CPUs.
 pub fn read_counters(pin_dir: &Path, ifindex: u32) -> Option<IfCounters> {
-    let data = MapData::from_pin(pin_dir.join(maps::COUNTERS.pin))
-        .unwrap_or_else(|e| panic!("open pinned counters: {e}"));
-    let map = Map::PerCpuHashMap(data);
+    try_read_counters(pin_dir, ifindex).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Opens a pinned map of the instance whose pins are in `pin_dir`.
+fn open_pinned(pin_dir: &Path, name: &maps::MapName) -> Result<Map, String> {
+    let path = pin_dir.join(name.pin);
+    let data = MapData::from_pin(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    Map::from_map_data(data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`read_counters`] without panicking (for diagnostics while panicking):
+/// `Ok(None)` when the interface has no entry.
+pub fn try_read_counters(pin_dir: &Path, ifindex: u32) -> Result<Option<IfCounters>, String> {
     let m: PerCpuHashMap<_, u32, IfCounters> =
-        PerCpuHashMap::try_from(map).unwrap_or_else(|e| panic!("counters map: {e}"));
-    let per_cpu = m.get(&ifindex, 0).ok()?;
+        PerCpuHashMap::try_from(open_pinned(pin_dir, &maps::COUNTERS)?)
+            .map_err(|e| format!("counters map: {e}"))?;
+    let Ok(per_cpu) = m.get(&ifindex, 0) else {
+        return Ok(None);
+    };
     let mut sum = IfCounters::default();
     for c in per_cpu.iter() {
         sum.accumulate(c);
     }
-    Some(sum)
+    Ok(Some(sum))
+}
+
+/// Both halves of every session in the pinned `nat_sessions` map.
+pub fn read_sessions(pin_dir: &Path) -> Result<Vec<(SessionKey, Session)>, String> {
+    let m: HashMap<_, SessionKey, Session> =
+        HashMap::try_from(open_pinned(pin_dir, &maps::NAT_SESSIONS)?)
+            .map_err(|e| format!("nat_sessions: {e}"))?;
+    m.iter()
+        .map(|r| r.map_err(|e| format!("nat_sessions: {e}")))
+        .collect()
+}
+
+/// The global NAT event counters (`nat_stats`), summed over CPUs.
+pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
+    let m: PerCpuArray<_, NatStats> =
+        PerCpuArray::try_from(open_pinned(pin_dir, &maps::NAT_STATS)?)
+            .map_err(|e| format!("nat_stats: {e}"))?;
+    let per_cpu = m.get(&0, 0).map_err(|e| format!("nat_stats[0]: {e}"))?;
+    let mut sum = NatStats::default();
+    for s in per_cpu.iter() {
+        add_stats(&mut sum, s);
+    }
+    Ok(sum)
+}
+
+fn add_stats(a: &mut NatStats, b: &NatStats) {
+    let NatStats {
+        snat_sessions,
+        dnat_sessions,
+        static_snat_sessions,
+        hairpin_sessions,
+        addr_only_sessions,
+        translated_from_inside,
+        translated_from_outside,
+        icmp_errors_translated,
+        fragments_translated,
+        identity,
+        arp_replies,
+        pool_exhausted,
+        table_full,
+        no_mapping,
+        fragment_untracked,
+        icmp_error_unmatched,
+        create_races,
+    } = *b;
+    a.snat_sessions += snat_sessions;
+    a.dnat_sessions += dnat_sessions;
+    a.static_snat_sessions += static_snat_sessions;
+    a.hairpin_sessions += hairpin_sessions;
+    a.addr_only_sessions += addr_only_sessions;
+    a.translated_from_inside += translated_from_inside;
+    a.translated_from_outside += translated_from_outside;
+    a.icmp_errors_translated += icmp_errors_translated;
+    a.fragments_translated += fragments_translated;
+    a.identity += identity;
+    a.arp_replies += arp_replies;
+    a.pool_exhausted += pool_exhausted;
+    a.table_full += table_full;
+    a.no_mapping += no_mapping;
+    a.fragment_untracked += fragment_untracked;
+    a.icmp_error_unmatched += icmp_error_unmatched;
+    a.create_races += create_races;
+}
+
+fn ip4(a: [u8; 4]) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(a)
+}
+
+/// One session half in a line: the tuple as it arrives, `=>` as it leaves.
+pub fn format_session(k: &SessionKey, v: &Session) -> String {
+    let proto = match k.proto {
+        nat::proto::TCP => "tcp".to_owned(),
+        nat::proto::UDP => "udp".to_owned(),
+        nat::proto::ICMP => "icmp".to_owned(),
+        p => format!("proto {p}"),
+    };
+    let dir = match k.dir {
+        nat::role::INSIDE => "in ",
+        nat::role::OUTSIDE => "out",
+        _ => "?  ",
+    };
+    format!(
+        "{proto} {dir} {}:{} -> {}:{} => {}:{} -> {}:{} kind={:#x} tcp_seen={:#x} initiator={} packets={} bytes={}",
+        ip4(k.saddr),
+        k.sport,
+        ip4(k.daddr),
+        k.dport,
+        ip4(v.saddr),
+        v.sport,
+        ip4(v.daddr),
+        v.dport,
+        v.kind,
+        v.flags,
+        v.initiator,
+        v.packets,
+        v.bytes
+    )
+}
+
+/// The pool address paired pooling gives `inside` in a pool of `count`
+/// consecutive addresses from `first` (all in one range, none owned by a
+/// static mapping).
+pub fn paired_pool_address(first: &str, count: u32, inside: &str) -> String {
+    let first: std::net::Ipv4Addr = first.parse().unwrap_or_else(|e| panic!("{first}: {e}"));
+    let inside: std::net::Ipv4Addr = inside.parse().unwrap_or_else(|e| panic!("{inside}: {e}"));
+    let i = nat::paired_index(inside.octets(), count);
+    std::net::Ipv4Addr::from(u32::from(first) + i).to_string()
+}
+
+/// `xcnfctl` next to the agent binary, if it has been built.
+pub fn xcnfctl_binary() -> Option<PathBuf> {
+    let p = agent_binary().with_file_name("xcnfctl");
+    p.exists().then_some(p)
+}
+
+/// `xcnfctl nat sessions --instance <instance>`: its stdout, or why not.
+pub fn xcnfctl_sessions(instance: &str) -> Result<String, String> {
+    let bin = xcnfctl_binary().ok_or("xcnfctl is not built")?;
+    let out = Command::new(&bin)
+        .args(["nat", "sessions", "--instance", instance])
+        .output()
+        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} nat sessions --instance {instance}: {}: {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ifindex of `ifname` in `ns`, without panicking.
+fn try_ifindex(ns: &Netns, ifname: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-n", ns.name(), "-o", "link", "show", ifname])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Everything that explains a NAT failure: per-interface counters of
+/// `ifnames` in `cnf`, `nat_stats`, the sessions (and `xcnfctl`'s view), and
+/// `ip -s link` of every namespace. Never panics.
+pub fn nat_report(
+    pin_dir: &Path,
+    instance: &str,
+    cnf: &Netns,
+    ifnames: &[&str],
+    all: &[&Netns],
+) -> String {
+    use std::fmt::Write as _;
+    let mut r = String::new();
+    for ifname in ifnames {
+        match try_ifindex(cnf, ifname).map(|i| try_read_counters(pin_dir, i)) {
+            Some(Ok(Some(c))) => {
+                let _ = writeln!(r, "counters {ifname}: {c:#?}");
+            }
+            Some(Ok(None)) => {
+                let _ = writeln!(r, "counters {ifname}: no entry");
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(r, "counters {ifname}: {e}");
+            }
+            None => {
+                let _ = writeln!(r, "counters {ifname}: no such interface in {}", cnf.name());
+            }
+        }
+    }
+    match read_nat_stats(pin_dir) {
+        Ok(s) => {
+            let _ = writeln!(r, "nat_stats: {s:#?}");
+        }
+        Err(e) => {
+            let _ = writeln!(r, "nat_stats: {e}");
+        }
+    }
+    match read_sessions(pin_dir) {
+        Ok(v) => {
+            let _ = writeln!(r, "nat_sessions: {} halves", v.len());
+            for (k, s) in v.iter().take(64) {
+                let _ = writeln!(r, "  {}", format_session(k, s));
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(r, "nat_sessions: {e}");
+        }
+    }
+    match xcnfctl_sessions(instance) {
+        Ok(t) => {
+            let _ = writeln!(r, "xcnfctl nat sessions:\n{t}");
+        }
+        Err(e) => {
+            let _ = writeln!(r, "xcnfctl nat sessions: {e}");
+        }
+    }
+    for ns in all {
+        if let Ok(out) = Command::new("ip")
+            .args(["-n", ns.name(), "-s", "link"])
+            .output()
+        {
+            let _ = writeln!(
+                r,
+                "ip -n {} -s link:\n{}",
+                ns.name(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    r
+}
+
+/// Prints [`nat_report`] if the test panics while this guard is alive.
+/// Declare it after the agent and the chain, so it drops (and reports)
+/// before they are torn down.
+#[derive(Debug)]
+pub struct ReportOnPanic<'a> {
+    pub agent: &'a Agent,
+    pub cnf: &'a Netns,
+    pub ifnames: Vec<&'static str>,
+    pub namespaces: Vec<&'a Netns>,
+}
+
+impl Drop for ReportOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- NAT state of {} ---\n{}",
+                self.agent.instance,
+                nat_report(
+                    &self.agent.pin_dir(),
+                    &self.agent.instance,
+                    self.cnf,
+                    &self.ifnames,
+                    &self.namespaces
+                )
+            );
+        }
+    }
 }
 
 /// A config for the chain's cnf with both interfaces on the given hook.
@@ -199,4 +490,112 @@ spec:
       datapath: {datapath}
 "
     )
+}
+
+/// The `nat44` section of a test config, built up call by call.
+#[derive(Clone, Debug)]
+pub struct Nat44 {
+    inside: Vec<String>,
+    outside: Vec<String>,
+    lines: Vec<String>,
+    pools: Vec<String>,
+    statics: Vec<String>,
+    identities: Vec<String>,
+    timeouts: Vec<String>,
+}
+
+impl Default for Nat44 {
+    /// The chain's roles: `inside` (c0) and `outside` (c1), nothing else.
+    fn default() -> Self {
+        Self {
+            inside: vec!["inside".into()],
+            outside: vec!["outside".into()],
+            lines: Vec::new(),
+            pools: Vec::new(),
+            statics: Vec::new(),
+            identities: Vec::new(),
+            timeouts: Vec::new(),
+        }
+    }
+}
+
+impl Nat44 {
+    /// A pool from `first` to `last`, with an optional port range `"a-b"`.
+    pub fn pool(mut self, first: &str, last: &str, ports: Option<&str>) -> Self {
+        let ports = ports
+            .map(|p| format!(", ports: \"{p}\""))
+            .unwrap_or_default();
+        self.pools
+            .push(format!("      - {{first: {first}, last: {last}{ports}}}"));
+        self
+    }
+
+    /// A static mapping: `protocol` tcp/udp/icmp/any, endpoints `ip[:port]`.
+    pub fn static_mapping(mut self, protocol: &str, external: &str, local: &str) -> Self {
+        self.statics.push(format!(
+            "      - {{protocol: {protocol}, external: \"{external}\", local: \"{local}\"}}"
+        ));
+        self
+    }
+
+    pub fn identity(mut self, protocol: &str, address: &str, port: Option<u16>) -> Self {
+        let port = port.map(|p| format!(", port: {p}")).unwrap_or_default();
+        self.identities.push(format!(
+            "      - {{protocol: {protocol}, address: {address}{port}}}"
+        ));
+        self
+    }
+
+    /// A timeout: `key` is tcpEstablished, tcpTransitory, udp or icmp.
+    pub fn timeout(mut self, key: &str, value: &str) -> Self {
+        self.timeouts.push(format!("{key}: {value}"));
+        self
+    }
+
+    pub fn endpoint_dependent(mut self) -> Self {
+        self.lines.push("    mapping: endpoint-dependent".into());
+        self
+    }
+
+    pub fn max_sessions(mut self, n: u32) -> Self {
+        self.lines.push(format!("    maxSessions: {n}"));
+        self
+    }
+
+    /// Adds a logical interface name to the inside role.
+    pub fn inside(mut self, logical: &str) -> Self {
+        self.inside.push(logical.to_owned());
+        self
+    }
+
+    /// The section, indented to sit under `spec:`.
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "  nat44:\n    inside: [{}]\n    outside: [{}]\n",
+            self.inside.join(", "),
+            self.outside.join(", ")
+        );
+        for (key, items) in [
+            ("pools", &self.pools),
+            ("staticMappings", &self.statics),
+            ("identityMappings", &self.identities),
+        ] {
+            if !items.is_empty() {
+                y.push_str(&format!("    {key}:\n{}\n", items.join("\n")));
+            }
+        }
+        if !self.timeouts.is_empty() {
+            y.push_str(&format!("    timeouts: {{{}}}\n", self.timeouts.join(", ")));
+        }
+        for l in &self.lines {
+            y.push_str(l);
+            y.push('\n');
+        }
+        y
+    }
+}
+
+/// [`chain_config`] with a `nat44` section: c0 is `inside`, c1 `outside`.
+pub fn nat_chain_config(name: &str, datapath: &str, nat: &Nat44) -> String {
+    format!("{}{}", chain_config(name, datapath), nat.yaml())
 }
