@@ -331,8 +331,10 @@ impl Chain {
         address(&cnf, "c0", "192.168.100.1/24");
 
         // Outside: the server directly on c1, or behind the router.
+        let c1_up = |cnf: &Netns| address(cnf, "c1", "80.80.80.100/24");
         let server_ip = if let (Some(rtr), Some(mtu)) = (&router, spec.router_far_mtu) {
             veth(&cnf, "c1", rtr, "r0");
+            c1_up(&cnf);
             veth(rtr, "r1", &server, "eth0");
             address(rtr, "r0", "80.80.80.1/24");
             address(rtr, "r1", "80.80.81.1/24");
@@ -356,13 +358,13 @@ impl Chain {
             FAR_SERVER_IP
         } else {
             veth(&cnf, "c1", &server, "eth0");
+            c1_up(&cnf);
             address(&server, "eth0", "80.80.80.80/24");
             SERVER_IP
         };
         if spec.outside_routes_inside {
             server.ip(&["route", "add", INSIDE_SUBNET, "via", CNF_OUTSIDE_IP]);
         }
-        address(&cnf, "c1", "80.80.80.100/24");
         cnf.sysctl("net.ipv4.ip_forward", "1");
 
         for (host, ip) in &inside_hosts {
@@ -668,7 +670,7 @@ impl Netns {
     /// Starts `iperf3 -s` and waits until it listens on 5201.
     pub fn start_iperf3_server(&self) -> Proc {
         let mut cmd = self.command("iperf3");
-        cmd.arg("-s").stdout(Stdio::null());
+        cmd.arg("-s").stdout(Stdio::null()).stderr(Stdio::null());
         let mut p = Proc::spawn(cmd, &format!("iperf3 server in {}", self.name));
         self.wait_listening(&mut p, "tcp", 5201);
         p
