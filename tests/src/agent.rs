@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use xcnf_common::{
     IfCounters, maps,
     nat::{self, NatStats, Session, SessionKey},
@@ -251,6 +251,36 @@ pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
     Ok(sum)
 }
 
+/// The pool address the running datapath pairs with `inside`, from its
+/// pinned `nat_config` and `nat_pools`: what a test or the demo should see.
+pub fn paired_address_in_maps(
+    pin_dir: &Path,
+    inside: std::net::Ipv4Addr,
+) -> Result<std::net::Ipv4Addr, String> {
+    let config: Array<_, nat::NatConfig> =
+        Array::try_from(open_pinned(pin_dir, &maps::NAT_CONFIG)?)
+            .map_err(|e| format!("nat_config: {e}"))?;
+    let config = config
+        .get(&0, 0)
+        .map_err(|e| format!("nat_config[0]: {e}"))?;
+    let pools: Array<_, nat::PoolRange> = Array::try_from(open_pinned(pin_dir, &maps::NAT_POOLS)?)
+        .map_err(|e| format!("nat_pools: {e}"))?;
+    let index = nat::paired_index(inside.octets(), config.pool_addrs);
+    for i in 0..config.pool_ranges {
+        let r = pools
+            .get(&i, 0)
+            .map_err(|e| format!("nat_pools[{i}]: {e}"))?;
+        if (r.base..r.base.saturating_add(r.count)).contains(&index) {
+            let first = u32::from(std::net::Ipv4Addr::from(r.first));
+            return Ok(std::net::Ipv4Addr::from(first + (index - r.base)));
+        }
+    }
+    Err(format!(
+        "pool index {index} of {} is in none of the {} ranges",
+        config.pool_addrs, config.pool_ranges
+    ))
+}
+
 fn add_stats(a: &mut NatStats, b: &NatStats) {
     let NatStats {
         snat_sessions,
@@ -333,6 +363,17 @@ pub fn paired_pool_address(first: &str, count: u32, inside: &str) -> String {
     let inside: std::net::Ipv4Addr = inside.parse().unwrap_or_else(|e| panic!("{inside}: {e}"));
     let i = nat::paired_index(inside.octets(), count);
     std::net::Ipv4Addr::from(u32::from(first) + i).to_string()
+}
+
+/// An inside host (in 192.168.100.0/24) that paired pooling maps to pool
+/// address number `index` of a pool of `len`: so a test or the demo can
+/// expect the cnf's own outside address, 80.80.80.100, from the classic
+/// six-address pool (the classic client, 192.168.100.10, pairs with .103).
+pub fn inside_host_paired_to(index: u32, len: u32) -> std::net::Ipv4Addr {
+    (2..=254u8)
+        .map(|h| std::net::Ipv4Addr::new(192, 168, 100, h))
+        .find(|a| nat::paired_index(a.octets(), len) == index)
+        .unwrap_or_else(|| panic!("no inside host pairs with index {index} of {len}"))
 }
 
 /// `xcnfctl` next to the agent binary, if it has been built.

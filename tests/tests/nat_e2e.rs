@@ -20,8 +20,9 @@ use std::{
 use xcnf_common::nat::{self, Session, SessionKey};
 use xcnf_tests::{
     agent::{
-        Agent, Nat44, ReportOnPanic, format_session, nat_chain_config, paired_pool_address,
-        read_counters, read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
+        Agent, Nat44, ReportOnPanic, format_session, inside_host_paired_to, nat_chain_config,
+        paired_pool_address, read_counters, read_nat_stats, read_sessions, xcnfctl_binary,
+        xcnfctl_sessions,
     },
     netns::{
         CLIENT_IP, CLIENT2_IP, CNF_INSIDE_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, FAR_SERVER_IP,
@@ -132,17 +133,6 @@ fn octets(ip: &str) -> [u8; 4] {
         .octets()
 }
 
-/// An inside host address that paired pooling maps to pool address number
-/// `index` of a pool of `len`: so a test can expect the cnf's own outside
-/// address, 80.80.80.100, from the classic six-address pool.
-fn inside_host_paired_to(index: u32, len: u32) -> String {
-    (2..=254u8)
-        .map(|h| [192, 168, 100, h])
-        .find(|a| nat::paired_index(*a, len) == index)
-        .map(|a| std::net::Ipv4Addr::from(a).to_string())
-        .unwrap_or_else(|| panic!("no inside host pairs with index {index} of {len}"))
-}
-
 /// Whether `ifname` in `ns` still checksums in hardware (the veth default).
 fn tx_checksumming_on(ns: &xcnf_tests::netns::Netns, ifname: &str) -> bool {
     let out = ns.run("ethtool", &["-k", ifname]);
@@ -165,7 +155,7 @@ fn assert_outcomes_add_up(lab: &Lab, ifname: &str) {
 fn curl_server_sees_the_pool_address() {
     // Paired pooling decides which pool address an inside host gets; this
     // client is the one that pairs with 80.80.80.100.
-    let client = inside_host_paired_to(0, POOL_LEN);
+    let client = inside_host_paired_to(0, POOL_LEN).to_string();
     let lab = Lab::start(
         "nc",
         &ChainSpec::nat().client_ip(&client),

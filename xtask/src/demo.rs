@@ -1,9 +1,12 @@
 //! `cargo xtask demo`: the classic CNF chain on one machine, no cluster.
 //!
-//! client 192.168.100.10/24 — cnf 192.168.100.1/24 | 80.80.80.100/24 — webserver 80.80.80.80/24,
-//! with the real agent in `cnf`, a real HTTP server in `webserver`, and curl
-//! from `client`. Every namespace, process and pin is removed on the way out,
-//! also on failure and on Ctrl-C.
+//! client 192.168.100.x/24 — cnf 192.168.100.1/24 | 80.80.80.100/24 — webserver 80.80.80.80/24,
+//! with the real agent in `cnf` source-translating the client to the pool
+//! 80.80.80.100–105 (deploy/examples/nat44-chain.yaml), a real HTTP server in
+//! `webserver`, and curl from `client`. The web server has no route back to
+//! the inside subnet, so only translated traffic gets an answer. Every
+//! namespace, process and pin is removed on the way out, also on failure and
+//! on Ctrl-C.
 
 use std::{
     process::Command,
@@ -12,14 +15,19 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use xcnf_tests::{
-    agent::{Agent, pin_dir, read_counters},
-    netns::{Chain, SERVER_IP},
+    agent::{
+        Agent, format_session, inside_host_paired_to, paired_address_in_maps, pin_dir,
+        read_counters, read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
+    },
+    netns::{CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
 };
 
 use crate::{build, setup};
 
 const PREFIX: &str = "xcnf-demo";
 const CONFIG: &str = "deploy/examples/nat44-chain.yaml";
+/// Addresses in the example pool, 80.80.80.100–105.
+const POOL_ADDRS: u32 = 6;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -53,11 +61,17 @@ pub fn run() -> Result<()> {
         .with_context(|| format!("reading {CONFIG}"))?;
     let instance = "cnf-nat44";
     remove_leftovers(instance);
+    // The client paired pooling maps to 80.80.80.100, the address the
+    // classic example shows.
+    let client_ip = inside_host_paired_to(0, POOL_ADDRS);
 
     println!(
-        "\n== topology: client 192.168.100.10 — cnf (c0 192.168.100.1 | c1 80.80.80.100) — webserver 80.80.80.80"
+        "\n== topology: client {client_ip} — cnf (c0 192.168.100.1 | c1 80.80.80.100) — webserver 80.80.80.80"
     );
-    let chain = Chain::new(PREFIX);
+    println!(
+        "   (the web server has no route to 192.168.100.0/24: it can only answer translated traffic)"
+    );
+    let chain = Chain::build(PREFIX, &ChainSpec::nat().client_ip(&client_ip.to_string()));
     check_interrupt()?;
 
     println!(
@@ -66,6 +80,9 @@ pub fn run() -> Result<()> {
     );
     let agent = Agent::start(&chain.cnf, instance, &config_text, &[]);
     check_interrupt()?;
+    let expected = paired_address_in_maps(&agent.pin_dir(), client_ip)
+        .map_err(|e| anyhow::anyhow!("reading the pool from the pinned maps: {e}"))?;
+    println!("paired pooling gives {client_ip} the pool address {expected}");
 
     println!("\n== starting an HTTP server in {}", chain.server.name());
     let http = chain.start_http_server(&setup::root().join("target/debug/xcnf-http-echo"));
@@ -80,15 +97,36 @@ pub fn run() -> Result<()> {
 
     let url = format!("http://{SERVER_IP}:8080/");
     println!("\n== curl {url} from client");
-    let out = chain
+    let seen = chain
         .client
-        .output("curl", &["-sS", "--max-time", "10", &url]);
-    if !out.status.success() {
-        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        .curl(&url, &[])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("web server saw source address: {seen}");
     check_interrupt()?;
+
+    println!("\n== xcnfctl nat sessions --instance {instance}");
+    match (xcnfctl_binary(), xcnfctl_sessions(instance)) {
+        (Some(_), Ok(text)) => print!("{text}"),
+        (Some(_), Err(e)) => bail!("{e}"),
+        (None, _) => {
+            let sessions = pin_dir(instance).join("nat_sessions");
+            println!(
+                "(xcnfctl is not built; bpftool map dump pinned {})",
+                sessions.display()
+            );
+            let dump = Command::new("bpftool")
+                .args(["map", "dump", "pinned"])
+                .arg(&sessions)
+                .output()
+                .context("running bpftool")?;
+            print!("{}", String::from_utf8_lossy(&dump.stdout));
+            let halves = read_sessions(&agent.pin_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("in short:");
+            for (k, v) in &halves {
+                println!("  {}", format_session(k, v));
+            }
+        }
+    }
 
     let counters = pin_dir(instance).join("counters");
     println!("\n== bpftool map dump pinned {}", counters.display());
@@ -104,19 +142,34 @@ pub fn run() -> Result<()> {
         let ifindex = chain.cnf.ifindex(ifname);
         if let Some(c) = read_counters(&agent.pin_dir(), ifindex) {
             println!(
-                "{ifname} (ifindex {ifindex}): rx {} forwarded {} passed {} dropped {}",
+                "{ifname} (ifindex {ifindex}): rx {} forwarded {} passed {} dropped {} (no mapping {}, pool exhausted {})",
                 c.rx.packets,
                 c.forwarded.packets,
                 c.passed.total(),
-                c.dropped.total()
+                c.dropped.total(),
+                c.dropped.nat_no_mapping,
+                c.dropped.nat_pool_exhausted
             );
         }
     }
+    println!("\n== NAT statistics (nat_stats, all CPUs)");
+    let stats = read_nat_stats(&agent.pin_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{stats:#?}");
+
+    println!("\n== agent log");
+    print!("{}", agent.log());
+
     println!("\n== tearing down");
     drop(http);
     drop(agent);
     drop(chain);
-    println!("done");
+    if seen != expected.to_string() {
+        bail!("the web server saw {seen}, not the client's pool address {expected}");
+    }
+    if seen != CNF_OUTSIDE_IP {
+        bail!("the web server saw {seen}, not {CNF_OUTSIDE_IP}");
+    }
+    println!("done: the web server saw {seen}");
     Ok(())
 }
 
