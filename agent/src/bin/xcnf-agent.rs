@@ -13,6 +13,7 @@ use xcnf_agent::{
     config::Config,
     datapath::{self, BPFFS_DEFAULT, Datapath, Pins, Target},
     linux::{LinuxError, Netlink},
+    nat::NatPlan,
 };
 
 /// xcnf CNF agent: attaches XDP/TC forwarding to the interfaces in its config.
@@ -106,6 +107,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--config is required");
     };
     let cfg = Config::load(config_path)?;
+    let nat =
+        NatPlan::compile(&cfg).map_err(|errors| xcnf_agent::config::ConfigError::Invalid {
+            path: config_path.to_path_buf(),
+            errors,
+        })?;
     let instance = args.instance.clone().unwrap_or(cfg.metadata.name.clone());
     if args.check {
         println!("{}: ok", config_path.display());
@@ -119,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         object: object.clone(),
         pins: Pins::new(&args.bpffs, &instance),
         log_level: args.ebpf_log_level.as_u8(),
+        nat,
     };
     info!(object = %object.display(), instance = %instance, pins = %opts.pins.dir().display(), "loading datapath");
     let mut dp = Datapath::start(&opts, &targets)?;

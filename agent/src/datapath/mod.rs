@@ -8,6 +8,7 @@
 
 mod bpffs;
 mod hook;
+mod nat;
 mod object;
 
 use std::{
@@ -31,7 +32,7 @@ pub use object::find_object;
 use tracing::{debug, info, warn};
 use xcnf_common::{IfCounters, IfaceConfig, maps};
 
-use crate::linux::Link;
+use crate::{linux::Link, nat::NatPlan};
 
 /// Errors from the datapath. Each names the file, map or interface involved.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,17 @@ pub enum DatapathError {
         .path.display()
     )]
     IncompatiblePin { path: PathBuf, reason: String },
+    #[error(
+        "pinned map {} holds {have} entries, but maxSessions {max_sessions} needs {want}: it was created for a different maxSessions and a session table cannot be resized in place; set maxSessions back, or stop the agent and run `xcnf-agent --cleanup --instance {instance}` (drops every NAT session and detaches the datapath) before starting with the new value",
+        .path.display()
+    )]
+    SessionTableSize {
+        path: PathBuf,
+        instance: String,
+        have: u32,
+        want: u32,
+        max_sessions: u32,
+    },
     #[error(
         "permission denied {what}: the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root): {source}"
     )]
@@ -113,6 +125,8 @@ pub struct Options {
     /// aya-log level written into the object's `AYA_LOG_LEVEL` global before
     /// load: 0 (off) lets the verifier remove every log statement.
     pub log_level: u8,
+    /// NAT44 maps to write and interface roles; [`NatPlan::disabled`] without `nat44`.
+    pub nat: NatPlan,
 }
 
 /// An interface to attach to, with the hook already chosen.
@@ -160,13 +174,18 @@ impl Datapath {
     fn try_start(opts: &Options, targets: &[Target]) -> Result<Self, DatapathError> {
         bpffs::ensure_mounted(opts.pins.root())?;
         opts.pins.create()?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        let lru = session_table_size(&opts.nat, nr_cpus);
         for m in maps::ALL {
-            check_pinned_map(&opts.pins.map(m), m)?;
+            check_pinned_map(&opts.pins.map(m), m, lru)?;
         }
 
         let mut loader = EbpfLoader::new();
         for m in maps::ALL {
             loader.map_pin_path(m.object, opts.pins.map(m));
+            if m.max_entries == 0 {
+                loader.map_max_entries(m.object, lru.entries);
+            }
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
         let mut ebpf = loader.load_file(&opts.object).map_err(|source| {
@@ -191,11 +210,19 @@ impl Datapath {
             pins: opts.pins.clone(),
             attached: BTreeMap::new(),
         };
-        let mut fresh: Vec<String> = Vec::new();
-        let mut written: Vec<u32> = Vec::new();
-        let outcome = dp.apply(targets, &mut fresh, &mut written);
+        // NAT first: an interface that gets a role must never see a packet
+        // before the tables that role needs are in place.
+        let old_nat = dp.read_nat()?;
+        let new_nat = nat::NatTables::from_plan(&opts.nat);
+        if let Err(e) = dp.write_nat(&new_nat, &old_nat) {
+            dp.restore_nat(&old_nat, &new_nat);
+            return Err(e);
+        }
+        let mut undo = Undo::default();
+        let outcome = dp.apply(targets, &opts.nat, &mut undo);
         if let Err(e) = outcome {
-            dp.rollback(&fresh, &written);
+            dp.rollback(&undo);
+            dp.restore_nat(&old_nat, &new_nat);
             return Err(e);
         }
         dp.remove_stale(targets)?;
@@ -206,8 +233,8 @@ impl Datapath {
     fn apply(
         &mut self,
         targets: &[Target],
-        fresh: &mut Vec<String>,
-        written: &mut Vec<u32>,
+        nat: &NatPlan,
+        undo: &mut Undo,
     ) -> Result<(), DatapathError> {
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         for t in targets {
@@ -221,17 +248,19 @@ impl Datapath {
             }
             {
                 let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
-                let known = ifaces.get(&ifindex, 0).is_ok();
+                let known = ifaces.get(&ifindex, 0).ok();
                 let cfg = IfaceConfig {
                     mac: t.link.mac,
-                    role: xcnf_common::nat::role::NONE,
+                    role: nat.role(&t.link.name),
                     _pad: 0,
                 };
                 ifaces
                     .insert(ifindex, cfg, 0)
                     .map_err(|source| map_err(maps::IFACES, source))?;
-                if !known {
-                    written.push(ifindex);
+                match known {
+                    None => undo.written.push(ifindex),
+                    Some(old) if old != cfg => undo.changed.push((ifindex, old)),
+                    Some(_) => {}
                 }
             }
             {
@@ -248,7 +277,7 @@ impl Datapath {
             }
             let adopted = self.attach(t)?;
             if !adopted {
-                fresh.push(t.link.name.clone());
+                undo.fresh.push(t.link.name.clone());
             }
         }
         Ok(())
@@ -385,14 +414,19 @@ impl Datapath {
 
     /// Undoes what a failed `apply` did: fresh links go, map entries written
     /// for interfaces that were not there before go.
-    fn rollback(&mut self, fresh: &[String], written: &[u32]) {
-        for ifname in fresh {
+    fn rollback(&mut self, undo: &Undo) {
+        for ifname in &undo.fresh {
             if let Some(a) = self.attached.remove(ifname) {
                 unpin_link(&a.pin);
             }
         }
-        for ifindex in written {
+        for ifindex in &undo.written {
             self.forget_ifindex(*ifindex);
+        }
+        if let Ok(mut m) = self.map_mut::<HashMap<_, u32, IfaceConfig>>(maps::IFACES) {
+            for (ifindex, old) in &undo.changed {
+                let _ = m.insert(ifindex, old, 0);
+            }
         }
     }
 
@@ -507,6 +541,46 @@ impl Datapath {
     }
 }
 
+/// What a failed `apply` has to undo.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Host interfaces whose link this start attached (not adopted).
+    fresh: Vec<String>,
+    /// Ifindexes this start added to the maps.
+    written: Vec<u32>,
+    /// `IFACES` entries this start changed (a role change), with their old value.
+    changed: Vec<(u32, IfaceConfig)>,
+}
+
+/// Capacity of the session and binding LRU maps, and whether an existing
+/// pin must have exactly that capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTableSize {
+    pub entries: u32,
+    /// `maxSessions` the size is derived from; `None` without `nat44`.
+    pub max_sessions: Option<u32>,
+}
+
+/// With `nat44`, sized for `maxSessions` ([`xcnf_common::nat::lru_entries`]).
+/// Without it the maps are unused, so a fresh instance gets the minimum
+/// (LRU maps are preallocated: the default size would lock ~100 MiB of
+/// kernel memory for nothing) and an existing pin of any size is kept.
+pub fn session_table_size(nat: &NatPlan, nr_cpus: usize) -> SessionTableSize {
+    let cpus = u32::try_from(nr_cpus).unwrap_or(u32::MAX);
+    if nat.enabled() {
+        let max = nat.config.max_sessions;
+        SessionTableSize {
+            entries: xcnf_common::nat::lru_entries(max, cpus),
+            max_sessions: Some(max),
+        }
+    } else {
+        SessionTableSize {
+            entries: xcnf_common::nat::lru_entries(0, cpus),
+            max_sessions: None,
+        }
+    }
+}
+
 /// Removes a link pin; with the last reference gone the kernel detaches it.
 fn unpin_link(pin: &Path) {
     match PinnedLink::from_pin(pin) {
@@ -545,7 +619,11 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError
     })
 }
 
-fn check_pinned_map(path: &Path, m: maps::MapName) -> Result<(), DatapathError> {
+fn check_pinned_map(
+    path: &Path,
+    m: maps::MapName,
+    lru: SessionTableSize,
+) -> Result<(), DatapathError> {
     if !path.exists() {
         return Ok(());
     }
@@ -553,8 +631,29 @@ fn check_pinned_map(path: &Path, m: maps::MapName) -> Result<(), DatapathError> 
         path: path.to_path_buf(),
         reason: format!("cannot read it: {e}"),
     })?;
-    let got = (info.key_size(), info.value_size(), info.max_entries());
-    let want = (m.key_size, m.value_size, m.max_entries);
+    let mut got = (info.key_size(), info.value_size(), info.max_entries());
+    let mut want = (m.key_size, m.value_size, m.max_entries);
+    if m.max_entries == 0 {
+        match lru.max_sessions {
+            Some(max_sessions) if got.2 != lru.entries && (got.0, got.1) == (want.0, want.1) => {
+                return Err(DatapathError::SessionTableSize {
+                    path: path.to_path_buf(),
+                    // The pin directory is named after the instance.
+                    instance: path
+                        .parent()
+                        .and_then(Path::file_name)
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    have: got.2,
+                    want: lru.entries,
+                    max_sessions,
+                });
+            }
+            Some(_) => want.2 = lru.entries,
+            // Unused without nat44: whatever size it has is fine.
+            None => got.2 = 0,
+        }
+    }
     if got != want {
         return Err(DatapathError::IncompatiblePin {
             path: path.to_path_buf(),
