@@ -111,7 +111,7 @@ impl Agent {
             let _ = std::fs::remove_dir_all(pin_dir(instance));
             panic!(
                 "{e}\n--- agent log ---\n{}\n--- config ---\n{config_yaml}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
+                abridged(&std::fs::read_to_string(&log_path).unwrap_or_default())
             );
         }
         Self {
@@ -182,12 +182,33 @@ impl Drop for Agent {
     fn drop(&mut self) {
         drop(self.proc.take());
         if std::thread::panicking() {
-            eprintln!("--- agent {} log ---\n{}", self.instance, self.log());
+            eprintln!(
+                "--- agent {} log ---\n{}",
+                self.instance,
+                abridged(&self.log())
+            );
         }
         if self.remove_pins {
             let _ = std::fs::remove_dir_all(self.pin_dir());
         }
     }
+}
+
+/// A log cut to its first and last lines: a verifier rejection logs up to a
+/// million instructions, and only its end says why.
+pub fn abridged(log: &str) -> String {
+    const HEAD: usize = 40;
+    const TAIL: usize = 200;
+    let lines: Vec<&str> = log.lines().collect();
+    if lines.len() <= HEAD + TAIL {
+        return log.to_owned();
+    }
+    format!(
+        "{}\n[... {} lines left out ...]\n{}",
+        lines[..HEAD].join("\n"),
+        lines.len() - HEAD - TAIL,
+        lines[lines.len() - TAIL..].join("\n")
+    )
 }
 
 /// Removes an instance's pins on drop, whoever created them.

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use xcnf_tests::{
     agent::{
-        Agent, format_session, inside_host_paired_to, paired_address_in_maps, pin_dir,
+        Agent, abridged, format_session, inside_host_paired_to, paired_address_in_maps, pin_dir,
         read_counters, read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
     },
     netns::{CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
@@ -157,7 +157,7 @@ pub fn run() -> Result<()> {
     println!("{stats:#?}");
 
     println!("\n== agent log");
-    print!("{}", agent.log());
+    println!("{}", abridged(&agent.log()));
 
     println!("\n== tearing down");
     drop(http);
