@@ -10,6 +10,7 @@
 )]
 
 pub mod agent;
+pub mod bench;
 pub mod netns;
 pub mod packet;
 pub mod testrun;

@@ -2,6 +2,7 @@
 //! on a fresh machine (nightly's rust-src, bpf-linker, Debian packages), so the
 //! README's two commands are the whole set-up.
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -33,6 +34,8 @@ enum Cmd {
     },
     /// The NAT44 example chain in network namespaces, with curl through the cnf (root).
     Demo,
+    /// Per-packet cost (BPF_PROG_TEST_RUN) and end-to-end comparison with the kernel (root).
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -42,5 +45,6 @@ fn main() -> Result<()> {
         }),
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
