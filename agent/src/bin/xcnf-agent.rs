@@ -13,7 +13,7 @@ use xcnf_agent::{
     config::Config,
     datapath::{self, BPFFS_DEFAULT, Datapath, Pins, Target},
     linux::{LinuxError, Netlink},
-    nat::NatPlan,
+    nat::{NatPlan, sweep, tables::SessionMaps},
 };
 
 /// xcnf CNF agent: attaches XDP/TC forwarding to the interfaces in its config.
@@ -129,6 +129,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     info!(object = %object.display(), instance = %instance, pins = %opts.pins.dir().display(), "loading datapath");
     let mut dp = Datapath::start(&opts, &targets)?;
+    let sweeper = if opts.nat.enabled() {
+        match SessionMaps::open(&opts.pins) {
+            Ok(maps) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                info!(
+                    interval_ms = sweep::interval(&opts.nat.timeouts).as_millis() as u64,
+                    "NAT session sweeper started"
+                );
+                let task = tokio::spawn(sweep::run(maps, opts.nat.timeouts, stopped));
+                Some((stop, task))
+            }
+            Err(e) => {
+                if let Err(e) = dp.shutdown(args.keep_datapath) {
+                    warn!(error = %e, "could not take the datapath down");
+                }
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
 
     if args.ebpf_log_level.as_u8() > 0 {
         spawn_ebpf_logger(&mut dp);
@@ -139,6 +160,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!(interfaces = targets.len(), "datapath ready");
 
     wait_for_shutdown().await?;
+    if let Some((stop, task)) = sweeper {
+        let _ = stop.send(());
+        // Let a sweep in progress finish before the pins go.
+        let _ = task.await;
+    }
     match dp.counters() {
         Ok(c) => {
             for (ifname, c) in c {

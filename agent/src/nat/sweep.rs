@@ -1,0 +1,460 @@
+//! The session sweeper: expires idle sessions (both halves together),
+//! removes orphan halves and unused bindings, and keeps the active-session
+//! count the datapath's admission check reads.
+//!
+//! The sweeper lives in the agent rather than in `bpf_timer` callbacks so
+//! that the state machine and its timeouts stay in one place, testable
+//! without a kernel; the datapath only records what it saw. The decision is
+//! [`decide`], a pure function over a snapshot; [`sweep_once`] applies it,
+//! re-reading every entry just before deleting it so that a packet that
+//! arrived since the snapshot keeps its session.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, warn};
+use xcnf_common::{
+    maps,
+    nat::{Binding, BindingKey, Session, SessionKey, active, role},
+};
+
+use super::{
+    NatError,
+    session::{State, idle_ns, pair},
+    tables::{SessionMaps, monotonic_ns},
+};
+use crate::config::NatTimeouts;
+
+/// How long a half without its peer, or a binding without sessions, is kept:
+/// the datapath inserts the two halves (and a binding before its session)
+/// one after the other, so a snapshot can catch one without the other.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// Sweep often enough that a session outlives its timeout by at most a
+/// quarter of the shortest one, but not more than 4 times a second.
+pub fn interval(t: &NatTimeouts) -> Duration {
+    (t.min() / 4).clamp(Duration::from_millis(250), Duration::from_secs(10))
+}
+
+/// What one sweep should do, computed from a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Expired sessions: both halves, deleted together.
+    pub expired: Vec<[(SessionKey, u64); 2]>,
+    /// Halves whose peer is missing, idle longer than [`GRACE`].
+    pub orphans: Vec<(SessionKey, u64)>,
+    /// Binding entries (both directions of each) no live session uses, idle
+    /// longer than [`GRACE`]; with the `last_used_ns` seen.
+    pub bindings: Vec<(BindingKey, u64)>,
+    /// Live sessions: pairs kept, plus young orphans (a session whose
+    /// second half is being inserted right now).
+    pub live: u64,
+}
+
+/// A binding as a session uses it: inside address and port, protocol,
+/// external address and port.
+type BindingUse = ([u8; 4], u16, u8, [u8; 4], u16);
+
+fn older_than(now_ns: u64, t_ns: u64, limit: Duration) -> bool {
+    u128::from(now_ns.saturating_sub(t_ns)) > limit.as_nanos()
+}
+
+/// Decides what to delete. `(sessions, bindings)` is one snapshot of the
+/// maps; entries carry the time they were last seen or used so that the
+/// caller can skip any that changed before it got to delete them.
+pub fn decide(
+    sessions: &[(SessionKey, Session)],
+    bindings: &[(BindingKey, Binding)],
+    now_ns: u64,
+    timeouts: &NatTimeouts,
+) -> Decision {
+    let mut d = Decision::default();
+    let pairing = pair(sessions);
+    // (inside addr, inside port, proto, external addr, external port) of
+    // every session that stays: the bindings they use stay too.
+    let mut used: HashSet<BindingUse> = HashSet::new();
+    let mut uses = |k: &SessionKey, v: &Session| {
+        if k.dir == role::INSIDE {
+            used.insert((k.saddr, k.sport, k.proto, v.saddr, v.sport));
+        }
+    };
+    for &(i, j) in &pairing.pairs {
+        let ((ka, va), (kb, vb)) = (&sessions[i], &sessions[j]);
+        let state = State::of(ka.proto, va, vb);
+        let idle = idle_ns(now_ns, va, vb);
+        if u128::from(idle) > state.timeout(timeouts).as_nanos() {
+            d.expired
+                .push([(*ka, va.last_seen_ns), (*kb, vb.last_seen_ns)]);
+        } else {
+            d.live += 1;
+            uses(ka, va);
+            uses(kb, vb);
+        }
+    }
+    for &i in &pairing.orphans {
+        let (k, v) = &sessions[i];
+        if older_than(now_ns, v.last_seen_ns, GRACE) {
+            d.orphans.push((*k, v.last_seen_ns));
+        } else {
+            d.live += 1;
+            uses(k, v);
+        }
+    }
+
+    let by_key: HashMap<BindingKey, &Binding> = bindings.iter().map(|(k, v)| (*k, v)).collect();
+    let mut doomed: HashSet<BindingKey> = HashSet::new();
+    for (k, v) in bindings {
+        // The other direction of this binding, if it points back at `k`.
+        let other_key = BindingKey {
+            addr: v.addr,
+            port: v.port,
+            proto: k.proto,
+            dir: if k.dir == role::INSIDE {
+                role::OUTSIDE
+            } else {
+                role::INSIDE
+            },
+        };
+        let other = by_key
+            .get(&other_key)
+            .filter(|o| o.addr == k.addr && o.port == k.port);
+        let (inside, external) = if k.dir == role::INSIDE {
+            ((k.addr, k.port), (v.addr, v.port))
+        } else {
+            ((v.addr, v.port), (k.addr, k.port))
+        };
+        let in_use = used.contains(&(inside.0, inside.1, k.proto, external.0, external.1));
+        let last_used = other.map_or(v.last_used_ns, |o| o.last_used_ns.max(v.last_used_ns));
+        if !in_use && older_than(now_ns, last_used, GRACE) && doomed.insert(*k) {
+            d.bindings.push((*k, v.last_used_ns));
+            if let Some(o) = other
+                && doomed.insert(other_key)
+            {
+                d.bindings.push((other_key, o.last_used_ns));
+            }
+        }
+    }
+    d
+}
+
+/// What one sweep did, for the debug log and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub halves: usize,
+    pub live: u64,
+    pub expired: usize,
+    pub orphans: usize,
+    pub bindings: usize,
+    /// Entries seen again since the snapshot, so not deleted.
+    pub revived: usize,
+}
+
+fn delete_if_unchanged(
+    maps: &mut SessionMaps,
+    key: &SessionKey,
+    seen_ns: u64,
+) -> Result<bool, NatError> {
+    match maps.sessions.get(key, 0) {
+        Ok(v) if v.last_seen_ns == seen_ns => remove_session(maps, key).map(|()| true),
+        Ok(_) => Ok(false),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(true),
+        Err(source) => Err(NatError::Map {
+            path: maps.path(maps::NAT_SESSIONS),
+            source,
+        }),
+    }
+}
+
+fn remove_session(maps: &mut SessionMaps, key: &SessionKey) -> Result<(), NatError> {
+    match maps.sessions.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(NatError::Map {
+            path: maps.path(maps::NAT_SESSIONS),
+            source,
+        }),
+    }
+}
+
+/// Runs one sweep against the pinned maps.
+pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<SweepStats, NatError> {
+    // Read before the scan: every session created after this point is
+    // counted by the datapath in `created - snapshot`, and possibly also by
+    // the scan, which errs towards refusing a flow, never towards overflow.
+    let created = maps.active(active::CREATED)?;
+    let sessions = maps.read_sessions()?;
+    let bindings = maps.read_bindings()?;
+    let now = monotonic_ns()?;
+    let d = decide(&sessions, &bindings, now, timeouts);
+    let mut stats = SweepStats {
+        halves: sessions.len(),
+        live: d.live,
+        ..SweepStats::default()
+    };
+
+    for [(a, seen_a), (b, seen_b)] in &d.expired {
+        let (va, vb) = (maps.sessions.get(a, 0), maps.sessions.get(b, 0));
+        let unchanged =
+            |v: &Result<Session, _>, seen| v.as_ref().is_ok_and(|v| v.last_seen_ns == seen);
+        if unchanged(&va, *seen_a) && unchanged(&vb, *seen_b) {
+            remove_session(maps, a)?;
+            remove_session(maps, b)?;
+            stats.expired += 1;
+        } else {
+            stats.revived += 1;
+            stats.live += 1;
+        }
+    }
+    for (k, seen) in &d.orphans {
+        if delete_if_unchanged(maps, k, *seen)? {
+            stats.orphans += 1;
+        } else {
+            stats.revived += 1;
+        }
+    }
+    for (k, used) in &d.bindings {
+        match maps.bindings.get(k, 0) {
+            Ok(v) if v.last_used_ns == *used => match maps.bindings.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => stats.bindings += 1,
+                Err(source) => {
+                    return Err(NatError::Map {
+                        path: maps.path(maps::NAT_BINDINGS),
+                        source,
+                    });
+                }
+            },
+            _ => stats.revived += 1,
+        }
+    }
+    maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
+    Ok(stats)
+}
+
+/// Sweeps until `stop` fires. Each sweep runs on a blocking thread: walking
+/// a large session map is hundreds of thousands of syscalls.
+pub async fn run(
+    mut maps: SessionMaps,
+    timeouts: NatTimeouts,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(interval(&timeouts));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = sweep_once(&mut maps, &timeouts);
+            (maps, r)
+        })
+        .await;
+        let r;
+        (maps, r) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "NAT sweeper task failed; sessions are no longer expired");
+                return;
+            }
+        };
+        match r {
+            Ok(s) => debug!(
+                halves = s.halves,
+                live = s.live,
+                expired = s.expired,
+                orphans = s.orphans,
+                bindings = s.bindings,
+                revived = s.revived,
+                took_ms = started.elapsed().as_millis() as u64,
+                "NAT sweep"
+            ),
+            Err(e) => warn!(error = %e, "NAT sweep failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use xcnf_common::nat::{proto, tcp_seen};
+
+    use super::*;
+    use crate::nat::session::tests::snat_pair;
+
+    const S: u64 = 1_000_000_000;
+
+    fn timeouts() -> NatTimeouts {
+        NatTimeouts {
+            tcp_established: Duration::from_secs(100),
+            tcp_transitory: Duration::from_secs(10),
+            udp: Duration::from_secs(20),
+            icmp: Duration::from_secs(5),
+        }
+    }
+
+    /// A session of `p` whose halves were last seen at `a` and `b` seconds,
+    /// with TCP flags `fa` and `fb`; `n` makes its endpoints unique.
+    fn session(n: u8, p: u8, a: u64, b: u64, fa: u8, fb: u8) -> [(SessionKey, Session); 2] {
+        let mut s = snat_pair(
+            ([192, 168, 0, n], 1000 + u16::from(n)),
+            ([80, 80, 80, 100], 2000 + u16::from(n)),
+            ([80, 80, 80, 80], 80),
+            p,
+        );
+        s[0].1.last_seen_ns = a * S;
+        s[1].1.last_seen_ns = b * S;
+        s[0].1.flags = fa;
+        s[1].1.flags = fb;
+        s
+    }
+
+    fn binding(n: u8, p: u8, used: u64) -> [(BindingKey, Binding); 2] {
+        let inside = BindingKey {
+            addr: [192, 168, 0, n],
+            port: 1000 + u16::from(n),
+            proto: p,
+            dir: role::INSIDE,
+        };
+        let outside = BindingKey {
+            addr: [80, 80, 80, 100],
+            port: 2000 + u16::from(n),
+            proto: p,
+            dir: role::OUTSIDE,
+        };
+        let to = |k: &BindingKey| Binding {
+            addr: k.addr,
+            port: k.port,
+            _pad: [0; 2],
+            last_used_ns: used * S,
+        };
+        [(inside, to(&outside)), (outside, to(&inside))]
+    }
+
+    fn expired_keys(d: &Decision) -> Vec<u8> {
+        d.expired.iter().map(|[(k, _), _]| k.saddr[3]).collect()
+    }
+
+    #[test]
+    fn each_state_expires_after_its_own_timeout() {
+        use tcp_seen::{FIN, SYN};
+        let now = 1000;
+        let mut all = Vec::new();
+        // Established: 100 s. Idle 99 s stays (1), idle 101 s goes (2).
+        all.extend(session(1, proto::TCP, now - 99, now - 150, SYN, SYN));
+        all.extend(session(2, proto::TCP, now - 101, now - 150, SYN, SYN));
+        // Transitory (handshake, FIN): 10 s.
+        all.extend(session(3, proto::TCP, now - 9, now - 9, SYN, 0));
+        all.extend(session(4, proto::TCP, now - 11, now - 11, SYN, 0));
+        all.extend(session(5, proto::TCP, now - 11, now - 11, SYN | FIN, SYN));
+        // UDP: 20 s; ICMP: 5 s; another protocol counts as UDP.
+        all.extend(session(6, proto::UDP, now - 19, now - 30, 0, 0));
+        all.extend(session(7, proto::UDP, now - 21, now - 30, 0, 0));
+        all.extend(session(8, proto::ICMP, now - 4, now - 4, 0, 0));
+        all.extend(session(9, proto::ICMP, now - 6, now - 6, 0, 0));
+        all.extend(session(10, 47, now - 19, now - 19, 0, 0));
+        let d = decide(&all, &[], now * S, &timeouts());
+        let mut got = expired_keys(&d);
+        got.sort_unstable();
+        assert_eq!(got, vec![2, 4, 5, 7, 9]);
+        assert_eq!(d.live, 5);
+        assert!(d.orphans.is_empty());
+        // Both halves, with the last-seen times the re-check compares.
+        let [(a, ta), (b, tb)] = d.expired[0];
+        assert_eq!(b, a.peer(&all.iter().find(|(k, _)| *k == a).unwrap().1));
+        assert!(ta > 0 && tb > 0);
+    }
+
+    #[test]
+    fn orphans_are_kept_for_the_grace_period_and_counted_meanwhile() {
+        let now = 1000;
+        let [young, _] = session(1, proto::UDP, now - 1, 0, 0, 0);
+        let [_, old] = session(2, proto::UDP, 0, now - 3, 0, 0);
+        let d = decide(&[young, old], &[], now * S, &timeouts());
+        assert_eq!(d.orphans, vec![(old.0, (now - 3) * S)]);
+        assert_eq!(d.live, 1);
+        assert!(d.expired.is_empty());
+    }
+
+    #[test]
+    fn bindings_go_with_their_last_session_after_the_grace() {
+        let now = 1000;
+        let mut sessions = Vec::new();
+        sessions.extend(session(1, proto::UDP, now - 1, now - 1, 0, 0)); // live
+        sessions.extend(session(2, proto::UDP, now - 50, now - 50, 0, 0)); // expired
+        let mut bindings = Vec::new();
+        bindings.extend(binding(1, proto::UDP, now - 500)); // used by a live session
+        bindings.extend(binding(2, proto::UDP, now - 500)); // its session expires now
+        bindings.extend(binding(3, proto::UDP, now - 1)); // new, no session yet
+        bindings.extend(binding(4, proto::TCP, now - 3)); // unused, past the grace
+        let d = decide(&sessions, &bindings, now * S, &timeouts());
+        let mut gone: Vec<(u8, u8)> = d
+            .bindings
+            .iter()
+            .map(|(k, _)| {
+                let n = if k.dir == role::INSIDE {
+                    k.addr[3]
+                } else {
+                    (k.port - 2000) as u8
+                };
+                (n, k.dir)
+            })
+            .collect();
+        gone.sort_unstable();
+        assert_eq!(
+            gone,
+            vec![
+                (2, role::INSIDE),
+                (2, role::OUTSIDE),
+                (4, role::INSIDE),
+                (4, role::OUTSIDE)
+            ]
+        );
+        assert_eq!(expired_keys(&d), vec![2]);
+        assert_eq!(d.live, 1);
+    }
+
+    #[test]
+    fn a_half_binding_is_reclaimed_alone() {
+        let now = 1000;
+        let [inside, outside] = binding(1, proto::UDP, now - 10);
+        let d = decide(&[], &[outside], now * S, &timeouts());
+        assert_eq!(d.bindings, vec![(outside.0, (now - 10) * S)]);
+        let d = decide(&[], &[inside], now * S, &timeouts());
+        assert_eq!(d.bindings, vec![(inside.0, (now - 10) * S)]);
+    }
+
+    #[test]
+    fn a_fresh_use_of_either_direction_keeps_the_binding() {
+        let now = 1000;
+        let [inside, mut outside] = binding(1, proto::UDP, now - 10);
+        outside.1.last_used_ns = (now - 1) * S;
+        let d = decide(&[], &[inside, outside], now * S, &timeouts());
+        assert!(d.bindings.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn live_count_is_pairs() {
+        let now = 1000;
+        let mut all = Vec::new();
+        for n in 0..50 {
+            all.extend(session(n, proto::UDP, now - 1, now - 2, 0, 0));
+        }
+        let d = decide(&all, &[], now * S, &timeouts());
+        assert_eq!((d.live, d.expired.len()), (50, 0));
+        let d = decide(&all, &[], (now + 30) * S, &timeouts());
+        assert_eq!((d.live, d.expired.len()), (0, 50));
+    }
+
+    #[test]
+    fn interval_is_a_quarter_of_the_shortest_timeout_clamped() {
+        let mut t = NatTimeouts::default();
+        assert_eq!(interval(&t), Duration::from_secs(10));
+        t.udp = Duration::from_secs(2);
+        assert_eq!(interval(&t), Duration::from_millis(500));
+        t.icmp = Duration::from_millis(200);
+        assert_eq!(interval(&t), Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,121 @@
+//! The pinned NAT maps, opened by path: the sweeper and `xcnfctl` read them
+//! without the agent's loaded object, so both work on a kept datapath too.
+
+use std::path::PathBuf;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use xcnf_common::{
+    maps::{self, MapName},
+    nat::{Binding, BindingKey, Session, SessionKey, active},
+};
+
+use super::NatError;
+use crate::datapath::Pins;
+
+/// Opens one pinned map as the typed aya map `T` (which checks key and value sizes).
+pub fn open_pinned<T>(pins: &Pins, m: MapName) -> Result<T, NatError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let path = pins.map(m);
+    let open = || -> Result<T, MapError> {
+        let data = MapData::from_pin(&path)?;
+        T::try_from(Map::from_map_data(data)?)
+    };
+    open().map_err(|source| NatError::Open { path, source })
+}
+
+/// Reads every entry of a hash map. Entries deleted while the walk runs (the
+/// datapath and the sweeper both delete) are skipped, not errors.
+pub fn read_all<K, V>(
+    map: &HashMap<MapData, K, V>,
+    path: impl Fn() -> PathBuf,
+) -> Result<Vec<(K, V)>, NatError>
+where
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        match entry {
+            Ok(kv) => out.push(kv),
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(NatError::Map {
+                    path: path(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The maps the sweeper works on.
+pub struct SessionMaps {
+    pins: Pins,
+    pub sessions: HashMap<MapData, SessionKey, Session>,
+    pub bindings: HashMap<MapData, BindingKey, Binding>,
+    pub active: Array<MapData, u64>,
+}
+
+impl SessionMaps {
+    pub fn open(pins: &Pins) -> Result<Self, NatError> {
+        Ok(Self {
+            pins: pins.clone(),
+            sessions: open_pinned(pins, maps::NAT_SESSIONS)?,
+            bindings: open_pinned(pins, maps::NAT_BINDINGS)?,
+            active: open_pinned(pins, maps::NAT_ACTIVE)?,
+        })
+    }
+
+    pub fn path(&self, m: MapName) -> PathBuf {
+        self.pins.map(m)
+    }
+
+    pub fn read_sessions(&self) -> Result<Vec<(SessionKey, Session)>, NatError> {
+        read_all(&self.sessions, || self.path(maps::NAT_SESSIONS))
+    }
+
+    pub fn read_bindings(&self) -> Result<Vec<(BindingKey, Binding)>, NatError> {
+        read_all(&self.bindings, || self.path(maps::NAT_BINDINGS))
+    }
+
+    pub fn active(&self, index: u32) -> Result<u64, NatError> {
+        self.active.get(&index, 0).map_err(|source| NatError::Map {
+            path: self.path(maps::NAT_ACTIVE),
+            source,
+        })
+    }
+
+    pub fn set_active(&mut self, index: u32, value: u64) -> Result<(), NatError> {
+        let path = self.path(maps::NAT_ACTIVE);
+        self.active
+            .set(index, value, 0)
+            .map_err(|source| NatError::Map { path, source })
+    }
+
+    /// Active sessions as the datapath's admission check sees them.
+    pub fn active_sessions(&self) -> Result<u64, NatError> {
+        Ok(self
+            .active(active::CREATED)?
+            .wrapping_add(self.active(active::BASE)?))
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock behind the datapath's
+/// `bpf_ktime_get_coarse_ns` (its coarse variant only lags by a tick).
+pub fn monotonic_ns() -> Result<u64, NatError> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer to a timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return Err(NatError::Clock(std::io::Error::last_os_error()));
+    }
+    Ok((ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64))
+}
