@@ -86,7 +86,8 @@ pub struct Session {
     pub kind: u8,
     /// 1 in the half created by the flow's first packet.
     pub initiator: u8,
-    pub _pad: [u8; 4],
+    /// Explicit, so the 8-byte alignment of the times leaves no implicit gap.
+    pub _pad: [u8; 8],
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_coarse_ns`).
     pub created_ns: u64,
     pub last_seen_ns: u64,

@@ -6,3 +6,5 @@ pub const ETH_HLEN: usize = 14;
 pub const IPV4_HLEN: usize = 20;
 /// The IPv4 ethertype.
 pub const ETH_P_IP: u16 = 0x0800;
+/// The ARP ethertype.
+pub const ETH_P_ARP: u16 = 0x0806;

@@ -26,6 +26,11 @@ pub enum Drop {
     Malformed,
     Blackhole,
     RedirectFailed,
+    NatNoMapping,
+    NatPoolExhausted,
+    NatTableFull,
+    NatFragmentUntracked,
+    NatUnroutable,
 }
 
 /// The counters of one interface on this CPU, or `None` for an interface the
@@ -86,6 +91,11 @@ pub fn dropped(c: Option<*mut IfCounters>, why: Drop) {
             Drop::Malformed => &mut d.malformed,
             Drop::Blackhole => &mut d.blackhole,
             Drop::RedirectFailed => &mut d.redirect_failed,
+            Drop::NatNoMapping => &mut d.nat_no_mapping,
+            Drop::NatPoolExhausted => &mut d.nat_pool_exhausted,
+            Drop::NatTableFull => &mut d.nat_table_full,
+            Drop::NatFragmentUntracked => &mut d.nat_fragment_untracked,
+            Drop::NatUnroutable => &mut d.nat_unroutable,
         };
         *f += 1;
     }

@@ -1,9 +1,8 @@
-//! The IPv4 forwarding decision shared by the XDP and TC programs.
-//!
-//! It validates the IPv4 header, asks the FIB where the packet goes and, only
-//! once the packet will really be redirected, decrements the TTL and rewrites
-//! the MACs. Packets passed to the kernel are never modified, so the kernel
-//! sees exactly what arrived and can answer with the right ICMP error.
+//! IPv4 forwarding, shared by the XDP and TC programs: validating the header,
+//! asking the FIB where the packet goes and, only once the packet will really
+//! be redirected, decrementing the TTL and rewriting the MACs. Packets passed
+//! to the kernel are never modified, so the kernel sees exactly what arrived
+//! and can answer with the right ICMP error.
 
 use aya_ebpf::cty::c_void;
 use xcnf_common::csum;
@@ -16,12 +15,13 @@ use crate::{
 };
 
 /// What the hook should do with the frame.
+#[derive(Clone, Copy)]
 pub enum Action {
-    /// MACs and TTL already rewritten: send it out of `ifindex`.
+    /// Send it out of `ifindex` (after [`commit`] wrote TTL and MACs).
     Redirect {
         ifindex: u32,
     },
-    /// TTL rewritten; the kernel must resolve the next hop's MAC (TC only).
+    /// The kernel must resolve the next hop's MAC (TC only).
     RedirectNeigh {
         ifindex: u32,
         nexthop: u32,
@@ -45,23 +45,142 @@ fn managed(ifindex: u32) -> bool {
     IFACES.get_ptr(ifindex).is_some()
 }
 
-/// Decides the fate of an Ethernet frame already known to carry IPv4 and to be
-/// addressed to this interface.
+/// The IPv4 header fields routing needs, read once by [`validate`].
+pub struct Hdr {
+    pub tos: u8,
+    pub protocol: u8,
+    pub tot_len: u16,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+/// Checks an Ethernet frame already known to carry IPv4: a malformed header
+/// is dropped, one with options or an expiring TTL goes to the kernel.
 ///
 /// `l3_len` is the number of bytes after the Ethernet header in the whole
 /// packet (which for TC may extend past the linear `data_end`).
+#[inline(always)]
+pub fn validate(data: usize, data_end: usize, l3_len: usize) -> Result<Hdr, Action> {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(data, data_end, ETH_HLEN) else {
+        return Err(Action::Drop(Drop::Malformed));
+    };
+    // SAFETY: bounds-checked against data_end above.
+    let ip = unsafe { &*ip };
+    let vihl = ip.version_ihl;
+    if vihl >> 4 != 4 || vihl & 0x0f < 5 {
+        return Err(Action::Drop(Drop::Malformed));
+    }
+    if vihl & 0x0f != 5 {
+        return Err(Action::Pass(Pass::IpOptions));
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    if usize::from(tot_len) < IPV4_HLEN || usize::from(tot_len) > l3_len {
+        return Err(Action::Drop(Drop::Malformed));
+    }
+    // SAFETY: Ipv4Hdr is 20 bytes of plain byte fields, bounds-checked above.
+    if !csum::ipv4_header_valid(unsafe { &*(core::ptr::from_ref(ip).cast::<[u8; IPV4_HLEN]>()) }) {
+        return Err(Action::Drop(Drop::Malformed));
+    }
+    if ip.ttl <= 1 {
+        return Err(Action::Pass(Pass::TtlExpired));
+    }
+    Ok(Hdr {
+        tos: ip.tos,
+        protocol: ip.protocol,
+        tot_len,
+        src: ip.src,
+        dst: ip.dst,
+    })
+}
+
+/// A FIB answer: the action, and the MACs a resolved redirect writes. The
+/// MACs live outside [`Action`] so every variant has the same plain layout:
+/// moving a partly initialised enum makes LLVM copy undefined registers,
+/// which the verifier rightly refuses.
+#[derive(Clone, Copy)]
+pub struct Routed {
+    pub action: Action,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+impl Routed {
+    #[inline(always)]
+    fn just(action: Action) -> Self {
+        Routed {
+            action,
+            smac: [0; 6],
+            dmac: [0; 6],
+        }
+    }
+}
+
+/// Asks the FIB where a packet from `src` to `dst` goes, without touching
+/// the packet: only [`commit`] writes, once the caller has decided.
 /// `neigh_redirect` says whether the hook can hand unresolved next hops to
 /// `bpf_redirect_neigh`.
 #[inline(always)]
-pub fn ipv4(
+pub fn route(
     ctx: *mut c_void,
-    data: usize,
-    data_end: usize,
-    l3_len: usize,
     ifindex: u32,
+    h: &Hdr,
+    src: [u8; 4],
+    dst: [u8; 4],
     mtu: MtuCheck,
     neigh_redirect: bool,
-) -> Action {
+) -> Routed {
+    let fib_len = match mtu {
+        MtuCheck::TotLen => h.tot_len,
+        MtuCheck::Skb => 0,
+    };
+    match fib::lookup_v4(ctx, ifindex, h.tos, h.protocol, fib_len, src, dst) {
+        Route::Resolved {
+            ifindex: out,
+            smac,
+            dmac,
+        } => {
+            if !managed(out) {
+                return Routed::just(Action::Pass(Pass::UnmanagedEgress));
+            }
+            Routed {
+                action: Action::Redirect { ifindex: out },
+                smac,
+                dmac,
+            }
+        }
+        Route::NoNeigh {
+            ifindex: out,
+            nexthop,
+        } => {
+            if !neigh_redirect {
+                return Routed::just(Action::Pass(Pass::NoNeigh));
+            }
+            if !managed(out) {
+                return Routed::just(Action::Pass(Pass::UnmanagedEgress));
+            }
+            Routed::just(Action::RedirectNeigh {
+                ifindex: out,
+                nexthop,
+            })
+        }
+        Route::Blackhole => Routed::just(Action::Drop(Drop::Blackhole)),
+        Route::NoRoute => Routed::just(Action::Pass(Pass::NoRoute)),
+        Route::NotForwarded => Routed::just(Action::Pass(Pass::NotForwarded)),
+        Route::FwdDisabled => Routed::just(Action::Pass(Pass::FwdDisabled)),
+        Route::FragNeeded => Routed::just(Action::Pass(Pass::FragNeeded)),
+        Route::Other => Routed::just(Action::Pass(Pass::Other)),
+    }
+}
+
+/// Makes a redirect real: decrements the TTL and, when the next hop is
+/// resolved, rewrites the MACs. Other actions leave the packet alone.
+#[inline(always)]
+pub fn commit(data: usize, data_end: usize, r: &Routed) -> Action {
+    let redirect = match r.action {
+        Action::Redirect { .. } => true,
+        Action::RedirectNeigh { .. } => false,
+        other => return other,
+    };
     let (Some(eth), Some(ip)) = (
         ptr_at::<EthHdr>(data, data_end, 0),
         ptr_at::<Ipv4Hdr>(data, data_end, ETH_HLEN),
@@ -70,68 +189,12 @@ pub fn ipv4(
     };
     // SAFETY: both pointers were bounds-checked against data_end above.
     let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
-
-    let vihl = ip.version_ihl;
-    if vihl >> 4 != 4 || vihl & 0x0f < 5 {
-        return Action::Drop(Drop::Malformed);
+    decrement_ttl(ip);
+    if redirect {
+        eth.dst = r.dmac;
+        eth.src = r.smac;
     }
-    if vihl & 0x0f != 5 {
-        return Action::Pass(Pass::IpOptions);
-    }
-    let tot_len = u16::from_be_bytes(ip.tot_len);
-    if usize::from(tot_len) < IPV4_HLEN || usize::from(tot_len) > l3_len {
-        return Action::Drop(Drop::Malformed);
-    }
-    // SAFETY: Ipv4Hdr is 20 bytes of plain byte fields, bounds-checked above.
-    if !csum::ipv4_header_valid(unsafe { &*(core::ptr::from_ref(ip).cast::<[u8; IPV4_HLEN]>()) }) {
-        return Action::Drop(Drop::Malformed);
-    }
-    if ip.ttl <= 1 {
-        return Action::Pass(Pass::TtlExpired);
-    }
-
-    let fib_len = match mtu {
-        MtuCheck::TotLen => tot_len,
-        MtuCheck::Skb => 0,
-    };
-    let route = fib::lookup_v4(ctx, ifindex, ip.tos, ip.protocol, fib_len, ip.src, ip.dst);
-    match route {
-        Route::Resolved {
-            ifindex: out,
-            smac,
-            dmac,
-        } => {
-            if !managed(out) {
-                return Action::Pass(Pass::UnmanagedEgress);
-            }
-            decrement_ttl(ip);
-            eth.dst = dmac;
-            eth.src = smac;
-            Action::Redirect { ifindex: out }
-        }
-        Route::NoNeigh {
-            ifindex: out,
-            nexthop,
-        } => {
-            if !neigh_redirect {
-                return Action::Pass(Pass::NoNeigh);
-            }
-            if !managed(out) {
-                return Action::Pass(Pass::UnmanagedEgress);
-            }
-            decrement_ttl(ip);
-            Action::RedirectNeigh {
-                ifindex: out,
-                nexthop,
-            }
-        }
-        Route::Blackhole => Action::Drop(Drop::Blackhole),
-        Route::NoRoute => Action::Pass(Pass::NoRoute),
-        Route::NotForwarded => Action::Pass(Pass::NotForwarded),
-        Route::FwdDisabled => Action::Pass(Pass::FwdDisabled),
-        Route::FragNeeded => Action::Pass(Pass::FragNeeded),
-        Route::Other => Action::Pass(Pass::Other),
-    }
+    r.action
 }
 
 /// RFC 1624 incremental update of the header checksum for the TTL word.

@@ -4,7 +4,7 @@
 //! so it is never 4-byte aligned, and byte arrays keep every access defined
 //! without `packed` structs.
 
-pub use xcnf_common::wire::{ETH_HLEN, ETH_P_IP, IPV4_HLEN};
+pub use xcnf_common::wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_HLEN};
 
 #[repr(C)]
 pub struct EthHdr {
@@ -40,3 +40,36 @@ pub fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*mut T> {
     }
     Some((start + off) as *mut T)
 }
+
+/// ARP for IPv4 over Ethernet (RFC 826), the only kind the datapath answers.
+#[repr(C)]
+pub struct ArpHdr {
+    pub htype: [u8; 2],
+    pub ptype: [u8; 2],
+    pub hlen: u8,
+    pub plen: u8,
+    pub op: [u8; 2],
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<ArpHdr>() == 28);
+
+/// Where the L4 header starts: the datapath hands IPv4 options to the kernel,
+/// so every header it translates is exactly 20 bytes long.
+pub const L4_OFF: usize = ETH_HLEN + IPV4_HLEN;
+/// Offsets of the IPv4 header fields the translator rewrites.
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
+pub const IP_DST_OFF: usize = ETH_HLEN + 16;
+/// ICMP header: type, code, checksum, then identifier (queries) or unused
+/// word (errors), then for errors the quoted IPv4 header.
+pub const ICMP_HLEN: usize = 8;
+/// The quoted packet of an ICMP error: its IPv4 header and the first 8 bytes
+/// of its payload, all RFC 792 guarantees.
+pub const INNER_IP_OFF: usize = L4_OFF + ICMP_HLEN;
+pub const INNER_L4_OFF: usize = INNER_IP_OFF + IPV4_HLEN;
+/// Bytes the NAT reads at most, which TC must have in the linear area.
+pub const NAT_PULL_LEN: usize = INNER_L4_OFF + 8;

@@ -1,18 +1,23 @@
-//! xcnf datapath programs: IPv4 forwarding between the CNF's interfaces.
+//! xcnf datapath programs: NAT44 and IPv4 forwarding between the CNF's
+//! interfaces.
 //!
-//! Two attach forms share one forwarding decision (`forward.rs`): `xcnf_tc`
-//! for tcx/clsact ingress, the fast hook on veth, and `xcnf_xdp` for drivers
-//! with real XDP support. Whatever the datapath does not handle goes to the
+//! Two attach forms share one pipeline (`ipv4.rs`: validate, translate,
+//! route, rewrite): `xcnf_tc` for tcx/clsact ingress, the fast hook on veth,
+//! and `xcnf_xdp` for drivers with real XDP support. Whatever the datapath does not handle goes to the
 //! kernel unchanged, so the kernel stays the authority for ARP, local
 //! delivery, ICMP errors and everything that is not plain IPv4.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod counters;
 mod fib;
 mod forward;
 mod headers;
+mod ipv4;
 mod maps;
+mod nat;
+mod pkt;
 mod tc;
 mod xdp;
 

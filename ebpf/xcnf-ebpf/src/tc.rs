@@ -2,7 +2,8 @@
 //! `bpf_redirect`, or `bpf_redirect_neigh` while the next hop's MAC is unknown.
 //!
 //! On veth this is the fast hook: the skb is forwarded as is, while native XDP
-//! on veth would first copy it into an XDP buffer.
+//! on veth would first copy it into an XDP buffer. It is also where NAT is
+//! right for veth: see `pkt.rs` on checksums.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -11,16 +12,20 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
+use xcnf_common::nat::role;
 
 use crate::{
     counters::{self, Drop, Pass},
     forward::{self, Action, MtuCheck},
-    headers::{ETH_HLEN, ETH_P_IP, IPV4_HLEN},
+    headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_HLEN, NAT_PULL_LEN},
+    ipv4::{self, Ingress},
+    maps::IFACES,
+    nat, pkt,
 };
 
 const PACKET_HOST: u32 = 0;
 const AF_INET: u32 = 2;
-/// Headers the forwarding decision reads, which must be in the linear area.
+/// Headers plain forwarding reads, which must be in the linear area.
 const PULL_LEN: usize = ETH_HLEN + IPV4_HLEN;
 
 #[inline(always)]
@@ -32,11 +37,22 @@ pub fn run(ctx: &TcContext) -> i32 {
     let len = len as usize;
     let c = counters::slot(ifindex);
     counters::rx(c, len as u64);
+    let (role, mac) = match IFACES.get_ptr(ifindex) {
+        // SAFETY: a live map value, copied out.
+        Some(cfg) => unsafe { ((*cfg).role, (*cfg).mac) },
+        None => (role::NONE, [0; 6]),
+    };
 
     // Frames built from pages (GRO, trafgen, many drivers) carry only the
     // Ethernet header in the linear area; every header read needs it pulled.
-    if ctx.data() + PULL_LEN > ctx.data_end() {
-        let want = if len < PULL_LEN { len } else { PULL_LEN };
+    // NAT reads up to an ICMP error's quoted ports.
+    let need = if role == role::NONE {
+        PULL_LEN
+    } else {
+        NAT_PULL_LEN
+    };
+    if ctx.data() + need > ctx.data_end() {
+        let want = if len < need { len } else { need };
         // A failed pull leaves the skb as it was; the bounds checks below
         // then classify it as short.
         let _ = ctx.pull_data(want as u32);
@@ -53,15 +69,27 @@ pub fn run(ctx: &TcContext) -> i32 {
             } else {
                 MtuCheck::TotLen
             };
-            forward::ipv4(
-                ctx.as_ptr(),
-                data,
-                data_end,
-                len.saturating_sub(ETH_HLEN),
-                ifindex,
-                mtu,
-                true,
+            ipv4::run(
+                &pkt::Tc(ctx),
+                &Ingress {
+                    ctx: ctx.as_ptr(),
+                    ifindex,
+                    role,
+                    l3_len: len.saturating_sub(ETH_HLEN),
+                    len: len as u64,
+                    mtu,
+                    neigh_redirect: true,
+                },
             )
+        }
+        Some(ETH_P_ARP)
+            if role == role::OUTSIDE
+                && nat::config().is_some()
+                && nat::arp::answer(ctx.as_ptr(), ifindex, mac, data, data_end) =>
+        {
+            // The request became the reply: back out of the same interface.
+            // bpf_redirect fills in no MACs, the reply carries its own.
+            Action::Redirect { ifindex }
         }
         Some(_) => Action::Pass(Pass::NotIpv4),
     };

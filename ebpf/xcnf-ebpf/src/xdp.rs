@@ -1,16 +1,21 @@
 //! XDP attach form: forwards through a `DEVMAP_HASH` redirect.
 //!
 //! XDP has no neighbour-resolving redirect, so an unresolved next hop goes to
-//! the kernel, whose ARP then makes the following packets fast.
+//! the kernel (translated, when NAT applies), whose ARP then makes the
+//! following packets fast. NAT here rewrites checksums arithmetically: see
+//! `pkt.rs` for when that is right and why veth defaults to TC.
 
 use aya_ebpf::{EbpfContext as _, bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::debug;
+use xcnf_common::nat::role;
 
 use crate::{
     counters::{self, Drop, Pass},
     forward::{self, Action, MtuCheck},
-    headers::{ETH_HLEN, ETH_P_IP, EthHdr, ptr_at},
+    headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, ptr_at},
+    ipv4::{self, Ingress},
     maps::{IFACES, TX_PORTS},
+    nat, pkt,
 };
 
 #[inline(always)]
@@ -22,23 +27,36 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let len = data_end - data;
     let c = counters::slot(ifindex);
     counters::rx(c, len as u64);
+    let (role, mac) = match IFACES.get_ptr(ifindex) {
+        // SAFETY: a live map value, copied out.
+        Some(cfg) => unsafe { (Some((*cfg).role), (*cfg).mac) },
+        None => (None, [0; 6]),
+    };
 
     let action = match forward::ether_type(data, data_end) {
         None => Action::Drop(Drop::Malformed),
-        Some(ETH_P_IP) => {
-            if addressed_to(ifindex, data, data_end) {
-                forward::ipv4(
-                    ctx.as_ptr(),
-                    data,
-                    data_end,
-                    len - ETH_HLEN,
+        Some(ETH_P_IP) => match role {
+            Some(role) if addressed_to(mac, data, data_end) => ipv4::run(
+                &pkt::Xdp(ctx),
+                &Ingress {
+                    ctx: ctx.as_ptr(),
                     ifindex,
-                    MtuCheck::TotLen,
-                    false,
-                )
-            } else {
-                Action::Pass(Pass::NotForUs)
-            }
+                    role,
+                    l3_len: len - ETH_HLEN,
+                    len: len as u64,
+                    mtu: MtuCheck::TotLen,
+                    neigh_redirect: false,
+                },
+            ),
+            _ => Action::Pass(Pass::NotForUs),
+        },
+        Some(ETH_P_ARP)
+            if role == Some(role::OUTSIDE)
+                && nat::config().is_some()
+                && nat::arp::answer(ctx.as_ptr(), ifindex, mac, data, data_end) =>
+        {
+            counters::forwarded(c, len as u64);
+            return xdp_action::XDP_TX;
         }
         Some(_) => Action::Pass(Pass::NotIpv4),
     };
@@ -74,11 +92,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 /// XDP sees frames before the stack classifies them, so without a `pkt_type`
 /// it compares the destination MAC with the interface's own address.
 #[inline(always)]
-fn addressed_to(ifindex: u32, data: usize, data_end: usize) -> bool {
-    let (Some(cfg), Some(eth)) = (IFACES.get_ptr(ifindex), ptr_at::<EthHdr>(data, data_end, 0))
-    else {
+fn addressed_to(mac: [u8; 6], data: usize, data_end: usize) -> bool {
+    let Some(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
         return false;
     };
-    // SAFETY: cfg is a live map value, eth was bounds-checked.
-    unsafe { (*cfg).mac == (*eth).dst }
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe { (*eth).dst == mac }
 }

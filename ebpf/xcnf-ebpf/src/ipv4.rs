@@ -1,0 +1,108 @@
+//! The IPv4 pipeline both hooks run: validate, translate (NAT44), route,
+//! rewrite, redirect.
+
+use aya_ebpf::cty::c_void;
+use xcnf_common::nat::role;
+
+use crate::{
+    counters::{Drop, Pass},
+    forward::{self, Action, MtuCheck},
+    nat::{self, Decision, FibQuery, parse, rewrite},
+    pkt::Pkt,
+};
+
+/// The ingress facts the pipeline needs from the hook.
+pub struct Ingress {
+    pub ctx: *mut c_void,
+    pub ifindex: u32,
+    /// NAT44 role of the ingress interface.
+    pub role: u8,
+    /// Bytes after the Ethernet header in the whole packet.
+    pub l3_len: usize,
+    /// Whole packet length, for the session byte counts.
+    pub len: u64,
+    pub mtu: MtuCheck,
+    /// Whether unresolved next hops can go to `bpf_redirect_neigh` (TC).
+    pub neigh_redirect: bool,
+}
+
+#[inline(always)]
+pub fn run<P: Pkt>(p: &P, i: &Ingress) -> Action {
+    let (data, data_end) = p.bounds();
+    let h = match forward::validate(data, data_end, i.l3_len) {
+        Ok(h) => h,
+        Err(a) => return a,
+    };
+
+    let cfg = if i.role == role::NONE {
+        None
+    } else {
+        nat::config()
+    };
+    let Some(cfg) = cfg else {
+        let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
+        return forward::commit(data, data_end, &r);
+    };
+    let Ok(pk) = parse::parse(p) else {
+        return Action::Drop(Drop::Malformed);
+    };
+    let fib = FibQuery {
+        ctx: i.ctx,
+        ifindex: i.ifindex,
+        tos: h.tos,
+        tot_len: match i.mtu {
+            MtuCheck::TotLen => h.tot_len,
+            MtuCheck::Skb => 0,
+        },
+    };
+    let (to, inner, outbound) = match nat::decide(cfg, i.role, &pk, i.len, &fib) {
+        Decision::Plain => {
+            let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
+            let (data, data_end) = p.bounds();
+            return forward::commit(data, data_end, &r);
+        }
+        Decision::Drop(d) => return Action::Drop(d),
+        Decision::Translate {
+            to,
+            inner,
+            outbound,
+        } => (to, inner, outbound),
+    };
+
+    let r = forward::route(
+        i.ctx,
+        i.ifindex,
+        &h,
+        to.saddr,
+        to.daddr,
+        i.mtu,
+        i.neigh_redirect,
+    );
+    let a = r.action;
+    let rewrite_it = match a {
+        Action::Redirect { .. } | Action::RedirectNeigh { .. } => true,
+        // The kernel forwards or delivers the translated packet itself
+        // (XDP's unresolved neighbour, a local or unmanaged destination).
+        Action::Pass(Pass::NoNeigh | Pass::NotForwarded | Pass::UnmanagedEgress | Pass::Other) => {
+            true
+        }
+        // The kernel must answer with an ICMP error (frag-needed, no route,
+        // forwarding off). From inside it gets the packet as the host sent
+        // it, so the error quotes what the host knows. From outside the
+        // untranslated packet is addressed to a NAT address, which the CNF's
+        // own stack must never receive, so it is dropped and counted.
+        Action::Pass(_) => {
+            return if outbound {
+                a
+            } else {
+                Action::Drop(Drop::NatUnroutable)
+            };
+        }
+        Action::Drop(_) => return a,
+    };
+    if rewrite_it && rewrite::apply(p, &pk, &to, inner.as_ref()).is_err() {
+        return Action::Drop(Drop::Malformed);
+    }
+    let (data, data_end) = p.bounds();
+    forward::commit(data, data_end, &r)
+}

@@ -1,0 +1,322 @@
+//! Dynamic source translation: paired pool address and port allocation.
+//!
+//! The port is reserved by one `BPF_NOEXIST` insert, so two CPUs racing for
+//! the same port cannot both win; the loser simply tries the next candidate.
+//! Probing follows the pattern proven in Cilium's SNAT: keep the source port
+//! if possible, then random ports, then a linear walk, with a fixed bound.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    cty::c_void,
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+};
+use xcnf_common::nat::{
+    Binding, BindingKey, MAX_POOL_RANGES, NatConfig, PORT_RANDOM_TRIES, PORT_TRIES, Session,
+    SessionKey, StaticKey, paired_index, role,
+};
+
+use crate::{
+    maps::{NAT_BINDINGS, NAT_POOLS, NAT_SESSIONS, NAT_STATIC},
+    nat::{
+        parse::Tuple,
+        session::{self, NewSession},
+    },
+};
+
+/// The paired pool address of an inside host and its port range.
+pub struct PoolAddr {
+    pub addr: [u8; 4],
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[inline(always)]
+pub fn paired(cfg: &NatConfig, inside: [u8; 4]) -> Option<PoolAddr> {
+    if cfg.pool_addrs == 0 {
+        return None;
+    }
+    let idx = paired_index(inside, cfg.pool_addrs);
+    for i in 0..MAX_POOL_RANGES {
+        if i >= cfg.pool_ranges {
+            break;
+        }
+        let r = NAT_POOLS.get(i)?;
+        if idx >= r.base && idx - r.base < r.count {
+            let a = u32::from_be_bytes(r.first).wrapping_add(idx - r.base);
+            return Some(PoolAddr {
+                addr: a.to_be_bytes(),
+                port_min: r.port_min,
+                port_max: r.port_max,
+            });
+        }
+    }
+    None
+}
+
+/// Whether a static or identity mapping owns `addr:port` for `proto`, so the
+/// allocator must not hand it out.
+#[inline(always)]
+fn static_owned(addr: [u8; 4], port: u16, proto: u8) -> bool {
+    let k = StaticKey {
+        addr,
+        port,
+        proto,
+        dir: role::OUTSIDE,
+    };
+    NAT_STATIC.get_ptr(&k).is_some()
+}
+
+/// How a candidate port is reserved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Reserve {
+    /// Endpoint-independent: the `OUTSIDE` binding entry of the port.
+    Binding = 0,
+    /// Endpoint-dependent or port-less: the session's reply half.
+    ReplyHalf = 1,
+}
+
+/// State shared with [`probe_step`] through `bpf_loop`'s context pointer.
+#[repr(C)]
+struct Probe {
+    addr: [u8; 4],
+    min: u32,
+    max: u32,
+    span: u32,
+    port: u32,
+    proto: u8,
+    mode: Reserve,
+    keep: bool,
+    found: bool,
+    /// The value of the `OUTSIDE` binding (mode `Binding`).
+    bind: Binding,
+    /// Key (with `dport` filled in per candidate) and value of the reply
+    /// half (mode `ReplyHalf`).
+    rkey: SessionKey,
+    rval: Session,
+}
+
+/// One candidate of the port walk, called by `bpf_loop`. Returns 1 to stop.
+///
+/// `bpf_loop` is what lets the walk be long: the verifier checks this body
+/// once, where an unrolled or bounded loop would multiply every path after
+/// it by the number of tries (Cilium sizes its retries by the verifier for
+/// the same reason).
+#[inline(never)]
+extern "C" fn probe_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe` on the caller's stack that `probe` passes.
+    let c = unsafe { &mut *ctx.cast::<Probe>() };
+    if !c.keep {
+        c.port = if i <= u64::from(PORT_RANDOM_TRIES) {
+            // SAFETY: helper without arguments.
+            c.min + unsafe { bpf_get_prandom_u32() } % c.span.max(1)
+        } else if c.port >= c.max {
+            c.min
+        } else {
+            c.port + 1
+        };
+    }
+    c.keep = false;
+    let p = c.port as u16;
+    if static_owned(c.addr, p, c.proto) {
+        return 0;
+    }
+    let ok = match c.mode {
+        Reserve::Binding => {
+            let k = BindingKey {
+                addr: c.addr,
+                port: p,
+                proto: c.proto,
+                dir: role::OUTSIDE,
+            };
+            NAT_BINDINGS
+                .insert(&k, &c.bind, u64::from(BPF_NOEXIST))
+                .is_ok()
+        }
+        Reserve::ReplyHalf => {
+            c.rkey.dport = p;
+            NAT_SESSIONS
+                .insert(&c.rkey, &c.rval, u64::from(BPF_NOEXIST))
+                .is_ok()
+        }
+    };
+    if ok {
+        c.found = true;
+        1
+    } else {
+        0
+    }
+}
+
+/// Walks the candidate ports of `pool` for `want`, reserving the first free
+/// one as `c.mode` says. Returns the reserved port.
+#[inline(always)]
+fn probe(pool: &PoolAddr, want: u16, c: &mut Probe) -> Option<u16> {
+    let min = u32::from(pool.port_min);
+    let max = u32::from(pool.port_max);
+    if max < min {
+        return None;
+    }
+    c.addr = pool.addr;
+    c.min = min;
+    c.max = max;
+    c.span = max - min + 1;
+    c.port = u32::from(want);
+    c.keep = c.port >= min && c.port <= max;
+    c.found = false;
+    // SAFETY: `probe_step` matches bpf_loop's callback ABI and only touches
+    // `c`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            PORT_TRIES,
+            probe_step as *const () as *mut c_void,
+            core::ptr::from_mut(c).cast(),
+            0,
+        );
+    }
+    if c.found { Some(c.port as u16) } else { None }
+}
+
+/// An allocation result. A struct rather than an enum on purpose: an enum
+/// whose failure variant leaves the address undefined makes LLVM move
+/// uninitialised registers, which the verifier refuses.
+pub struct Snat {
+    /// Whether a port was reserved; the rest is meaningful only then.
+    pub ok: bool,
+    pub addr: [u8; 4],
+    pub port: u16,
+    /// The reply half of the session was inserted as the reservation.
+    pub reply_reserved: bool,
+}
+
+impl Snat {
+    #[inline(always)]
+    fn to(addr: [u8; 4], port: u16, reply_reserved: bool) -> Self {
+        Snat {
+            ok: true,
+            addr,
+            port,
+            reply_reserved,
+        }
+    }
+
+    #[inline(always)]
+    fn exhausted() -> Self {
+        Snat {
+            ok: false,
+            addr: [0; 4],
+            port: 0,
+            reply_reserved: false,
+        }
+    }
+}
+
+/// Endpoint-independent mapping (RFC 4787 REQ-1): one external endpoint per
+/// inside endpoint, kept in `nat_bindings`, whatever the destination.
+#[inline(always)]
+pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
+    let out_key = BindingKey {
+        addr: orig.saddr,
+        port: orig.sport,
+        proto: orig.proto,
+        dir: role::INSIDE,
+    };
+    if let Some(b) = NAT_BINDINGS.get_ptr_mut(&out_key) {
+        // SAFETY: a live map value.
+        let b = unsafe { &mut *b };
+        b.last_used_ns = now;
+        return Snat::to(b.addr, b.port, false);
+    }
+    let back = Binding {
+        addr: orig.saddr,
+        port: orig.sport,
+        _pad: [0; 2],
+        last_used_ns: now,
+    };
+    let mut c = Probe {
+        addr: pool.addr,
+        min: 0,
+        max: 0,
+        span: 0,
+        port: 0,
+        proto: orig.proto,
+        mode: Reserve::Binding,
+        keep: false,
+        found: false,
+        bind: back,
+        rkey: SessionKey::default(),
+        rval: Session::default(),
+    };
+    let Some(port) = probe(pool, orig.sport, &mut c) else {
+        return Snat::exhausted();
+    };
+    let fwd = Binding {
+        addr: pool.addr,
+        port,
+        _pad: [0; 2],
+        last_used_ns: now,
+    };
+    if NAT_BINDINGS
+        .insert(&out_key, &fwd, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Another CPU bound this inside endpoint meanwhile: release our port
+        // and use its binding, so the endpoint keeps a single mapping.
+        let _ = NAT_BINDINGS.remove(&BindingKey {
+            addr: pool.addr,
+            port,
+            proto: orig.proto,
+            dir: role::OUTSIDE,
+        });
+        return match NAT_BINDINGS.get_ptr(&out_key) {
+            // SAFETY: a live map value.
+            Some(b) => unsafe { Snat::to((*b).addr, (*b).port, false) },
+            None => Snat::exhausted(),
+        };
+    }
+    Snat::to(pool.addr, port, false)
+}
+
+/// An external endpoint for `orig` that is reachable from outside only
+/// through the session itself: endpoint-dependent mapping, and protocols
+/// without ports (`orig.sport == 0`, a single candidate). The reservation is
+/// the session's reply half.
+#[inline(always)]
+pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool) -> Snat {
+    let mut c = Probe {
+        addr: pool.addr,
+        min: 0,
+        max: 0,
+        span: 0,
+        port: 0,
+        proto: n.orig.proto,
+        mode: Reserve::ReplyHalf,
+        keep: false,
+        found: false,
+        bind: Binding::default(),
+        rkey: SessionKey {
+            saddr: n.orig.daddr,
+            daddr: pool.addr,
+            sport: n.orig.dport,
+            dport: 0,
+            proto: n.orig.proto,
+            dir: n.peer_dir,
+            _pad: [0; 2],
+        },
+        rval: session::reply_half(n, now),
+    };
+    let port = if has_ports {
+        probe(pool, n.orig.sport, &mut c)
+    } else if NAT_SESSIONS
+        .insert(&c.rkey, &c.rval, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        Some(0)
+    } else {
+        None
+    };
+    match port {
+        Some(port) => Snat::to(pool.addr, port, true),
+        None => Snat::exhausted(),
+    }
+}

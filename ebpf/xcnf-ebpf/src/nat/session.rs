@@ -1,0 +1,219 @@
+//! Session halves: lookup with bookkeeping, and creation of both halves.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use xcnf_common::nat::{Session, SessionKey, active, tcp_seen};
+
+use crate::{
+    maps::{NAT_ACTIVE, NAT_SESSIONS},
+    nat::{
+        parse::{L4, Tuple},
+        stats,
+    },
+};
+
+#[inline(always)]
+pub fn key(t: &Tuple, dir: u8) -> SessionKey {
+    SessionKey {
+        saddr: t.saddr,
+        daddr: t.daddr,
+        sport: t.sport,
+        dport: t.dport,
+        proto: t.proto,
+        dir,
+        _pad: [0; 2],
+    }
+}
+
+/// The tuple a session half rewrites its packets to.
+#[inline(always)]
+pub fn target(k: &SessionKey, s: &Session) -> Tuple {
+    Tuple {
+        saddr: s.saddr,
+        daddr: s.daddr,
+        sport: s.sport,
+        dport: s.dport,
+        proto: k.proto,
+    }
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without arguments. Coarse (jiffy) resolution is plenty
+    // for timeouts of seconds, and cheaper than a clocksource read.
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
+}
+
+/// TCP flags that change a session's state, as [`tcp_seen`] bits.
+#[inline(always)]
+pub fn seen_bits(l4: L4, tcp_flags: u8) -> u8 {
+    if l4 != L4::Tcp {
+        return 0;
+    }
+    let mut b = 0;
+    if tcp_flags & 0x02 != 0 {
+        b |= tcp_seen::SYN;
+    }
+    if tcp_flags & 0x01 != 0 {
+        b |= tcp_seen::FIN;
+    }
+    if tcp_flags & 0x04 != 0 {
+        b |= tcp_seen::RST;
+    }
+    b
+}
+
+/// Looks up the half for a packet and records it: time, counts, TCP flags.
+#[inline(always)]
+pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Tuple> {
+    let s = NAT_SESSIONS.get_ptr_mut(k)?;
+    // SAFETY: a live map value; concurrent writers on other CPUs can only
+    // make the counts approximate, never the memory invalid.
+    let s = unsafe { &mut *s };
+    let t = now();
+    // Only store the time when it moved, so a hot flow does not dirty the
+    // cache line on every packet more than the counters already do.
+    if s.last_seen_ns != t {
+        s.last_seen_ns = t;
+    }
+    s.packets += 1;
+    s.bytes += len;
+    if s.flags & seen != seen {
+        s.flags |= seen;
+    }
+    Some(target(k, s))
+}
+
+/// The translation of a session half without recording a packet: ICMP
+/// errors neither refresh nor count toward the flow they quote.
+#[inline(always)]
+pub fn hit_quiet(k: &SessionKey) -> Option<Tuple> {
+    // SAFETY: a live map value, copied out.
+    NAT_SESSIONS.get_ptr(k).map(|s| target(k, unsafe { &*s }))
+}
+
+/// Whether another session may be created (`maxSessions`).
+#[inline(always)]
+pub fn admit(max_sessions: u32) -> bool {
+    let (Some(c), Some(b)) = (
+        NAT_ACTIVE.get(active::CREATED),
+        NAT_ACTIVE.get(active::BASE),
+    ) else {
+        return false;
+    };
+    // Read without a lock: concurrent creations on other CPUs can overshoot
+    // by at most one each, which the LRU's slack absorbs.
+    c.wrapping_add(*b) < u64::from(max_sessions)
+}
+
+/// Everything needed to create a session from its first packet.
+pub struct NewSession {
+    /// The first packet's tuple and the role it arrived on.
+    pub orig: Tuple,
+    pub dir: u8,
+    /// Its translation and the role its replies will arrive on.
+    pub to: Tuple,
+    pub peer_dir: u8,
+    pub kind: u8,
+    pub seen: u8,
+    pub len: u64,
+}
+
+pub enum Created {
+    /// Both halves inserted.
+    New,
+    /// Another CPU created the same flow first: use its translation.
+    Raced(Tuple),
+    /// The reply half's key belongs to another flow.
+    Conflict,
+}
+
+/// Inserts both halves: the reply half first (unless `reply_reserved`, when
+/// the allocator already inserted it as its port reservation), so that
+/// whenever a forward half exists its reply half does too.
+#[inline(always)]
+pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
+    let t = now();
+    let fwd_key = key(&n.orig, n.dir);
+    let rev_key = SessionKey {
+        saddr: n.to.daddr,
+        daddr: n.to.saddr,
+        sport: n.to.dport,
+        dport: n.to.sport,
+        proto: n.orig.proto,
+        dir: n.peer_dir,
+        _pad: [0; 2],
+    };
+    if !reply_reserved {
+        let rev = reply_half(n, t);
+        if NAT_SESSIONS
+            .insert(&rev_key, &rev, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
+            return match hit_quiet(&fwd_key) {
+                Some(t) => {
+                    stats::bump(|s| &mut s.create_races);
+                    Created::Raced(t)
+                }
+                None => Created::Conflict,
+            };
+        }
+    }
+    let fwd = Session {
+        saddr: n.to.saddr,
+        daddr: n.to.daddr,
+        sport: n.to.sport,
+        dport: n.to.dport,
+        peer_dir: n.peer_dir,
+        flags: n.seen,
+        kind: n.kind,
+        initiator: 1,
+        _pad: [0; 8],
+        created_ns: t,
+        last_seen_ns: t,
+        packets: 1,
+        bytes: n.len,
+    };
+    if NAT_SESSIONS
+        .insert(&fwd_key, &fwd, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Lost the race for this flow: our reply half is unused.
+        let _ = NAT_SESSIONS.remove(&rev_key);
+        stats::bump(|s| &mut s.create_races);
+        return match hit_quiet(&fwd_key) {
+            Some(t) => Created::Raced(t),
+            None => Created::Conflict,
+        };
+    }
+    if let Some(c) = NAT_ACTIVE.get_ptr_mut(active::CREATED) {
+        // SAFETY: a live, 8-byte aligned array value. BPF's atomic add (the
+        // one atomic every kernel has, no result fetched) is what makes
+        // creations on several CPUs count correctly; core's atomics do not
+        // lower to it on this target.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) c, in(reg) 1u64);
+        }
+    }
+    Created::New
+}
+
+/// The reply half of a new session: it rewrites replies back to the
+/// original tuple, swapped.
+#[inline(always)]
+pub fn reply_half(n: &NewSession, t: u64) -> Session {
+    Session {
+        saddr: n.orig.daddr,
+        daddr: n.orig.saddr,
+        sport: n.orig.dport,
+        dport: n.orig.sport,
+        peer_dir: n.dir,
+        flags: 0,
+        kind: n.kind,
+        initiator: 0,
+        _pad: [0; 8],
+        created_ns: t,
+        last_seen_ns: t,
+        packets: 0,
+        bytes: 0,
+    }
+}
