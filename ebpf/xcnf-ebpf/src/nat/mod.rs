@@ -252,27 +252,20 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     }
 }
 
-/// Looks up a static mapping: port-specific first, then address-only.
+/// Looks up a static mapping: port-specific first, then the protocol's
+/// address-only mapping (how ICMP mappings are keyed), then address-only
+/// for any protocol.
 #[inline(always)]
 fn static_lookup(addr: [u8; 4], port: u16, proto: u8, dir: u8) -> Option<StaticMapping> {
-    let k = StaticKey {
-        addr,
-        port,
-        proto,
-        dir,
-    };
-    if let Some(m) = NAT_STATIC.get_ptr(&k) {
-        // SAFETY: a live map value.
-        return Some(unsafe { *m });
+    let keys = [(port, proto), (0, proto), (0, 0)];
+    for (port, proto) in keys {
+        let k = StaticKey { addr, port, proto, dir };
+        if let Some(m) = NAT_STATIC.get_ptr(&k) {
+            // SAFETY: a live map value, copied out.
+            return Some(unsafe { *m });
+        }
     }
-    let k = StaticKey {
-        addr,
-        port: 0,
-        proto: 0,
-        dir,
-    };
-    // SAFETY: a live map value.
-    NAT_STATIC.get_ptr(&k).map(|m| unsafe { *m })
+    None
 }
 
 /// Whether `t` has ports (TCP, UDP, ICMP echo) as opposed to address-only.
