@@ -392,26 +392,8 @@ fn with_datapath(hook: Hook, fixture: fn(&Net, &Datapath, Hook)) {
     });
 }
 
-/// Generates `name::xdp` and `name::tc` tests from a fixture
-/// `fn name(&Net, &Datapath, Hook)`.
-macro_rules! on_both_hooks {
-    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            $(#[$attr])*
-            fn xdp() {
-                super::with_datapath(super::Hook::Xdp, super::$name);
-            }
-            #[test]
-            $(#[$attr])*
-            fn tc() {
-                super::with_datapath(super::Hook::Tc, super::$name);
-            }
-        }
-    )*};
-}
-
-on_both_hooks!(
+xcnf_tests::on_both_hooks!(
+    with_datapath:
     forwards_udp,
     forwards_via_gateway,
     forwards_padded_frame,
