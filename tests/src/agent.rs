@@ -272,8 +272,10 @@ pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
     Ok(sum)
 }
 
-/// The pool address the running datapath pairs with `inside`, from its
-/// pinned `nat_config` and `nat_pools`: what a test or the demo should see.
+/// The pool address the running datapath has paired `inside` with (its
+/// `nat_hosts` entry, resolved through the pinned `nat_pools`): what the
+/// host's translated traffic must carry. Only known once the host has sent a
+/// translated flow.
 pub fn paired_address_in_maps(
     pin_dir: &Path,
     inside: std::net::Ipv4Addr,
@@ -286,7 +288,13 @@ pub fn paired_address_in_maps(
         .map_err(|e| format!("nat_config[0]: {e}"))?;
     let pools: Array<_, nat::PoolRange> = Array::try_from(open_pinned(pin_dir, &maps::NAT_POOLS)?)
         .map_err(|e| format!("nat_pools: {e}"))?;
-    let index = nat::paired_index(inside.octets(), config.pool_addrs);
+    let hosts: aya::maps::HashMap<_, [u8; 4], nat::HostPairing> =
+        aya::maps::HashMap::try_from(open_pinned(pin_dir, &maps::NAT_HOSTS)?)
+            .map_err(|e| format!("nat_hosts: {e}"))?;
+    let index = hosts
+        .get(&inside.octets(), 0)
+        .map_err(|e| format!("nat_hosts[{inside}]: {e} (has the host sent a translated flow?)"))?
+        .index;
     for i in 0..config.pool_ranges {
         let r = pools
             .get(&i, 0)
@@ -374,27 +382,6 @@ pub fn format_session(k: &SessionKey, v: &Session) -> String {
         v.packets,
         v.bytes
     )
-}
-
-/// The pool address paired pooling gives `inside` in a pool of `count`
-/// consecutive addresses from `first` (all in one range, none owned by a
-/// static mapping).
-pub fn paired_pool_address(first: &str, count: u32, inside: &str) -> String {
-    let first: std::net::Ipv4Addr = first.parse().unwrap_or_else(|e| panic!("{first}: {e}"));
-    let inside: std::net::Ipv4Addr = inside.parse().unwrap_or_else(|e| panic!("{inside}: {e}"));
-    let i = nat::paired_index(inside.octets(), count);
-    std::net::Ipv4Addr::from(u32::from(first) + i).to_string()
-}
-
-/// An inside host (in 192.168.100.0/24) that paired pooling maps to pool
-/// address number `index` of a pool of `len`: so a test or the demo can
-/// expect the cnf's own outside address, 80.80.80.100, from the classic
-/// six-address pool (the classic client, 192.168.100.10, pairs with .103).
-pub fn inside_host_paired_to(index: u32, len: u32) -> std::net::Ipv4Addr {
-    (2..=254u8)
-        .map(|h| std::net::Ipv4Addr::new(192, 168, 100, h))
-        .find(|a| nat::paired_index(a.octets(), len) == index)
-        .unwrap_or_else(|| panic!("no inside host pairs with index {index} of {len}"))
 }
 
 /// `xcnfctl` next to the agent binary, if it has been built.

@@ -458,6 +458,14 @@ impl Datapath {
         m.get(&active::CREATED, 0)
             .unwrap_or_else(|e| panic!("NAT_ACTIVE[CREATED]: {}", chain(&e)))
     }
+
+    /// `nat_active[NEXT_ADDR]`: the paired-pooling cursor, whose value modulo
+    /// the pool size is the pool index the next new inside host gets.
+    pub fn next_pool_cursor(&self) -> u64 {
+        let m = typed_map!(ref self, maps::NAT_ACTIVE.object, Array<_, u64>);
+        m.get(&active::NEXT_ADDR, 0)
+            .unwrap_or_else(|e| panic!("NAT_ACTIVE[NEXT_ADDR]: {}", chain(&e)))
+    }
 }
 
 /// Number of `u64` fields of [`NatStats`].

@@ -20,9 +20,8 @@ use std::{
 use xcnf_common::nat::{self, Session, SessionKey};
 use xcnf_tests::{
     agent::{
-        Agent, Nat44, ReportOnPanic, format_session, inside_host_paired_to, nat_chain_config,
-        paired_pool_address, read_counters, read_nat_stats, read_sessions, xcnfctl_binary,
-        xcnfctl_sessions,
+        Agent, Nat44, ReportOnPanic, format_session, nat_chain_config, read_counters,
+        read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
     },
     netns::{
         CLIENT_IP, CLIENT2_IP, CNF_INSIDE_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, FAR_SERVER_IP,
@@ -39,7 +38,6 @@ const XDP_NATIVE: &str = "{hook: xdp, xdpMode: native}";
 /// are configured nowhere.
 const POOL_FIRST: &str = "80.80.80.100";
 const POOL_LAST: &str = "80.80.80.105";
-const POOL_LEN: u32 = 6;
 
 /// A pool of just the cnf's own outside address: for tests about something
 /// other than pooling, so the translated source is known and no ARP for an
@@ -153,9 +151,9 @@ fn assert_outcomes_add_up(lab: &Lab, ifname: &str) {
 
 #[test]
 fn curl_server_sees_the_pool_address() {
-    // Paired pooling decides which pool address an inside host gets; this
-    // client is the one that pairs with 80.80.80.100.
-    let client = inside_host_paired_to(0, POOL_LEN).to_string();
+    // Paired pooling gives the first inside host the pool's first address,
+    // 80.80.80.100, the address the classic example shows.
+    let client = CLIENT_IP.to_string();
     let lab = Lab::start(
         "nc",
         &ChainSpec::nat().client_ip(&client),
@@ -584,8 +582,13 @@ fn hairpin_between_two_inside_hosts() {
     let _report = lab.report();
     let a = &lab.chain.client;
     let b = lab.chain.client2.as_ref().expect("second client");
-    let paired_a = paired_pool_address(POOL_FIRST, POOL_LEN, CLIENT_IP);
-    let paired_b = paired_pool_address(POOL_FIRST, POOL_LEN, CLIENT2_IP);
+    // A is the first host translated, so it is paired with the pool's first
+    // address; B's first translated flow (below) takes the next one.
+    let paired_a = POOL_FIRST.to_string();
+    let paired_b = {
+        let first: std::net::Ipv4Addr = POOL_FIRST.parse().expect("pool address");
+        std::net::Ipv4Addr::from(u32::from(first) + 1).to_string()
+    };
 
     let _b_http = b.start_http_echo(http_echo(), "0.0.0.0:80");
     let seen = a

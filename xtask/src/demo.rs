@@ -16,18 +16,16 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use xcnf_tests::{
     agent::{
-        Agent, abridged, format_session, inside_host_paired_to, paired_address_in_maps, pin_dir,
-        read_counters, read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
+        Agent, abridged, format_session, paired_address_in_maps, pin_dir, read_counters,
+        read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
     },
-    netns::{CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
+    netns::{CLIENT_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
 };
 
 use crate::{build, setup};
 
 const PREFIX: &str = "xcnf-demo";
 const CONFIG: &str = "deploy/examples/nat44-chain.yaml";
-/// Addresses in the example pool, 80.80.80.100–105.
-const POOL_ADDRS: u32 = 6;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -61,9 +59,9 @@ pub fn run() -> Result<()> {
         .with_context(|| format!("reading {CONFIG}"))?;
     let instance = "cnf-nat44";
     remove_leftovers(instance);
-    // The client paired pooling maps to 80.80.80.100, the address the
-    // classic example shows.
-    let client_ip = inside_host_paired_to(0, POOL_ADDRS);
+    // The classic client. Paired pooling gives the first host it sees the
+    // pool's first address, 80.80.80.100, as the classic example shows.
+    let client_ip: std::net::Ipv4Addr = CLIENT_IP.parse()?;
 
     println!(
         "\n== topology: client {client_ip} — cnf (c0 192.168.100.1 | c1 80.80.80.100) — webserver 80.80.80.80"
@@ -80,9 +78,6 @@ pub fn run() -> Result<()> {
     );
     let agent = Agent::start(&chain.cnf, instance, &config_text, &[]);
     check_interrupt()?;
-    let expected = paired_address_in_maps(&agent.pin_dir(), client_ip)
-        .map_err(|e| anyhow::anyhow!("reading the pool from the pinned maps: {e}"))?;
-    println!("paired pooling gives {client_ip} the pool address {expected}");
 
     println!("\n== starting an HTTP server in {}", chain.server.name());
     let http = chain.start_http_server(&setup::root().join("target/debug/xcnf-http-echo"));
@@ -102,6 +97,9 @@ pub fn run() -> Result<()> {
         .curl(&url, &[])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("web server saw source address: {seen}");
+    let expected = paired_address_in_maps(&agent.pin_dir(), client_ip)
+        .map_err(|e| anyhow::anyhow!("reading the pairing from the pinned maps: {e}"))?;
+    println!("paired pooling gave {client_ip} the pool address {expected} (nat_hosts)");
     check_interrupt()?;
 
     println!("\n== xcnfctl nat sessions --instance {instance}");

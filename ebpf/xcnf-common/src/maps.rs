@@ -117,6 +117,15 @@ pub const NAT_FRAGS: MapName = MapName {
     max_entries: nat::MAX_FRAGS,
 };
 
+/// Paired pooling (LRU): inside host `[u8; 4]` → [`crate::nat::HostPairing`].
+pub const NAT_HOSTS: MapName = MapName {
+    object: "NAT_HOSTS",
+    pin: "nat_hosts",
+    key_size: 4,
+    value_size: size_of::<nat::HostPairing>() as u32,
+    max_entries: nat::MAX_HOSTS,
+};
+
 /// Active-session accounting: see [`crate::nat::active`].
 pub const NAT_ACTIVE: MapName = MapName {
     object: "NAT_ACTIVE",
@@ -136,7 +145,7 @@ pub const NAT_STATS: MapName = MapName {
 };
 
 /// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
-pub const ALL: [MapName; 12] = [
+pub const ALL: [MapName; 13] = [
     IFACES,
     COUNTERS,
     TX_PORTS,
@@ -147,6 +156,7 @@ pub const ALL: [MapName; 12] = [
     NAT_SESSIONS,
     NAT_BINDINGS,
     NAT_FRAGS,
+    NAT_HOSTS,
     NAT_ACTIVE,
     NAT_STATS,
 ];

@@ -248,7 +248,9 @@ pub struct FragXlate {
 pub mod active {
     pub const CREATED: u32 = 0;
     pub const BASE: u32 = 1;
-    pub const LEN: usize = 2;
+    /// Round-robin cursor of paired pooling: the next new host's pool index.
+    pub const NEXT_ADDR: u32 = 2;
+    pub const LEN: usize = 3;
 }
 
 /// Global, per-CPU NAT event counters (`nat_stats`). Per-packet outcomes are
@@ -304,6 +306,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragXlate {}
     unsafe impl aya::Pod for super::NatStats {}
+    unsafe impl aya::Pod for super::HostPairing {}
 }
 
 const _: () = {
@@ -320,6 +323,7 @@ const _: () = {
     assert!(size_of::<FragKey>() == 12);
     assert!(size_of::<FragXlate>() == 8);
     assert!(size_of::<NatStats>() == 8 * 17);
+    assert!(size_of::<HostPairing>() == 8);
 };
 
 /// Upper bounds of the configuration maps.
@@ -350,22 +354,23 @@ pub const PORT_RANDOM_TRIES: u32 = 8;
 pub const DEFAULT_PORT_MIN: u16 = 1024;
 pub const DEFAULT_PORT_MAX: u16 = 65535;
 
-/// Paired pooling (RFC 4787 REQ-2): the pool address index for an inside
-/// host. A fixed mix of the address, so the agent (for display and tests) and
-/// the datapath agree without shared state.
-#[inline(always)]
-pub fn paired_index(inside: [u8; 4], pool_addrs: u32) -> u32 {
-    if pool_addrs == 0 {
-        return 0;
-    }
-    let mut h = u32::from_be_bytes(inside);
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x7feb_352d);
-    h ^= h >> 15;
-    h = h.wrapping_mul(0x846c_a68b);
-    h ^= h >> 16;
-    h % pool_addrs
+/// Value of `nat_hosts`, keyed by an inside host's `[u8; 4]` address:
+/// paired pooling (RFC 4787 REQ-2). A host's first translated flow takes the
+/// next pool address in turn (`nat_active[NEXT_ADDR]`, so the first host gets
+/// the pool's first address, as in VPP), and every later flow of that host
+/// uses the same address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPairing {
+    /// Index among all pool addresses (see [`PoolRange::base`]).
+    pub index: u32,
+    pub _pad: u32,
 }
+
+/// Capacity of `nat_hosts` (LRU). A host whose pairing is evicted is paired
+/// again on its next new flow, possibly to another address; with this many
+/// entries that only happens to hosts idle far longer than any session.
+pub const MAX_HOSTS: u32 = 65536;
 
 #[cfg(test)]
 mod tests {
@@ -404,18 +409,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(p.peer(&pv), k);
-    }
-
-    #[test]
-    fn paired_index_spreads_and_stays_in_range() {
-        let mut seen = [0u32; 6];
-        for host in 0..=255u8 {
-            let i = paired_index([192, 168, 100, host], 6);
-            seen[i as usize] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 20), "{seen:?}");
-        assert_eq!(paired_index([1, 2, 3, 4], 0), 0);
-        assert_eq!(paired_index([1, 2, 3, 4], 1), 0);
     }
 
     #[test]

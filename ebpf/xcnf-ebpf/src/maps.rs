@@ -10,9 +10,9 @@ use xcnf_common::{
     IfCounters, IfaceConfig,
     maps::MAX_IFACES,
     nat::{
-        Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, MAX_FRAGS, MAX_NAT_ADDRS,
-        MAX_POOL_RANGES, MAX_STATIC, NatAddr, NatConfig, NatStats, PoolRange, Session, SessionKey,
-        StaticKey, StaticMapping, active,
+        Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, HostPairing, MAX_FRAGS,
+        MAX_HOSTS, MAX_NAT_ADDRS, MAX_POOL_RANGES, MAX_STATIC, NatAddr, NatConfig, NatStats,
+        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active,
     },
 };
 
@@ -54,6 +54,9 @@ pub static NAT_BINDINGS: LruHashMap<BindingKey, Binding, { 2 * DEFAULT_MAX_SESSI
 
 #[btf_map]
 pub static NAT_FRAGS: LruHashMap<FragKey, FragXlate, { MAX_FRAGS as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static NAT_HOSTS: LruHashMap<[u8; 4], HostPairing, { MAX_HOSTS as usize }> = LruHashMap::new();
 
 #[btf_map]
 pub static NAT_ACTIVE: Array<u64, { active::LEN }> = Array::new();

@@ -33,7 +33,7 @@ use xcnf_common::{
     nat::{
         Binding, BindingKey, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, NatConfig, NatStats, PoolRange,
         Session, SessionKey, StaticKey, StaticMapping, active, addr_flags, config_flags, kind,
-        paired_index, proto, role,
+        proto, role,
     },
 };
 
@@ -191,6 +191,13 @@ fn network() -> (u32, Mac) {
     v0
 }
 
+/// The pool index the synthetic sessions pair `host` with: any fixed
+/// spread will do, since established lookups only need each session's two
+/// halves to agree.
+fn spread(host: Ip4) -> u32 {
+    u32::from_be_bytes(host) % POOL_ADDRS
+}
+
 fn pool_addr(i: u32) -> Ip4 {
     (u32::from_be_bytes(POOL_FIRST) + i).to_be_bytes()
 }
@@ -279,7 +286,7 @@ fn flow(k: SessionKey, s: (Ip4, u16), d: (Ip4, u16), peer_dir: u8, kind: u8, now
             flags: 0,
             kind,
             initiator: 1,
-            _pad: [0; 4],
+            _pad: [0; 8],
             created_ns: now,
             last_seen_ns: now,
             packets: 1,
@@ -347,7 +354,7 @@ impl Flow {
 /// the inside again, translated back), so repetitions alternate between two
 /// established sessions.
 fn snat_pair(ports: &mut Ports, now: u64) -> [Flow; 2] {
-    let p = paired_index(SNAT_CLIENT.0, POOL_ADDRS);
+    let p = spread(SNAT_CLIENT.0);
     let ext_port = ports
         .alloc(p as usize, SNAT_CLIENT.1)
         .unwrap_or(SNAT_CLIENT.1);
@@ -397,7 +404,7 @@ fn synthetic(i: u32, ports: &mut Ports, now: u64) -> Option<Flow> {
     let host = (u32::from_be_bytes([10, 100, 0, 0]) + i / 64).to_be_bytes();
     let sport = 20000 + u16::try_from(i % 64).unwrap_or(0);
     let server = (u32::from_be_bytes([10, 20, 0, 0]) + 256 + i % 4096).to_be_bytes();
-    let p = paired_index(host, POOL_ADDRS);
+    let p = spread(host);
     let ext_port = ports.alloc(p as usize, sport)?;
     Some(flow(
         key((host, sport), (server, 443), role::INSIDE),
@@ -713,8 +720,10 @@ fn new_flow(dp: &Datapath, hook: Hook, overhead: f64, opts: &Options) -> Result<
 
     // The first new flow is checked on its own: paired pool address, and
     // the source port kept (it is free).
-    let ((host, port), first) = &flows[0];
-    let p = pool_addr(paired_index(*host, POOL_ADDRS));
+    let ((_host, port), first) = &flows[0];
+    // A new host is paired with the pool address the round-robin cursor
+    // points at.
+    let p = pool_addr((dp.next_pool_cursor() % u64::from(POOL_ADDRS)) as u32);
     let before = (dp.counters(LO), dp.nat_stats());
     check_once(
         dp,

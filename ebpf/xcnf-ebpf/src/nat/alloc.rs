@@ -11,12 +11,12 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_prandom_u32, bpf_loop},
 };
 use xcnf_common::nat::{
-    Binding, BindingKey, MAX_POOL_RANGES, NatConfig, PORT_RANDOM_TRIES, PORT_TRIES, Session,
-    SessionKey, StaticKey, paired_index, role,
+    Binding, BindingKey, HostPairing, MAX_POOL_RANGES, NatConfig, PORT_RANDOM_TRIES, PORT_TRIES,
+    Session, SessionKey, StaticKey, active, role,
 };
 
 use crate::{
-    maps::{NAT_BINDINGS, NAT_POOLS, NAT_SESSIONS, NAT_STATIC},
+    maps::{NAT_ACTIVE, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_SESSIONS, NAT_STATIC},
     nat::{
         parse::Tuple,
         session::{self, NewSession},
@@ -30,12 +30,18 @@ pub struct PoolAddr {
     pub port_max: u16,
 }
 
+/// The pool address of an inside host: the one it was paired with, or for
+/// its first flow the next one in turn (RFC 4787 REQ-2, paired pooling).
 #[inline(always)]
 pub fn paired(cfg: &NatConfig, inside: [u8; 4]) -> Option<PoolAddr> {
     if cfg.pool_addrs == 0 {
         return None;
     }
-    let idx = paired_index(inside, cfg.pool_addrs);
+    let idx = match NAT_HOSTS.get_ptr(&inside) {
+        // SAFETY: a live map value, read once.
+        Some(h) if unsafe { (*h).index } < cfg.pool_addrs => unsafe { (*h).index },
+        _ => pair(cfg, inside)?,
+    };
     for i in 0..MAX_POOL_RANGES {
         if i >= cfg.pool_ranges {
             break;
@@ -51,6 +57,38 @@ pub fn paired(cfg: &NatConfig, inside: [u8; 4]) -> Option<PoolAddr> {
         }
     }
     None
+}
+
+/// Pairs a new host with the next pool address in turn.
+#[inline(always)]
+fn pair(cfg: &NatConfig, inside: [u8; 4]) -> Option<u32> {
+    let cursor = NAT_ACTIVE.get_ptr_mut(active::NEXT_ADDR)?;
+    // SAFETY: a live array value. Read, then atomically advanced: two hosts
+    // arriving at the same instant may get the same address, which pairing
+    // allows; what it forbids, one host on two addresses, the NOEXIST
+    // insert below prevents.
+    let next = unsafe { *cursor };
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) cursor, in(reg) 1u64);
+    }
+    let index = (next % u64::from(cfg.pool_addrs.max(1))) as u32;
+    let v = HostPairing { index, _pad: 0 };
+    if NAT_HOSTS
+        .insert(&inside, &v, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        return Some(index);
+    }
+    // Another CPU paired this host first, or a stale pairing points past a
+    // shrunken pool: take the stored one if valid, else replace it.
+    match NAT_HOSTS.get_ptr(&inside) {
+        // SAFETY: a live map value, read once.
+        Some(h) if unsafe { (*h).index } < cfg.pool_addrs => Some(unsafe { (*h).index }),
+        _ => {
+            NAT_HOSTS.insert(&inside, &v, 0).ok()?;
+            Some(index)
+        }
+    }
 }
 
 /// Whether a static or identity mapping owns `addr:port` for `proto`, so the

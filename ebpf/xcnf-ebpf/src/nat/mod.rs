@@ -259,7 +259,12 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
 fn static_lookup(addr: [u8; 4], port: u16, proto: u8, dir: u8) -> Option<StaticMapping> {
     let keys = [(port, proto), (0, proto), (0, 0)];
     for (port, proto) in keys {
-        let k = StaticKey { addr, port, proto, dir };
+        let k = StaticKey {
+            addr,
+            port,
+            proto,
+            dir,
+        };
         if let Some(m) = NAT_STATIC.get_ptr(&k) {
             // SAFETY: a live map value, copied out.
             return Some(unsafe { *m });
