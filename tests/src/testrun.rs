@@ -261,15 +261,13 @@ impl Datapath {
             .unwrap_or_else(|| panic!("object has no program {}", Hook::Xdp.program()))
             .try_into()
             .unwrap_or_else(|e| panic!("XDP program type: {}", chain(&e)));
-        xdp.load()
-            .unwrap_or_else(|e| panic!("loading xcnf_xdp: {}", chain(&e)));
+        retry_eagain(|| xdp.load()).unwrap_or_else(|e| panic!("loading xcnf_xdp: {}", chain(&e)));
         let tc: &mut SchedClassifier = ebpf
             .program_mut(Hook::Tc.program())
             .unwrap_or_else(|| panic!("object has no program {}", Hook::Tc.program()))
             .try_into()
             .unwrap_or_else(|e| panic!("TC program type: {}", chain(&e)));
-        tc.load()
-            .unwrap_or_else(|e| panic!("loading xcnf_tc: {}", chain(&e)));
+        retry_eagain(|| tc.load()).unwrap_or_else(|e| panic!("loading xcnf_tc: {}", chain(&e)));
         Datapath { ebpf }
     }
 
@@ -700,4 +698,24 @@ pub fn check_all<'a>(dp: &Datapath, hook: Hook, cases: &'a [Case]) -> Vec<&'a [u
         .filter(|c| check(dp, hook, c))
         .map(|c| c.frame.as_slice())
         .collect()
+}
+
+/// Runs a program load again when the verifier gave up with EAGAIN: it does
+/// so when a signal is pending on the loading thread (the tests spawn `ip`
+/// and friends, whose SIGCHLD can land mid-verification), which says nothing
+/// about the program.
+pub fn retry_eagain(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    let mut tries = 0;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }

@@ -598,13 +598,31 @@ fn unpin_link(pin: &Path) {
 
 fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
     let prog = ebpf.program_mut(name).ok_or_else(|| missing(name))?;
-    let res = match prog {
-        aya::programs::Program::Xdp(p) => p.load(),
-        aya::programs::Program::SchedClassifier(p) => p.load(),
-        _ => {
-            return Err(DatapathError::MissingInObject {
-                what: format!("XDP or TC program named {name}"),
-            });
+    // The verifier gives up with EAGAIN when a signal is pending on the
+    // loading thread; that says nothing about the program, so try again a
+    // few times before reporting it.
+    let mut tries = 0;
+    let res = loop {
+        let res = match prog {
+            aya::programs::Program::Xdp(p) => p.load(),
+            aya::programs::Program::SchedClassifier(p) => p.load(),
+            _ => {
+                return Err(DatapathError::MissingInObject {
+                    what: format!("XDP or TC program named {name}"),
+                });
+            }
+        };
+        match res {
+            Err(ProgramError::LoadError { ref io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tries += 1;
+                debug!(
+                    program = name,
+                    tries, "verifier interrupted by a signal, loading again"
+                );
+            }
+            other => break other,
         }
     };
     res.map_err(|source| {

@@ -176,6 +176,7 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
         // SAFETY: a live map value.
         let x = unsafe { *x };
         stats::bump(|s| &mut s.fragments_translated);
+        count_translated(outbound);
         let mut to = pk.tuple;
         to.saddr = x.saddr;
         to.daddr = x.daddr;
@@ -203,18 +204,18 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
 #[inline(always)]
 fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     let outbound = dir == role::INSIDE;
-    let Some(q) = pk.inner else {
-        return Decision::Plain;
-    };
-    let qt = &q.tuple;
-    let reply = Tuple {
-        saddr: qt.daddr,
-        daddr: qt.saddr,
-        sport: qt.dport,
-        dport: qt.sport,
-        proto: qt.proto,
-    };
-    let Some(r) = session::hit_quiet(&session::key(&reply, dir)) else {
+    let found = pk.inner.and_then(|q| {
+        let qt = &q.tuple;
+        let reply = Tuple {
+            saddr: qt.daddr,
+            daddr: qt.saddr,
+            sport: qt.dport,
+            dport: qt.sport,
+            proto: qt.proto,
+        };
+        session::hit_quiet(&session::key(&reply, dir)).map(|r| (q, r))
+    });
+    let Some((q, r)) = found else {
         // Not ours to translate: like any packet to its destination.
         let unmatched = if outbound {
             fib.egress_role(&pk.tuple) == Some(role::OUTSIDE)
@@ -227,6 +228,7 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
         }
         return Decision::Plain;
     };
+    let qt = &q.tuple;
     // `r` is what a reply would become; the quote is that reply's
     // counterpart, so it becomes `r` swapped.
     let inner = Tuple {

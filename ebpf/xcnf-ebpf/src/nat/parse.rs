@@ -126,12 +126,10 @@ pub fn parse<P: Pkt>(p: &P) -> Result<Parsed, Fault> {
                     out.l4 = L4::EchoReply;
                 }
                 ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB => {
-                    // An error whose quote cannot be read is still an ICMP
-                    // message; it is then treated like one without ports.
-                    if let Some(inner) = parse_inner(p) {
-                        out.inner = Some(inner);
-                        out.l4 = L4::IcmpError;
-                    }
+                    // An error whose quote cannot be read has no session to
+                    // belong to; `inner` stays `None` and it is unmatched.
+                    out.inner = parse_inner(p);
+                    out.l4 = L4::IcmpError;
                 }
                 _ => {}
             }
