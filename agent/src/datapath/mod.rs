@@ -307,6 +307,9 @@ impl Datapath {
                 message: e.to_string(),
             })?;
         }
+        if let HookChoice::Xdp(_) = t.hook {
+            accept_local(ifname);
+        }
         // A hook change: the new link is in place, so the old one can go.
         if other.exists() {
             info!(interface = %ifname, "removing link of the previously configured hook");
@@ -593,6 +596,23 @@ fn unpin_link(pin: &Path) {
             warn!(pin = %pin.display(), error = %e, "could not open link pin, removing the file");
             let _ = std::fs::remove_file(pin);
         }
+    }
+}
+
+/// XDP cannot resolve a next hop, so it hands a translated packet whose
+/// neighbour is unknown to the kernel, which forwards it and resolves the
+/// neighbour for the packets after it. A source-translated packet then
+/// carries a pool address, often one of the CNF's own, and the kernel drops
+/// packets arriving with a local source unless `accept_local` is set.
+/// TC needs none of this: `bpf_redirect_neigh` resolves in place.
+fn accept_local(ifname: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/accept_local");
+    if let Err(e) = std::fs::write(&path, "1") {
+        warn!(
+            interface = %ifname,
+            error = %e,
+            "cannot set {path}: with XDP, the first NAT packets towards an unresolved next hop are dropped by the kernel until something else resolves it"
+        );
     }
 }
 
