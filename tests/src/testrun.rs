@@ -24,8 +24,8 @@ use aya::{
 use xcnf_common::{
     DropReasons, IfCounters, IfaceConfig, PassReasons, maps,
     nat::{
-        Binding, BindingKey, FragKey, FragXlate, NatAddr, NatConfig, NatStats, PoolRange, Session,
-        SessionKey, StaticKey, StaticMapping, active, lru_entries,
+        Binding, BindingKey, FragKey, FragXlate, HostPairing, NatAddr, NatConfig, NatStats,
+        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active, lru_entries,
     },
 };
 
@@ -433,6 +433,11 @@ impl Datapath {
     /// Every entry of `nat_frags`.
     pub fn frags(&self) -> Vec<(FragKey, FragXlate)> {
         self.entries(maps::NAT_FRAGS.object)
+    }
+
+    /// Every entry of `nat_hosts`: inside host → paired pool index.
+    pub fn host_pairings(&self) -> Vec<(Ip4, HostPairing)> {
+        self.entries(maps::NAT_HOSTS.object)
     }
 
     /// `nat_stats` summed over CPUs.

@@ -912,6 +912,35 @@ impl Nat {
         }
     }
 
+    /// `nat_hosts` holds exactly the pairings of the model, and the cursor
+    /// has moved once per paired host.
+    fn expect_pairings(&self) {
+        let paired = self.paired.borrow();
+        let mut got: Vec<(Ip4, u32, u32)> = self
+            .dp
+            .host_pairings()
+            .into_iter()
+            .map(|(h, v)| (h, v.index, v._pad))
+            .collect();
+        got.sort_unstable();
+        let mut want: Vec<(Ip4, u32, u32)> = (0u32..)
+            .zip(paired.iter())
+            .map(|(n, &h)| (h, n % self.pool_addrs, 0))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(
+            got, want,
+            "{:?}: nat_hosts (host, index, padding)",
+            self.hook
+        );
+        assert_eq!(
+            self.dp.next_pool_cursor(),
+            paired.len() as u64,
+            "{:?}: nat_active[NEXT_ADDR]",
+            self.hook
+        );
+    }
+
     /// The endpoint-independent bindings are exactly `want`:
     /// (inside endpoint, external endpoint, protocol), two entries each.
     fn expect_bindings(&self, want: &[(Endpoint, Endpoint, u8)]) {
@@ -1063,6 +1092,7 @@ fn snat_udp_first_packet_reply_and_established(hook: Hook) {
         ..exp
     });
     assert_eq!(nat.session_count(), 2, "{hook:?}: one session");
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1385,6 +1415,7 @@ fn paired_pooling_across_ranges(hook: Hook) {
             nat.snat(&what, &pkt, (a, port));
         }
     }
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1466,6 +1497,7 @@ fn static_snat_from_mapped_host(hook: Hook) {
         &other,
         (nat.pool_addr(HOST_B), 4444),
     );
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1514,6 +1546,7 @@ fn address_only_one_to_one(hook: Hook) {
         flags: [tcp_seen::SYN, 0],
         sent: [&[&syn], &[]],
     });
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1556,6 +1589,7 @@ fn identity_mappings_pass_unchanged(hook: Hook) {
         0,
         "{hook:?}: identity creates no session"
     );
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1592,6 +1626,7 @@ fn hairpin_through_static_mapping(hook: Hook) {
         flags: [tcp_seen::SYN, tcp_seen::SYN],
         sent: [&[&syn], &[&synack]],
     });
+    nat.expect_pairings();
     nat.finish();
 }
 
@@ -1622,6 +1657,7 @@ fn hairpin_through_binding(hook: Hook) {
         flags: [0, 0],
         sent: [&[&first], &[&back]],
     });
+    nat.expect_pairings();
     nat.finish();
 }
 
