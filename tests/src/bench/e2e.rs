@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use xcnf_common::{maps, nat::NatStats};
+use xcnf_common::{IfCounters, maps, nat::NatStats};
 
 use super::{
     BenchError, check_interrupt, failed, guarded,
@@ -207,6 +207,12 @@ fn precheck(mode: Mode) -> Result<(), String> {
 
 pub fn run(opts: &Options) -> Result<Results, BenchError> {
     remove_leftovers();
+    // This process, and what it starts (the agent, `ip`, `nft`), stays off
+    // the generator's CPU, where the whole datapath runs.
+    let cpus = super::online_cpus();
+    if cpus > 1 {
+        super::pin_to_cpu(cpus - 1)?;
+    }
     let mut runs: Vec<(Mode, Vec<Result<Sample, String>>)> =
         opts.modes.iter().map(|&m| (m, Vec::new())).collect();
     let mut unavailable: Vec<Option<String>> =
@@ -361,8 +367,9 @@ fn start_trafgen(ns: &Netns, conf: &Path, log: &Path, limit: Duration) -> Proc {
 struct Reading {
     at_sink: (u64, Instant),
     at_ingress: (u64, Instant),
-    /// xcnf's own counters on c0 (rx, forwarded) and NAT stats, in xcnf modes.
-    xcnf: Option<(u64, u64, u64)>,
+    /// xcnf's own counters on c0 and its packets translated from inside,
+    /// in xcnf modes.
+    xcnf: Option<(IfCounters, u64)>,
 }
 
 fn read(chain: &Chain, xcnf: Option<(&Path, u32)>) -> Reading {
@@ -371,7 +378,7 @@ fn read(chain: &Chain, xcnf: Option<(&Path, u32)>) -> Reading {
     let xcnf = xcnf.map(|(pins, c0)| {
         let c = read_counters(pins, c0)
             .unwrap_or_else(|| panic!("no counters for c0 in {}", pins.display()));
-        (c.rx.packets, c.forwarded.packets, nat_translated(pins))
+        (c, nat_translated(pins))
     });
     Reading {
         at_sink,
@@ -482,8 +489,9 @@ fn run_once(mode: Mode, opts: &Options) -> Result<Sample, BenchError> {
     if mode == Mode::Nft {
         check_masquerade(&chain.cnf)?;
     }
-    if let (Some((rx0, fwd0, nat0)), Some((rx1, fwd1, nat1))) = (a.xcnf, b.xcnf) {
-        check_xcnf(mode, rx1 - rx0, fwd1 - fwd0, nat1 - nat0)?;
+    if let (Some(x0), Some(x1)) = (&a.xcnf, &b.xcnf) {
+        let arrived = b.at_ingress.0.saturating_sub(a.at_ingress.0);
+        check_xcnf(mode, arrived, x0, x1)?;
     }
     drop(agent);
     Ok(sample)
@@ -500,6 +508,7 @@ fn check_masquerade(cnf: &Netns) -> Result<(), BenchError> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    eprintln!("bench:   masquerade rule matched {packets} new connections");
     if packets == 0 {
         return Err(failed(format!(
             "the masquerade rule matched nothing:\n{text}"
@@ -508,18 +517,30 @@ fn check_masquerade(cnf: &Netns) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// xcnf must have forwarded (and in NAT modes translated) what reached c0;
-/// packets it passed to the kernel would be forwarded there and measure the
-/// kernel instead.
-fn check_xcnf(mode: Mode, rx: u64, forwarded: u64, translated: u64) -> Result<(), BenchError> {
-    if rx == 0 || (forwarded as f64) < 0.99 * rx as f64 {
+/// xcnf's program must have seen what arrived on c0, and forwarded (and in
+/// NAT modes translated) it: packets it missed or passed to the kernel would
+/// be forwarded there and measure the kernel instead.
+fn check_xcnf(
+    mode: Mode,
+    arrived: u64,
+    before: &(IfCounters, u64),
+    after: &(IfCounters, u64),
+) -> Result<(), BenchError> {
+    let (c0, c1) = (&before.0, &after.0);
+    let rx = c1.rx.packets - c0.rx.packets;
+    let forwarded = c1.forwarded.packets - c0.forwarded.packets;
+    let translated = after.1 - before.1;
+    let mostly = |part: u64, whole: u64| whole > 0 && part as f64 >= 0.99 * whole as f64;
+    if !mostly(rx, arrived) || !mostly(forwarded, rx) {
         return Err(failed(format!(
-            "xcnf forwarded {forwarded} of the {rx} packets its program saw on c0 \
-             (the rest went to the kernel or were dropped)"
+            "{arrived} packets arrived on c0, xcnf's program saw {rx} and forwarded {forwarded} \
+             (passed {}, dropped {})",
+            c1.passed.total() - c0.passed.total(),
+            c1.dropped.total() - c0.dropped.total(),
         )));
     }
     let nat = mode.xcnf().is_some_and(|(_, nat)| nat);
-    if nat && (translated as f64) < 0.99 * forwarded as f64 {
+    if nat && !mostly(translated, forwarded) {
         return Err(failed(format!(
             "xcnf translated {translated} of the {forwarded} packets it forwarded"
         )));
@@ -682,7 +703,8 @@ impl Results {
              The sink drops IPv4 at its TC ingress; its rx_packets delta over the measured seconds is \
              the pps at the sink. The baseline drops at the cnf's c0 TC ingress, and its rate is c0's \
              rx_packets delta. Cost of the cnf hop = 1/pps(mode) − 1/pps(baseline), per round, then the \
-             median. xcnf modes run the real xcnf-agent; a run counts only if xcnf itself forwarded \
+             median. The benchmark itself and the agent run on the last CPU. xcnf modes run the real \
+             xcnf-agent; a run counts only if xcnf itself forwarded \
              (and in NAT modes translated) ≥ 99% of what its program saw, and the nftables run only if \
              its masquerade rule matched."
         );

@@ -31,9 +31,9 @@ use aya::{
 use xcnf_common::{
     IfCounters, maps,
     nat::{
-        Binding, BindingKey, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, NatConfig, NatStats, PoolRange,
-        Session, SessionKey, StaticKey, StaticMapping, active, addr_flags, config_flags, kind,
-        proto, role,
+        Binding, BindingKey, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, HostPairing, NatConfig, NatStats,
+        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active, addr_flags, config_flags,
+        kind, proto, role,
     },
 };
 
@@ -56,8 +56,8 @@ const LO_MAC: Mac = [0; 6];
 /// Routed via NEXT_HOP: servers, DNAT local hosts, the static external address.
 const ROUTES: [&str; 3] = ["10.20.0.0/16", "10.30.0.0/16", "100.64.1.0/24"];
 
-/// The pool: 64 addresses from 100.64.0.0, default ports.
-const POOL_FIRST: Ip4 = [100, 64, 0, 0];
+/// The pool: 64 addresses from 100.64.0.1, default ports.
+const POOL_FIRST: Ip4 = [100, 64, 0, 1];
 const POOL_ADDRS: u32 = 64;
 
 /// The measured established SNAT flow (UDP).
@@ -191,13 +191,6 @@ fn network() -> (u32, Mac) {
     v0
 }
 
-/// The pool index the synthetic sessions pair `host` with: any fixed
-/// spread will do, since established lookups only need each session's two
-/// halves to agree.
-fn spread(host: Ip4) -> u32 {
-    u32::from_be_bytes(host) % POOL_ADDRS
-}
-
 fn pool_addr(i: u32) -> Ip4 {
     (u32::from_be_bytes(POOL_FIRST) + i).to_be_bytes()
 }
@@ -212,17 +205,24 @@ fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-/// Free and used external ports per pool address, allocating the way the
-/// datapath does in effect: the source port when free, else another free one.
-struct Ports {
+/// The pool as the datapath would have handed it out: paired pooling (each
+/// new inside host takes the next address in turn, remembered per host) and
+/// per-address ports (the source port when free, else another free one).
+struct Pool {
+    /// Inside host → pool index: the `nat_hosts` entries.
+    hosts: std::collections::HashMap<Ip4, u32>,
+    /// Hosts paired so far: `nat_active[NEXT_ADDR]`.
+    next: u64,
     used: Vec<Vec<u64>>,
     /// Where the search for a free port continues, per address.
     cursor: Vec<u16>,
 }
 
-impl Ports {
+impl Pool {
     fn new() -> Self {
         Self {
+            hosts: std::collections::HashMap::new(),
+            next: 0,
             used: vec![vec![0; 65536 / 64]; POOL_ADDRS as usize],
             cursor: vec![DEFAULT_PORT_MIN; POOL_ADDRS as usize],
         }
@@ -235,9 +235,17 @@ impl Ports {
         free
     }
 
-    fn alloc(&mut self, addr: usize, want: u16) -> Option<u16> {
+    /// The external endpoint for inside endpoint `(host, want)`.
+    fn alloc(&mut self, host: Ip4, want: u16) -> Option<(Ip4, u16)> {
+        let next = &mut self.next;
+        let index = *self.hosts.entry(host).or_insert_with(|| {
+            let i = u32::try_from(*next % u64::from(POOL_ADDRS)).unwrap_or(0);
+            *next += 1;
+            i
+        });
+        let addr = index as usize;
         if (DEFAULT_PORT_MIN..=DEFAULT_PORT_MAX).contains(&want) && self.take(addr, want) {
-            return Some(want);
+            return Some((pool_addr(index), want));
         }
         for _ in DEFAULT_PORT_MIN..=DEFAULT_PORT_MAX {
             let p = self.cursor[addr];
@@ -247,7 +255,7 @@ impl Ports {
                 p + 1
             };
             if self.take(addr, p) {
-                return Some(p);
+                return Some((pool_addr(index), p));
             }
         }
         None
@@ -353,12 +361,10 @@ impl Flow {
 /// The measured SNAT flow and its mirror (the rewritten tuple, arriving on
 /// the inside again, translated back), so repetitions alternate between two
 /// established sessions.
-fn snat_pair(ports: &mut Ports, now: u64) -> [Flow; 2] {
-    let p = spread(SNAT_CLIENT.0);
-    let ext_port = ports
-        .alloc(p as usize, SNAT_CLIENT.1)
-        .unwrap_or(SNAT_CLIENT.1);
-    let ext = (pool_addr(p), ext_port);
+fn snat_pair(pool: &mut Pool, now: u64) -> [Flow; 2] {
+    let ext = pool
+        .alloc(SNAT_CLIENT.0, SNAT_CLIENT.1)
+        .unwrap_or((POOL_FIRST, SNAT_CLIENT.1));
     let there = key(SNAT_CLIENT, SNAT_SERVER, role::INSIDE);
     let back = key(ext, SNAT_SERVER, role::INSIDE);
     [
@@ -400,15 +406,14 @@ fn dnat_pair(now: u64) -> [Flow; 2] {
 
 /// Synthetic SNAT session `i`: 64 flows per inside host from 10.100.0.0 on,
 /// to 4096 servers.
-fn synthetic(i: u32, ports: &mut Ports, now: u64) -> Option<Flow> {
+fn synthetic(i: u32, pool: &mut Pool, now: u64) -> Option<Flow> {
     let host = (u32::from_be_bytes([10, 100, 0, 0]) + i / 64).to_be_bytes();
     let sport = 20000 + u16::try_from(i % 64).unwrap_or(0);
     let server = (u32::from_be_bytes([10, 20, 0, 0]) + 256 + i % 4096).to_be_bytes();
-    let p = spread(host);
-    let ext_port = ports.alloc(p as usize, sport)?;
+    let ext = pool.alloc(host, sport)?;
     Some(flow(
         key((host, sport), (server, 443), role::INSIDE),
-        (pool_addr(p), ext_port),
+        ext,
         (server, 443),
         role::OUTSIDE,
         kind::SNAT,
@@ -470,15 +475,15 @@ fn prepare(n: u32, opts: &Options) -> Result<(Datapath, u32, Mac, f64), BenchErr
 /// Writes `n` sessions: the measured pairs and synthetic ones.
 fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
     let now = now_ns();
-    let mut ports = Ports::new();
-    let snat = snat_pair(&mut ports, now);
+    let mut pool = Pool::new();
+    let snat = snat_pair(&mut pool, now);
     let dnat = dnat_pair(now);
     let mut flows: Vec<(Flow, bool)> = snat.iter().map(|f| (*f, true)).collect();
     flows.extend(dnat.iter().map(|f| (*f, false)));
     let synth = n.saturating_sub(4);
     flows.reserve(synth as usize);
     for i in 0..synth {
-        let f = synthetic(i, &mut ports, now)
+        let f = synthetic(i, &mut pool, now)
             .ok_or_else(|| failed(format!("pool exhausted at synthetic session {i}")))?;
         flows.push((f, true));
     }
@@ -489,6 +494,11 @@ fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
         .filter(|(_, snat)| *snat)
         .flat_map(|(f, _)| f.bindings(now));
     insert_all(dp, maps::NAT_BINDINGS.object, entries, 2000)?;
+    let hosts = pool
+        .hosts
+        .iter()
+        .map(|(h, &index)| (*h, HostPairing { index, _pad: 0 }));
+    insert_all(dp, maps::NAT_HOSTS.object, hosts, 0)?;
     let map_err = |what: &str, e: &dyn std::error::Error| failed(format!("{what}: {}", chain(e)));
     let map = dp
         .ebpf
@@ -502,6 +512,9 @@ fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
     active_map
         .set(active::BASE, 0, 0)
         .map_err(|e| map_err("NAT_ACTIVE[BASE]", &e))?;
+    active_map
+        .set(active::NEXT_ADDR, pool.next, 0)
+        .map_err(|e| map_err("NAT_ACTIVE[NEXT_ADDR]", &e))?;
     Ok(())
 }
 
@@ -770,7 +783,7 @@ fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
     super::pin_to_cpu(cpus.saturating_sub(1))?;
     let (mut dp, v0, v0_mac, fill_secs) = prepare(n, opts)?;
     eprintln!("bench:   filled {} sessions in {fill_secs:.1} s", count(n));
-    let [snat, _] = snat_pair(&mut Ports::new(), 0);
+    let [snat, _] = snat_pair(&mut Pool::new(), 0);
     let mut cells = Vec::new();
     let set_roles = |dp: &mut Datapath, lo: u8, v: u8| {
         dp.manage_role(LO, NEXT_HOP_MAC, lo);
