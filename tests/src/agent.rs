@@ -390,22 +390,32 @@ pub fn xcnfctl_binary() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// `xcnfctl nat sessions --instance <instance>`: its stdout, or why not.
-pub fn xcnfctl_sessions(instance: &str) -> Result<String, String> {
+/// `xcnfctl <args> --instance <instance>` run in the agent's namespace `ns`
+/// (where the ifindexes in the maps name the right interfaces): its stdout,
+/// or why not.
+pub fn xcnfctl(ns: &Netns, instance: &str, args: &[&str]) -> Result<String, String> {
     let bin = xcnfctl_binary().ok_or("xcnfctl is not built")?;
-    let out = Command::new(&bin)
-        .args(["nat", "sessions", "--instance", instance])
+    let out = ns
+        .command(&bin)
+        .args(args)
+        .args(["--instance", instance])
         .output()
         .map_err(|e| format!("run {}: {e}", bin.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} nat sessions --instance {instance}: {}: {}",
+            "{} {} --instance {instance}: {}: {}",
             bin.display(),
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `xcnfctl nat sessions --instance <instance>` in `ns`.
+pub fn xcnfctl_sessions(ns: &Netns, instance: &str) -> Result<String, String> {
+    xcnfctl(ns, instance, &["nat", "sessions"])
 }
 
 /// The ifindex of `ifname` in `ns`, without panicking.
@@ -469,7 +479,7 @@ pub fn nat_report(
             let _ = writeln!(r, "nat_sessions: {e}");
         }
     }
-    match xcnfctl_sessions(instance) {
+    match xcnfctl_sessions(cnf, instance) {
         Ok(t) => {
             let _ = writeln!(r, "xcnfctl nat sessions:\n{t}");
         }

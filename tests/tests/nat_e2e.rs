@@ -728,7 +728,7 @@ fn udp_session_expires_with_a_short_timeout() {
             Duration::from_secs(3),
         );
         let ext = a[0].1.clone().expect("the echo answered");
-        let ctl = xcnfctl_binary().map(|_| xcnfctl_sessions(&lab.agent.instance));
+        let ctl = xcnfctl_binary().map(|_| xcnfctl_sessions(&lab.chain.cnf, &lab.agent.instance));
         if let Some((k, v)) = lab.inside_half(is_flow) {
             found = Some((k, v, ext, ctl));
             break;
@@ -778,7 +778,8 @@ fn udp_session_expires_with_a_short_timeout() {
         std::thread::sleep(Duration::from_millis(250));
     }
     if xcnfctl_binary().is_some() {
-        let text = xcnfctl_sessions(&lab.agent.instance).unwrap_or_else(|e| panic!("{e}"));
+        let text =
+            xcnfctl_sessions(&lab.chain.cnf, &lab.agent.instance).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             !text.contains(&format!("{CLIENT_IP}:31000")),
             "xcnfctl still shows the swept session:\n{text}"

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use xcnf_tests::{
     agent::{
         Agent, abridged, format_session, paired_address_in_maps, pin_dir, read_counters,
-        read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
+        read_nat_stats, read_sessions, xcnfctl, xcnfctl_binary, xcnfctl_sessions,
     },
     netns::{CLIENT_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
 };
@@ -103,7 +103,7 @@ pub fn run() -> Result<()> {
     check_interrupt()?;
 
     println!("\n== xcnfctl nat sessions --instance {instance}");
-    match (xcnfctl_binary(), xcnfctl_sessions(instance)) {
+    match (xcnfctl_binary(), xcnfctl_sessions(&chain.cnf, instance)) {
         (Some(_), Ok(text)) => print!("{text}"),
         (Some(_), Err(e)) => bail!("{e}"),
         (None, _) => {
@@ -135,24 +135,34 @@ pub fn run() -> Result<()> {
         .context("running bpftool")?;
     print!("{}", String::from_utf8_lossy(&dump.stdout));
 
-    println!("\n== per-interface totals (all CPUs)");
-    for ifname in ["c0", "c1"] {
-        let ifindex = chain.cnf.ifindex(ifname);
-        if let Some(c) = read_counters(&agent.pin_dir(), ifindex) {
-            println!(
-                "{ifname} (ifindex {ifindex}): rx {} forwarded {} passed {} dropped {} (no mapping {}, pool exhausted {})",
-                c.rx.packets,
-                c.forwarded.packets,
-                c.passed.total(),
-                c.dropped.total(),
-                c.dropped.nat_no_mapping,
-                c.dropped.nat_pool_exhausted
+    if xcnfctl_binary().is_some() {
+        for args in [["counters"].as_slice(), &["nat", "stats"]] {
+            println!("\n== xcnfctl {} --instance {instance}", args.join(" "));
+            print!(
+                "{}",
+                xcnfctl(&chain.cnf, instance, args).map_err(|e| anyhow::anyhow!("{e}"))?
             );
         }
+    } else {
+        println!("\n== per-interface totals (all CPUs)");
+        for ifname in ["c0", "c1"] {
+            let ifindex = chain.cnf.ifindex(ifname);
+            if let Some(c) = read_counters(&agent.pin_dir(), ifindex) {
+                println!(
+                    "{ifname} (ifindex {ifindex}): rx {} forwarded {} passed {} dropped {} (no mapping {}, pool exhausted {})",
+                    c.rx.packets,
+                    c.forwarded.packets,
+                    c.passed.total(),
+                    c.dropped.total(),
+                    c.dropped.nat_no_mapping,
+                    c.dropped.nat_pool_exhausted
+                );
+            }
+        }
+        println!("\n== NAT statistics (nat_stats, all CPUs)");
+        let stats = read_nat_stats(&agent.pin_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{stats:#?}");
     }
-    println!("\n== NAT statistics (nat_stats, all CPUs)");
-    let stats = read_nat_stats(&agent.pin_dir()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{stats:#?}");
 
     println!("\n== agent log");
     println!("{}", abridged(&agent.log()));
