@@ -36,6 +36,7 @@ pub mod icmp {
     pub const DEST_UNREACH: u8 = 3;
     pub const ECHO_REQUEST: u8 = 8;
     pub const TIME_EXCEEDED: u8 = 11;
+    pub const PARAM_PROBLEM: u8 = 12;
     /// Codes of DEST_UNREACH.
     pub const PORT_UNREACH: u8 = 3;
     pub const FRAG_NEEDED: u8 = 4;

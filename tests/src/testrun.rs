@@ -705,13 +705,18 @@ pub fn check_all<'a>(dp: &Datapath, hook: Hook, cases: &'a [Case]) -> Vec<&'a [u
         .collect()
 }
 
-/// Runs a program load again when the verifier gave up with EAGAIN: it does
-/// so when a signal is pending on the loading thread (the tests spawn `ip`
-/// and friends, whose SIGCHLD can land mid-verification), which says nothing
-/// about the program.
+/// Runs a program load with every signal blocked on the loading thread, and
+/// again when the verifier still gave up with EAGAIN.
+///
+/// The verifier abandons a load with EAGAIN whenever a signal is pending on
+/// the loading thread, and the NAT programs take seconds to verify while
+/// other test threads spawn `ip`. Blocked, a process-directed signal goes to
+/// another thread instead; the retries cover whatever still gets through.
+/// Neither says anything about the program.
 pub fn retry_eagain(
     mut load: impl FnMut() -> Result<(), ProgramError>,
 ) -> Result<(), ProgramError> {
+    let _mask = SignalsBlocked::new();
     let mut tries = 0;
     loop {
         match load() {
@@ -721,6 +726,36 @@ pub fn retry_eagain(
                 tries += 1;
             }
             other => return other,
+        }
+    }
+}
+
+/// Every blockable signal blocked on this thread until dropped, when the
+/// previous mask comes back (and with it anything that was held pending).
+struct SignalsBlocked {
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only
+        // write the sets they are given.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            assert_eq!(rc, 0, "pthread_sigmask: {rc}");
+            Self { old }
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on this same thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
         }
     }
 }

@@ -1081,7 +1081,7 @@ fn snat_udp_first_packet_reply_and_established(hook: Hook) {
     let back = xlated.reply();
     nat.back("reply from outside", &back, (CLIENT, 40000));
     nat.from(role::INSIDE);
-    let second = first.clone().payload(payload(300));
+    let second = first.clone().payload(payload(301));
     nat.out(
         "second packet from inside (established)",
         &second,
@@ -1093,6 +1093,19 @@ fn snat_udp_first_packet_reply_and_established(hook: Hook) {
     });
     assert_eq!(nat.session_count(), 2, "{hook:?}: one session");
     nat.expect_pairings();
+    // A short datagram in a padded 60-byte frame: the padding is not part
+    // of the packet and goes out as it came.
+    let small = first.clone().payload(payload(4));
+    let mut input = nat.arriving(&small);
+    let mut output = nat.routed(&small.hop((p, 40000), (SERVER, 53)));
+    for f in [&mut input, &mut output] {
+        f.resize(60, 0x5a);
+    }
+    nat.run(
+        &Case::forwarded("in a padded 60-byte frame", input, output),
+        &[st::FROM_IN],
+        &[],
+    );
     nat.finish();
 }
 
@@ -1123,7 +1136,7 @@ fn snat_tcp_records_flags_both_ways(hook: Hook) {
     });
 
     nat.from(role::INSIDE);
-    let ack = syn.clone().flags(ACK).payload(payload(100));
+    let ack = syn.clone().flags(ACK).payload(payload(101));
     nat.out("ACK with data", &ack, p);
     let fin = syn.clone().flags(FIN | ACK);
     nat.out("FIN", &fin, p);
@@ -1744,6 +1757,14 @@ fn icmp_errors_from_outside(hook: Hook) {
             dns,
             8,
         ),
+        (
+            "parameter problem",
+            ROUTER,
+            (icmp::PARAM_PROBLEM, 0),
+            xdns,
+            dns,
+            8,
+        ),
     ];
     for (what, from, (kind, code), quoted, original, n) in cases {
         let err = Pkt::icmp_error(from, p, error_msg(kind, code, quoted, n));
@@ -1755,6 +1776,29 @@ fn icmp_errors_from_outside(hook: Hook) {
             &[],
         );
     }
+
+    // A router on the way back from a port forward's server.
+    let syn = Pkt::tcp((REMOTE, 40001), (FWD_EXT, 8080), tcp_flags::SYN);
+    nat.xlate(
+        "SYN to the forward",
+        &syn,
+        syn.src(),
+        (HOST_B, 80),
+        &[st::DNAT, st::FROM_OUT],
+    );
+    nat.from(role::INSIDE);
+    let synack = syn.hop(syn.src(), (HOST_B, 80)).reply();
+    let xsynack = nat.out("the server's SYN-ACK", &synack, (FWD_EXT, 8080));
+    nat.from(role::OUTSIDE);
+    let (kind, code) = te;
+    let err = Pkt::icmp_error(ROUTER, FWD_EXT, error_msg(kind, code, &xsynack, 8));
+    let back = as_quoted(&synack, &xsynack);
+    let want = Pkt::icmp_error(ROUTER, HOST_B, error_msg(kind, code, &back, 8)).ttl(63);
+    nat.run(
+        &nat.fwd("time exceeded for a port forward's answer", &err, &want),
+        &[st::ICMP_ERR, st::FROM_OUT],
+        &[],
+    );
     nat.finish();
 }
 
@@ -2311,6 +2355,16 @@ fn ttl_and_options_pass_untranslated(hook: Hook) {
     opts.ip = opts.ip.options(&[0x94, 0x04, 0x00, 0x00]);
     nat.run(
         &nat.passed("IP options", &opts, |p| &mut p.ip_options),
+        &[],
+        &[],
+    );
+    let udp = Pkt::udp((CLIENT, 40000), (SERVER, 53));
+    nat.run(
+        &Case::passed(
+            "to another host's MAC",
+            udp.frame([0x02, 0, 0, 0, 0, 0x99], mac_of(CLIENT)),
+            |p| &mut p.not_for_us,
+        ),
         &[],
         &[],
     );
