@@ -399,6 +399,13 @@ impl Datapath {
             .unwrap_or_else(|e| panic!("NAT_STATIC[{key:?}]: {}", chain(&e)));
     }
 
+    /// Writes one `nat_bindings` entry, as another CPU's reservation would.
+    pub fn add_binding(&mut self, key: BindingKey, value: Binding) {
+        let mut m = typed_map!(self, maps::NAT_BINDINGS.object, HashMap<_, BindingKey, Binding>);
+        m.insert(key, value, 0)
+            .unwrap_or_else(|e| panic!("NAT_BINDINGS[{key:?}]: {}", chain(&e)));
+    }
+
     pub fn add_nat_addr(&mut self, addr: Ip4, flags: u8) {
         let mut m = typed_map!(self, maps::NAT_ADDRS.object, HashMap<_, Ip4, NatAddr>);
         m.insert(

@@ -33,8 +33,8 @@
 use xcnf_common::{
     DropReasons, PassReasons,
     nat::{
-        NatConfig, NatStats, PoolRange, Session, SessionKey, StaticKey, StaticMapping, addr_flags,
-        config_flags, kind, proto, role, static_flags, tcp_seen,
+        Binding, BindingKey, NatConfig, NatStats, PoolRange, Session, SessionKey, StaticKey,
+        StaticMapping, addr_flags, config_flags, kind, proto, role, static_flags, tcp_seen,
     },
 };
 use xcnf_tests::{
@@ -1055,6 +1055,9 @@ xcnf_tests::on_both_hooks!(
     no_role_or_disabled_forwards_unchanged,
     ttl_and_options_pass_untranslated,
     inbound_unroutable_drops,
+    outbound_unresolved_or_unroutable,
+    icmp_static_mapping,
+    reserved_ports_are_not_taken,
 );
 
 const NO_MAPPING: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_no_mapping;
@@ -2404,6 +2407,141 @@ fn inbound_unroutable_drops(hook: Hook) {
         &nat.dropped("1400-byte reply over the inside MTU", &big, unroutable),
         &[],
         &[st::FROM_OUT],
+    );
+    nat.finish();
+}
+
+/// docs/nat44.md, forwarding after NAT: towards an unresolved next hop TC
+/// redirects the translated packet through `bpf_redirect_neigh`, XDP hands
+/// the translated packet (TTL untouched: the kernel forwards it) to the
+/// kernel. A packet the kernel would answer with an ICMP error goes to it
+/// untranslated, so the error quotes what the host sent.
+fn outbound_unresolved_or_unroutable(hook: Hook) {
+    let nat = Nat::new(hook, Config::default());
+    let p = (nat.pool_addr(CLIENT), 40000);
+    let unresolved = [80, 80, 80, 90];
+    let first = Pkt::udp((CLIENT, 40000), (unresolved, 53));
+    let input = nat.arriving(&first);
+    let what = "to an unresolved neighbour on the outside";
+    let case = match hook {
+        Hook::Tc => Case::forwarded(
+            what,
+            input,
+            first.hop(p, first.dst()).frame(CNF_MAC, mac_of(CLIENT)),
+        ),
+        Hook::Xdp => Case {
+            out: Out::Exact(first.with(p, first.dst()).frame(CNF_MAC, mac_of(CLIENT))),
+            ..Case::passed(what, input, |p| &mut p.no_neigh)
+        },
+    };
+    nat.run(&case, &[st::SNAT, st::FROM_IN], &[]);
+    nat.expect(&Expect {
+        first: &first,
+        dir: role::INSIDE,
+        xlated: &first.with(p, first.dst()),
+        peer_dir: role::OUTSIDE,
+        kind: Kind::Exact(kind::SNAT),
+        flags: [0, 0],
+        sent: [&[&first], &[]],
+    });
+
+    // Whether a session is made before the route fails is left open; the
+    // packet itself must go to the kernel as the host sent it.
+    let open = [st::SNAT, st::FROM_IN];
+    let no_route = Pkt::udp((CLIENT, 40001), (UNROUTABLE_LOCAL, 53));
+    nat.run(
+        &nat.passed("into an unreachable route", &no_route, |p| &mut p.no_route),
+        &[],
+        &open,
+    );
+    ip(&["link", "set", "dev", "out0", "mtu", "1280"]);
+    let big = Pkt::udp((CLIENT, 40002), (SERVER, 53)).payload(payload(1400 - 28));
+    nat.run(
+        &nat.passed("1400 bytes over the outside MTU", &big, |p| {
+            &mut p.frag_needed
+        }),
+        &[],
+        &open,
+    );
+    nat.finish();
+}
+
+/// `protocol: icmp` address-only mappings (the agent keys them with the
+/// ICMP protocol and port 0): echo both ways, other protocols unmapped.
+fn icmp_static_mapping(hook: Hook) {
+    let mut nat = Nat::new(hook, Config::default());
+    let (ext, local) = ([80, 80, 80, 130], [192, 168, 100, 30]);
+    nat.static_map(proto::ICMP, (ext, 0), (local, 0));
+    nat.from(role::OUTSIDE);
+    let ping = Pkt::echo(REMOTE, ext, 0x3131);
+    let xlated = nat.xlate(
+        "echo request to the mapped address",
+        &ping,
+        ping.src(),
+        (local, 0),
+        &[st::DNAT, st::FROM_OUT],
+    );
+    nat.from(role::INSIDE);
+    nat.out("its reply", &xlated.reply(), (ext, 0));
+    let out = Pkt::echo(local, SERVER, 0x3232);
+    nat.xlate(
+        "echo request from the mapped host",
+        &out,
+        (ext, 0x3232),
+        (SERVER, 0),
+        &[st::STATIC_SNAT, st::FROM_IN],
+    );
+    nat.from(role::OUTSIDE);
+    let tcp = Pkt::tcp((REMOTE, 1), (ext, 22), tcp_flags::SYN);
+    nat.refused(
+        "TCP to the mapped address",
+        &tcp,
+        NO_MAPPING,
+        &[st::NO_MAPPING],
+    );
+    nat.finish();
+}
+
+/// A port whose `OUTSIDE` binding entry exists (another CPU's reservation,
+/// written here directly) is never handed out again (docs/nat44.md: the
+/// reservation is one `BPF_NOEXIST` insert).
+fn reserved_ports_are_not_taken(hook: Hook) {
+    let mut nat = Nat::new(
+        hook,
+        Config {
+            pools: vec![range(POOL_FIRST, 1, 0, (20000, 20001))],
+            ..Config::default()
+        },
+    );
+    let p = POOL_FIRST;
+    nat.dp.add_binding(
+        BindingKey {
+            addr: p,
+            port: 20000,
+            proto: proto::UDP,
+            dir: role::OUTSIDE,
+        },
+        Binding {
+            addr: HOST_X,
+            port: 20000,
+            _pad: [0; 2],
+            last_used_ns: clock(libc::CLOCK_MONOTONIC_COARSE),
+        },
+    );
+    let a = Pkt::udp((CLIENT, 20000), (SERVER, 53));
+    nat.snat("source port reserved elsewhere", &a, (p, 20001));
+    let b = Pkt::udp((CLIENT, 20002), (SERVER, 53));
+    nat.refused(
+        "no port left",
+        &b,
+        |d| &mut d.nat_pool_exhausted,
+        &[st::EXHAUSTED],
+    );
+    // The same source port over TCP has its own port space.
+    nat.snat(
+        "TCP from the same port",
+        &Pkt::tcp((CLIENT, 20000), (SERVER, 80), tcp_flags::SYN),
+        (p, 20000),
     );
     nat.finish();
 }
