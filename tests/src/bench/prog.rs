@@ -1019,14 +1019,17 @@ impl Results {
                 "n/a (not every case measured at both sizes)".to_owned()
             }
         );
-        if !notes.is_empty() || !failures.is_empty() {
-            let _ = writeln!(s);
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\nNew flows, before the overhead is subtracted:\n");
         }
         for n in notes {
             let _ = writeln!(s, "- {n}");
         }
+        if !failures.is_empty() {
+            let _ = writeln!(s, "\nFailed:\n");
+        }
         for f in failures {
-            let _ = writeln!(s, "- failed: {f}");
+            let _ = writeln!(s, "- {f}");
         }
         let fills: Vec<String> = self
             .sizes
