@@ -11,6 +11,8 @@ use aya_ebpf::{
     helpers::generated::bpf_fib_lookup as fib_lookup_helper,
 };
 
+use crate::maps::FIB_SCRATCH;
+
 const AF_INET: u8 = 2;
 
 /// The part of a lookup's answer the datapath acts on.
@@ -50,9 +52,22 @@ pub fn lookup_v4(
     src: [u8; 4],
     dst: [u8; 4],
 ) -> Route {
-    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // The parameter block lives in a per-CPU scratch map, not on the stack:
+    // zeroing 64 stack bytes compiles to a call to the object's byte-loop
+    // `memset`, which cost more than the lookup itself, and every inlined
+    // caller would need its own block on the 512-byte stack. Every input
+    // field the kernel reads without lookup flags is written below; the rest
+    // are outputs or unused, so whatever the last lookup left there is
+    // harmless.
+    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return Route::Other;
+    };
+    // SAFETY: a per-CPU map value of exactly this size and alignment (see
+    // maps.rs), used by this program run only.
+    let p = unsafe { &mut *p.cast::<bpf_fib_lookup>() };
     p.family = AF_INET;
+    p.sport = 0;
+    p.dport = 0;
     p.l4_protocol = protocol;
     p.ifindex = ifindex;
     p.__bindgen_anon_1.tot_len = tot_len;
@@ -60,14 +75,7 @@ pub fn lookup_v4(
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // SAFETY: ctx is the program's context and p is a properly sized params struct.
-    let rc = unsafe {
-        fib_lookup_helper(
-            ctx,
-            &mut p,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { fib_lookup_helper(ctx, p, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
     if rc < 0 {
         return Route::Other;
     }

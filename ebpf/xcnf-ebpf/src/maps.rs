@@ -30,6 +30,16 @@ pub static COUNTERS: PerCpuHashMap<u32, IfCounters, MAX_IFACES> = PerCpuHashMap:
 #[btf_map]
 pub static TX_PORTS: DevMapHash<MAX_IFACES> = DevMapHash::new();
 
+/// Per-CPU room for `bpf_fib_lookup`'s 64-byte parameter block (see
+/// `fib.rs`); `[u64; 8]` gives it the struct's size and alignment.
+#[btf_map]
+pub static FIB_SCRATCH: PerCpuArray<[u64; 8], 1> = PerCpuArray::new();
+
+const _: () = assert!(
+    core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() == 64
+        && core::mem::align_of::<aya_ebpf::bindings::bpf_fib_lookup>() <= 8
+);
+
 #[btf_map]
 pub static NAT_CONFIG: Array<NatConfig, 1> = Array::new();
 
