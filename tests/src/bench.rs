@@ -126,6 +126,21 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Prints a progress line to stderr, stamped with the seconds since the
+/// benchmark started, so a slow step shows itself.
+#[macro_export]
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        $crate::bench::progress_line(&format!($($arg)*))
+    };
+}
+
+pub fn progress_line(msg: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("bench [{t:6.1}s] {msg}");
+}
+
 /// Pins the calling thread (and the processes it starts afterwards) to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> Result<(), BenchError> {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays in bounds
@@ -163,7 +178,17 @@ pub fn machine() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("kernel {kernel}, {} × {model}", online_cpus())
+    // Other work on the machine shows in every number (and on a 2-vCPU VM
+    // whose vCPUs are SMT siblings, a busy sibling slows the measured one),
+    // so the report says how busy the machine was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!(
+        "kernel {kernel}, {} × {model}, 1-minute load average {load} at the start",
+        online_cpus()
+    )
 }
 
 #[cfg(test)]

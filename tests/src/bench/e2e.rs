@@ -219,7 +219,7 @@ pub fn run(opts: &Options) -> Result<Results, BenchError> {
         opts.modes.iter().map(|&m| precheck(m).err()).collect();
     for (i, why) in unavailable.iter().enumerate() {
         if let Some(why) = why {
-            eprintln!("bench: {} unavailable: {why}", opts.modes[i].label());
+            crate::progress!("{} unavailable: {why}", opts.modes[i].label());
         }
     }
     let n = opts.modes.len();
@@ -233,16 +233,11 @@ pub fn run(opts: &Options) -> Result<Results, BenchError> {
                 runs[i].1.push(Err(why.clone()));
                 continue;
             }
-            eprintln!(
-                "bench: round {}/{}: {} ...",
-                round + 1,
-                opts.rounds,
-                mode.label()
-            );
+            crate::progress!("round {}/{}: {} ...", round + 1, opts.rounds, mode.label());
             match guarded(|| run_once(mode, opts)) {
                 Ok(s) => {
-                    eprintln!(
-                        "bench:   {} pps at the sink, {} pps into the cnf",
+                    crate::progress!(
+                        "  {} pps at the sink, {} pps into the cnf",
                         rate(s.sink_pps),
                         rate(s.ingress_pps)
                     );
@@ -250,7 +245,7 @@ pub fn run(opts: &Options) -> Result<Results, BenchError> {
                 }
                 Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
                 Err(BenchError::Failed(why)) => {
-                    eprintln!("bench:   failed: {why}");
+                    crate::progress!("  failed: {why}");
                     // A mode that failed once is not retried: its failure is
                     // almost always the same (missing feature, wrong path).
                     unavailable[i] = Some(why.clone());
@@ -516,7 +511,7 @@ fn check_masquerade(cnf: &Netns) -> Result<(), BenchError> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    eprintln!("bench:   masquerade rule matched {packets} new connections");
+    crate::progress!("  masquerade rule matched {packets} new connections");
     if packets == 0 {
         return Err(failed(format!(
             "the masquerade rule matched nothing:\n{text}"
