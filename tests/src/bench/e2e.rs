@@ -707,9 +707,10 @@ impl Results {
             s,
             "Method: a fresh client —veth— cnf —veth— server chain per run; trafgen (sendto(2), qdisc \
              bypass) in `client` pinned to CPU {GEN_CPU}, where every softirq of the path runs too. \
-             The sink drops IPv4 at its TC ingress; its rx_packets delta over the measured seconds is \
-             the pps at the sink. The baseline drops at the cnf's c0 TC ingress, and its rate is c0's \
-             rx_packets delta. Cost of the cnf hop = 1/pps(mode) − 1/pps(baseline), per round, then the \
+             The sink (GRO on, so its veth runs NAPI as XDP redirects into it require, in every mode) \
+             drops IPv4 at its TC ingress; its rx_packets delta over the measured seconds is the pps \
+             at the sink. The baseline drops at the cnf's c0 TC ingress (cls_bpf running classic BPF \
+             `ret #2`), and its rate is c0's rx_packets delta. Cost of the cnf hop = 1/pps(mode) − 1/pps(baseline), per round, then the \
              median. The benchmark itself and the agent run on the last CPU. xcnf modes run the real \
              xcnf-agent; a run counts only if xcnf itself forwarded \
              (and in NAT modes translated) ≥ 99% of what its program saw, and the nftables run only if \
