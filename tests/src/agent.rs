@@ -267,7 +267,7 @@ pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
     let per_cpu = m.get(&0, 0).map_err(|e| format!("nat_stats[0]: {e}"))?;
     let mut sum = NatStats::default();
     for s in per_cpu.iter() {
-        add_stats(&mut sum, s);
+        sum.accumulate(s);
     }
     Ok(sum)
 }
@@ -308,45 +308,6 @@ pub fn paired_address_in_maps(
         "pool index {index} of {} is in none of the {} ranges",
         config.pool_addrs, config.pool_ranges
     ))
-}
-
-fn add_stats(a: &mut NatStats, b: &NatStats) {
-    let NatStats {
-        snat_sessions,
-        dnat_sessions,
-        static_snat_sessions,
-        hairpin_sessions,
-        addr_only_sessions,
-        translated_from_inside,
-        translated_from_outside,
-        icmp_errors_translated,
-        fragments_translated,
-        identity,
-        arp_replies,
-        pool_exhausted,
-        table_full,
-        no_mapping,
-        fragment_untracked,
-        icmp_error_unmatched,
-        create_races,
-    } = *b;
-    a.snat_sessions += snat_sessions;
-    a.dnat_sessions += dnat_sessions;
-    a.static_snat_sessions += static_snat_sessions;
-    a.hairpin_sessions += hairpin_sessions;
-    a.addr_only_sessions += addr_only_sessions;
-    a.translated_from_inside += translated_from_inside;
-    a.translated_from_outside += translated_from_outside;
-    a.icmp_errors_translated += icmp_errors_translated;
-    a.fragments_translated += fragments_translated;
-    a.identity += identity;
-    a.arp_replies += arp_replies;
-    a.pool_exhausted += pool_exhausted;
-    a.table_full += table_full;
-    a.no_mapping += no_mapping;
-    a.fragment_untracked += fragment_untracked;
-    a.icmp_error_unmatched += icmp_error_unmatched;
-    a.create_races += create_races;
 }
 
 fn ip4(a: [u8; 4]) -> std::net::Ipv4Addr {

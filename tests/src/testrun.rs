@@ -453,13 +453,11 @@ impl Datapath {
         let per_cpu = m
             .get(&0, 0)
             .unwrap_or_else(|e| panic!("NAT_STATS[0]: {}", chain(&e)));
-        let mut sum = [0u64; STATS_FIELDS];
+        let mut sum = NatStats::default();
         for s in per_cpu.iter() {
-            for (acc, v) in sum.iter_mut().zip(stats_fields(s)) {
-                *acc = acc.wrapping_add(v);
-            }
+            sum.accumulate(s);
         }
-        stats_from_fields(sum)
+        sum
     }
 
     /// `nat_active[CREATED]`: sessions the datapath has created.
@@ -479,19 +477,16 @@ impl Datapath {
 }
 
 /// Number of `u64` fields of [`NatStats`].
-pub const STATS_FIELDS: usize = core::mem::size_of::<NatStats>() / 8;
+pub const STATS_FIELDS: usize = NatStats::FIELDS;
 
 /// The fields of `s` in declaration order.
 pub fn stats_fields(s: &NatStats) -> [u64; STATS_FIELDS] {
-    // SAFETY: NatStats is repr(C) with only u64 fields and no padding
-    // (its size is asserted in xcnf-common), so it is exactly this array.
-    unsafe { core::mem::transmute::<NatStats, [u64; STATS_FIELDS]>(*s) }
+    s.fields()
 }
 
 /// The inverse of [`stats_fields`].
 pub fn stats_from_fields(f: [u64; STATS_FIELDS]) -> NatStats {
-    // SAFETY: as in `stats_fields`; every bit pattern is a valid NatStats.
-    unsafe { core::mem::transmute::<[u64; STATS_FIELDS], NatStats>(f) }
+    NatStats::from_fields(f)
 }
 
 // ---------------------------------------------------------------- frames

@@ -169,12 +169,11 @@ fn row(
 /// `xcnfctl nat stats`: the configuration, active sessions, and the
 /// per-CPU event counters summed.
 pub fn stats_text(cfg: &NatConfig, active: u64, per_cpu: &[NatStats]) -> String {
-    let mut totals = stats_fields(&NatStats::default());
+    let mut sum = NatStats::default();
     for s in per_cpu {
-        for (t, (_, v)) in totals.iter_mut().zip(stats_fields(s)) {
-            t.1 = t.1.wrapping_add(v);
-        }
+        sum.accumulate(s);
     }
+    let totals = stats_fields(&sum);
     let enabled = cfg.flags & config_flags::ENABLED != 0;
     let mapping = if cfg.flags & config_flags::ENDPOINT_DEPENDENT != 0 {
         "endpoint-dependent"

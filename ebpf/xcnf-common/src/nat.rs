@@ -290,6 +290,33 @@ pub struct NatStats {
     pub create_races: u64,
 }
 
+impl NatStats {
+    /// Number of counters.
+    pub const FIELDS: usize = core::mem::size_of::<NatStats>() / 8;
+
+    /// The counters in declaration order.
+    pub fn fields(&self) -> [u64; Self::FIELDS] {
+        // SAFETY: repr(C), only u64 fields, no padding (size asserted below),
+        // so the struct is exactly this array.
+        unsafe { core::mem::transmute::<NatStats, [u64; Self::FIELDS]>(*self) }
+    }
+
+    /// The inverse of [`NatStats::fields`].
+    pub fn from_fields(f: [u64; Self::FIELDS]) -> Self {
+        // SAFETY: as in `fields`; every bit pattern is a valid NatStats.
+        unsafe { core::mem::transmute::<[u64; Self::FIELDS], NatStats>(f) }
+    }
+
+    /// Adds another CPU's counters into these (wrapping, like the kernel's).
+    pub fn accumulate(&mut self, o: &Self) {
+        let mut a = self.fields();
+        for (x, y) in a.iter_mut().zip(o.fields()) {
+            *x = x.wrapping_add(y);
+        }
+        *self = Self::from_fields(a);
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all): `repr(C)`, integer and byte-array fields only, sizes
@@ -409,6 +436,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(p.peer(&pv), k);
+    }
+
+    #[test]
+    fn stats_accumulate_every_field() {
+        let mut f = [0u64; NatStats::FIELDS];
+        for (i, v) in f.iter_mut().enumerate() {
+            *v = 1 << i;
+        }
+        let s = NatStats::from_fields(f);
+        assert_eq!(s.snat_sessions, 1);
+        assert_eq!(s.create_races, 1 << 16);
+        let mut acc = NatStats::default();
+        acc.accumulate(&s);
+        acc.accumulate(&s);
+        for (i, v) in acc.fields().iter().enumerate() {
+            assert_eq!(*v, 2 << i, "field {i} not accumulated");
+        }
     }
 
     #[test]

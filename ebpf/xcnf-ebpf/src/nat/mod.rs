@@ -169,6 +169,18 @@ fn frag_key(pk: &Parsed, dir: u8) -> FragKey {
     }
 }
 
+/// Whether a packet that matched no session is NAT traffic, which must not
+/// pass untranslated: from inside, it would leave through an outside
+/// interface; from outside, it is for a NAT address the CNF does not own.
+#[inline(always)]
+fn needs_nat(outbound: bool, t: &Tuple, fib: &FibQuery) -> bool {
+    if outbound {
+        fib.egress_role(t) == Some(role::OUTSIDE)
+    } else {
+        NAT_ADDRS.get_ptr(&t.daddr).is_some() && !fib.is_local(t)
+    }
+}
+
 #[inline(always)]
 fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     let outbound = dir == role::INSIDE;
@@ -186,12 +198,7 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
             outbound,
         };
     }
-    let nat_traffic = if outbound {
-        fib.egress_role(&pk.tuple) == Some(role::OUTSIDE)
-    } else {
-        NAT_ADDRS.get_ptr(&pk.tuple.daddr).is_some() && !fib.is_local(&pk.tuple)
-    };
-    if nat_traffic {
+    if needs_nat(outbound, &pk.tuple, fib) {
         stats::bump(|s| &mut s.fragment_untracked);
         Decision::Drop(Drop::NatFragmentUntracked)
     } else {
@@ -217,12 +224,7 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     });
     let Some((q, r)) = found else {
         // Not ours to translate: like any packet to its destination.
-        let unmatched = if outbound {
-            fib.egress_role(&pk.tuple) == Some(role::OUTSIDE)
-        } else {
-            NAT_ADDRS.get_ptr(&pk.tuple.daddr).is_some() && !fib.is_local(&pk.tuple)
-        };
-        if unmatched {
+        if needs_nat(outbound, &pk.tuple, fib) {
             stats::bump(|s| &mut s.icmp_error_unmatched);
             return Decision::Drop(Drop::NatNoMapping);
         }
@@ -422,7 +424,7 @@ fn new_inbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery)
         };
         return finish(pk, &n, false);
     }
-    if NAT_ADDRS.get_ptr(&t.daddr).is_some() && !fib.is_local(t) {
+    if needs_nat(false, t, fib) {
         stats::bump(|s| &mut s.no_mapping);
         return Decision::Drop(Drop::NatNoMapping);
     }
