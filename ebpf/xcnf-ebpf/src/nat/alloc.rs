@@ -134,6 +134,34 @@ struct Probe {
     rval: Session,
 }
 
+impl Probe {
+    /// A walk over `pool`; [`probe`] fills in the range and start port.
+    #[inline(always)]
+    fn new(
+        pool: &PoolAddr,
+        proto: u8,
+        mode: Reserve,
+        bind: Binding,
+        rkey: SessionKey,
+        rval: Session,
+    ) -> Self {
+        Probe {
+            addr: pool.addr,
+            min: 0,
+            max: 0,
+            span: 0,
+            port: 0,
+            proto,
+            mode,
+            keep: false,
+            found: false,
+            bind,
+            rkey,
+            rval,
+        }
+    }
+}
+
 /// One candidate of the port walk, called by `bpf_loop`. Returns 1 to stop.
 ///
 /// `bpf_loop` is what lets the walk be long: the verifier checks this body
@@ -271,20 +299,14 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
         _pad: [0; 2],
         last_used_ns: now,
     };
-    let mut c = Probe {
-        addr: pool.addr,
-        min: 0,
-        max: 0,
-        span: 0,
-        port: 0,
-        proto: orig.proto,
-        mode: Reserve::Binding,
-        keep: false,
-        found: false,
-        bind: back,
-        rkey: SessionKey::default(),
-        rval: Session::default(),
-    };
+    let mut c = Probe::new(
+        pool,
+        orig.proto,
+        Reserve::Binding,
+        back,
+        SessionKey::default(),
+        Session::default(),
+    );
     let Some(port) = probe(pool, orig.sport, &mut c) else {
         return Snat::exhausted();
     };
@@ -321,18 +343,12 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
 /// the session's reply half.
 #[inline(always)]
 pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool) -> Snat {
-    let mut c = Probe {
-        addr: pool.addr,
-        min: 0,
-        max: 0,
-        span: 0,
-        port: 0,
-        proto: n.orig.proto,
-        mode: Reserve::ReplyHalf,
-        keep: false,
-        found: false,
-        bind: Binding::default(),
-        rkey: SessionKey {
+    let mut c = Probe::new(
+        pool,
+        n.orig.proto,
+        Reserve::ReplyHalf,
+        Binding::default(),
+        SessionKey {
             saddr: n.orig.daddr,
             daddr: pool.addr,
             sport: n.orig.dport,
@@ -341,8 +357,8 @@ pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool)
             dir: n.peer_dir,
             _pad: [0; 2],
         },
-        rval: session::reply_half(n, now),
-    };
+        session::reply_half(n, now),
+    );
     let port = if has_ports {
         probe(pool, n.orig.sport, &mut c)
     } else if NAT_SESSIONS

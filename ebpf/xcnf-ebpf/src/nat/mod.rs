@@ -54,10 +54,10 @@ pub struct FibQuery {
 }
 
 impl FibQuery {
-    /// Role of the interface the FIB sends `t` out of, if it is forwarded.
+    /// The FIB's answer for `t` as it stands, before any translation.
     #[inline(always)]
-    fn egress_role(&self, t: &Tuple) -> Option<u8> {
-        let out = match fib::lookup_v4(
+    fn route(&self, t: &Tuple) -> Route {
+        fib::lookup_v4(
             self.ctx,
             self.ifindex,
             self.tos,
@@ -65,7 +65,13 @@ impl FibQuery {
             self.tot_len,
             t.saddr,
             t.daddr,
-        ) {
+        )
+    }
+
+    /// Role of the interface the FIB sends `t` out of, if it is forwarded.
+    #[inline(always)]
+    fn egress_role(&self, t: &Tuple) -> Option<u8> {
+        let out = match self.route(t) {
             Route::Resolved { ifindex, .. } | Route::NoNeigh { ifindex, .. } => ifindex,
             _ => return None,
         };
@@ -75,18 +81,7 @@ impl FibQuery {
 
     #[inline(always)]
     fn is_local(&self, t: &Tuple) -> bool {
-        matches!(
-            fib::lookup_v4(
-                self.ctx,
-                self.ifindex,
-                self.tos,
-                t.proto,
-                self.tot_len,
-                t.saddr,
-                t.daddr
-            ),
-            Route::NotForwarded
-        )
+        matches!(self.route(t), Route::NotForwarded)
     }
 }
 
