@@ -7,3 +7,4 @@ pub mod config;
 pub mod datapath;
 pub mod linux;
 pub mod nat;
+pub mod reconcile;

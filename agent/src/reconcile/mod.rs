@@ -1,0 +1,19 @@
+//! The reconciler: turns a declarative config into kernel and datapath state
+//! and keeps it that way.
+//!
+//! A config is flattened into [`item`]s. An update is planned as the
+//! difference between the items in force and the new ones, ordered by
+//! dependency (interface → addresses → routes and neighbours → NAT →
+//! datapath roles), and executed as one transaction: if a step fails, the
+//! steps already done are reverted and the previous config stays in force.
+//! Items whose dependency is missing (an interface NSM has not created yet)
+//! stay Pending with a reason and are applied when rtnetlink reports the
+//! dependency.
+
+pub mod handle;
+pub mod item;
+pub mod status;
+
+pub use handle::{ApplyError, ApplyMode, ApplyReport, Handle, OpKind, PlannedOp};
+pub use item::{Item, ItemKey, Items};
+pub use status::{ItemState, ItemStatus};
