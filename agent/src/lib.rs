@@ -8,3 +8,4 @@ pub mod datapath;
 pub mod linux;
 pub mod nat;
 pub mod reconcile;
+pub mod source;

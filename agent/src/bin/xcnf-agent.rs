@@ -1,7 +1,7 @@
 //! `xcnf-agent`: reads the declarative config and runs the eBPF datapath.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
 };
 
@@ -10,22 +10,37 @@ use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use xcnf_agent::{
-    config::Config,
-    datapath::{self, BPFFS_DEFAULT, Datapath, Pins, Target},
-    linux::{LinuxError, Netlink},
-    nat::{NatPlan, sweep, tables::SessionMaps},
+    config::{Config, ConfigError},
+    datapath::{self, BPFFS_DEFAULT, Pins},
+    linux::{Events, Netlink},
+    reconcile::{
+        self,
+        system::{DatapathSettings, System},
+    },
+    source,
 };
+
+/// Per-instance runtime state: the API socket, the config in force and the
+/// record of what the agent created.
+const STATE_ROOT: &str = "/run/xcnf";
 
 /// xcnf CNF agent: attaches XDP/TC forwarding to the interfaces in its config.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The configuration file (YAML or JSON, schema xcnf.io/v1alpha1).
-    #[arg(long, env = "XCNF_CONFIG", required_unless_present = "cleanup")]
+    /// The configuration file (YAML or JSON, schema xcnf.io/v1alpha1),
+    /// watched for changes. Without it, the config comes over the API (and
+    /// the one in force before a restart is restored).
+    #[arg(long, env = "XCNF_CONFIG")]
     config: Option<PathBuf>,
-    /// Instance name for the pin directory; defaults to the config's metadata.name.
+    /// Instance name for the pin and state directories; defaults to the
+    /// config's metadata.name.
     #[arg(long, env = "XCNF_INSTANCE", required_if_eq("cleanup", "true"))]
     instance: Option<String>,
+    /// Runtime state (API socket, config in force, ownership record);
+    /// default /run/xcnf/<instance>.
+    #[arg(long, env = "XCNF_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Where bpffs is (or gets) mounted.
     #[arg(long, env = "XCNF_BPFFS", default_value = BPFFS_DEFAULT)]
     bpffs: PathBuf,
@@ -103,140 +118,156 @@ async fn run(args: Args) -> anyhow::Result<()> {
         info!(pins = %pins.dir().display(), "removed the instance's pins");
         return Ok(());
     }
-    let Some(config_path) = args.config.as_deref() else {
-        bail!("--config is required");
+    let file_config = match args.config.as_deref() {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let cfg = Config::load(path)?;
+            // What the datapath would be written with, checked up front so a
+            // bad file fails before anything is touched.
+            reconcile::item::items(&cfg).map_err(|errors| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                errors,
+            })?;
+            Some((path.to_path_buf(), text, cfg))
+        }
+        None => None,
     };
-    let cfg = Config::load(config_path)?;
-    let nat =
-        NatPlan::compile(&cfg).map_err(|errors| xcnf_agent::config::ConfigError::Invalid {
-            path: config_path.to_path_buf(),
-            errors,
-        })?;
-    let instance = args.instance.clone().unwrap_or(cfg.metadata.name.clone());
     if args.check {
-        println!("{}: ok", config_path.display());
+        if let Some((path, ..)) = &file_config {
+            println!("{}: ok", path.display());
+        }
         return Ok(());
     }
+    let instance = match (&args.instance, &file_config) {
+        (Some(i), _) => i.clone(),
+        (None, Some((_, _, cfg))) => cfg.metadata.name.clone(),
+        (None, None) => bail!("--instance is required without --config"),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(STATE_ROOT).join(&instance));
+    let store = state_dir.join("config.yaml");
+    // The file wins; without one, the config the last run had in force
+    // (applied over the API) is restored.
+    let initial = match &file_config {
+        Some((_, _, cfg)) => Some(cfg.clone()),
+        None if store.exists() => {
+            let cfg = Config::load(&store)?;
+            info!(path = %store.display(), "restoring the config in force before the restart");
+            Some(cfg)
+        }
+        None => None,
+    };
 
     let netlink = Netlink::connect()?;
-    let targets = resolve_targets(&netlink, &cfg, config_path).await?;
     let object = datapath::find_object(args.ebpf_object.as_deref())?;
-    let opts = datapath::Options {
-        object: object.clone(),
-        pins: Pins::new(&args.bpffs, &instance),
-        log_level: args.ebpf_log_level.as_u8(),
-        nat,
-    };
-    info!(object = %object.display(), instance = %instance, pins = %opts.pins.dir().display(), "loading datapath");
-    let mut dp = Datapath::start(&opts, &targets)?;
-    let sweeper = if opts.nat.enabled() {
-        match SessionMaps::open(&opts.pins) {
-            Ok(maps) => {
-                let (stop, stopped) = tokio::sync::oneshot::channel();
-                info!(
-                    interval_ms = sweep::interval(&opts.nat.timeouts).as_millis() as u64,
-                    "NAT session sweeper started"
-                );
-                let task = tokio::spawn(sweep::run(maps, opts.nat.timeouts, stopped));
-                Some((stop, task))
-            }
-            Err(e) => {
-                if let Err(e) = dp.shutdown(args.keep_datapath) {
-                    warn!(error = %e, "could not take the datapath down");
-                }
-                return Err(e.into());
-            }
-        }
-    } else {
-        None
-    };
-
+    let mut system = System::new(
+        netlink,
+        DatapathSettings {
+            object,
+            pins: Pins::new(&args.bpffs, &instance),
+            log_level: args.ebpf_log_level.as_u8(),
+        },
+        Some(state_dir.join("owned.json")),
+    );
     if args.ebpf_log_level.as_u8() > 0 {
-        spawn_ebpf_logger(&mut dp);
+        system.on_load(spawn_ebpf_logger);
     }
+    let (mut engine, handle, commands) = reconcile::new(system, Some(store));
+    let report = match engine.start(initial).await {
+        Ok(r) => r,
+        Err(e) => {
+            let system = engine.into_backend();
+            if let Err(e) = system.shutdown(false).await {
+                warn!(error = %e, "could not take the datapath down");
+            }
+            return match &file_config {
+                Some((path, ..)) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+                None => Err(e.into()),
+            };
+        }
+    };
+    let not_configured: Vec<String> = report
+        .statuses
+        .iter()
+        .filter(|s| s.state != reconcile::ItemState::Configured)
+        .map(|s| format!("{} {}", s.key, s.state))
+        .collect();
+
+    let (changes_tx, changes) = tokio::sync::mpsc::channel(1);
+    match Events::subscribe() {
+        Ok(mut events) => {
+            tokio::spawn(async move {
+                while events.recv().await.is_some() {
+                    // One queued notification is enough: the engine reads
+                    // the whole state when it resyncs.
+                    let _ = changes_tx.try_send(());
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "no kernel change notifications: pending items are retried every 30 s only"),
+    }
+    if let Some((path, text, _)) = file_config {
+        tokio::spawn(source::watch_file(path, handle.clone(), text));
+    }
+
     if let Some(f) = &args.ready_file {
         std::fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
     }
-    info!(interfaces = targets.len(), "datapath ready");
-
-    wait_for_shutdown().await?;
-    if let Some((stop, task)) = sweeper {
-        let _ = stop.send(());
-        // Let a sweep in progress finish before the pins go.
-        let _ = task.await;
+    info!(
+        items = report.statuses.len(),
+        not_configured = not_configured.len(),
+        "datapath ready"
+    );
+    for p in &not_configured {
+        info!(item = %p, "not configured yet");
     }
-    match dp.counters() {
-        Ok(c) => {
-            for (ifname, c) in c {
-                info!(
-                    interface = %ifname,
-                    rx = c.rx.packets,
-                    forwarded = c.forwarded.packets,
-                    passed = c.passed.total(),
-                    dropped = c.dropped.total(),
-                    "counters at exit"
-                );
+
+    let mut engine = engine
+        .run(commands, changes, async {
+            if let Err(e) = wait_for_shutdown().await {
+                warn!(error = %e, "cannot wait for signals");
+                std::future::pending::<()>().await;
             }
+        })
+        .await;
+    if let Some(dp) = engine.backend().datapath() {
+        match dp.counters() {
+            Ok(c) => {
+                for (ifname, c) in c {
+                    info!(
+                        interface = %ifname,
+                        rx = c.rx.packets,
+                        forwarded = c.forwarded.packets,
+                        passed = c.passed.total(),
+                        dropped = c.dropped.total(),
+                        "counters at exit"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read counters"),
         }
-        Err(e) => warn!(error = %e, "could not read counters"),
     }
     if let Some(f) = &args.ready_file {
         let _ = std::fs::remove_file(f);
     }
-    dp.shutdown(args.keep_datapath)?;
+    if !args.keep_datapath {
+        // Take down what the agent set up: addresses, routes, neighbours
+        // and link settings it made, then the datapath and its pins.
+        if let Err(e) = engine.clear().await {
+            warn!(error = %e, "could not remove everything the agent configured");
+        }
+    }
+    engine.into_backend().shutdown(args.keep_datapath).await?;
     Ok(())
 }
 
-/// Looks up every enabled kernel interface; reports all missing ones at once.
-async fn resolve_targets(
-    netlink: &Netlink,
-    cfg: &Config,
-    path: &Path,
-) -> anyhow::Result<Vec<Target>> {
-    let mut targets = Vec::new();
-    let mut problems = Vec::new();
-    for (i, itf) in cfg.spec.interfaces.iter().enumerate() {
-        let Some(k) = &itf.kernel else { continue };
-        if !itf.is_enabled() {
-            info!(interface = %itf.name, "disabled in config, not attaching");
-            continue;
-        }
-        match netlink.link(&k.host_if_name).await {
-            Ok(link) => {
-                let (hook, why) = datapath::choose_hook(&link, itf.datapath.as_ref());
-                info!(interface = %itf.name, host_if = %link.name, kind = link.kind.as_deref().unwrap_or("device"), %hook, why, "hook chosen");
-                if link.is_veth() && hook == datapath::HookChoice::Xdp(datapath::XdpAttach::Native)
-                {
-                    warn!(
-                        interface = %itf.name,
-                        host_if = %link.name,
-                        "native XDP on veth: the peer needs GRO on (or its own XDP program) to receive redirected frames, \
-                         and senders need TX checksum offload off, because XDP frames lose CHECKSUM_PARTIAL; hook auto uses TC here"
-                    );
-                }
-                if !link.up {
-                    warn!(interface = %itf.name, host_if = %link.name, "interface is down");
-                }
-                targets.push(Target {
-                    name: itf.name.clone(),
-                    link,
-                    hook,
-                });
-            }
-            Err(e @ LinuxError::NoSuchInterface { .. }) => {
-                problems.push(format!("spec.interfaces[{i}].kernel.hostIfName: {e}"))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}: {}", path.display(), problems.join("; "));
-    }
-    Ok(targets)
-}
-
 /// Forwards the programs' aya-log records into `tracing` (via the `log` bridge).
-fn spawn_ebpf_logger(dp: &mut Datapath) {
+fn spawn_ebpf_logger(dp: &mut xcnf_agent::datapath::Datapath) {
     let logger = match aya_log::EbpfLogger::init(dp.ebpf_mut()) {
         Ok(l) => l,
         Err(e) => {

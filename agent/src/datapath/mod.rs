@@ -62,17 +62,6 @@ pub enum DatapathError {
     )]
     IncompatiblePin { path: PathBuf, reason: String },
     #[error(
-        "pinned map {} holds {have} entries, but maxSessions {max_sessions} needs {want}: it was created for a different maxSessions and a session table cannot be resized in place; set maxSessions back, or stop the agent and run `xcnf-agent --cleanup --instance {instance}` (drops every NAT session and detaches the datapath) before starting with the new value",
-        .path.display()
-    )]
-    SessionTableSize {
-        path: PathBuf,
-        instance: String,
-        have: u32,
-        want: u32,
-        max_sessions: u32,
-    },
-    #[error(
         "permission denied {what}: the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root): {source}"
     )]
     Permission {
@@ -125,8 +114,8 @@ pub struct Options {
     /// aya-log level written into the object's `AYA_LOG_LEVEL` global before
     /// load: 0 (off) lets the verifier remove every log statement.
     pub log_level: u8,
-    /// NAT44 maps to write and interface roles; [`NatPlan::disabled`] without `nat44`.
-    pub nat: NatPlan,
+    /// Capacity of the session tables, fixed for the life of the maps.
+    pub sessions: SessionTableSize,
 }
 
 /// An interface to attach to, with the hook already chosen.
@@ -136,13 +125,15 @@ pub struct Target {
     pub name: String,
     pub link: Link,
     pub hook: HookChoice,
+    /// `xcnf_common::nat::role` of the interface.
+    pub role: u8,
 }
 
 /// A live attachment, owned through its link pin.
-#[derive(Debug)]
-struct Attachment {
-    ifindex: u32,
-    hook: HookChoice,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub ifindex: u32,
+    pub hook: HookChoice,
     pin: PathBuf,
 }
 
@@ -150,32 +141,34 @@ struct Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     pins: Pins,
+    sessions: SessionTableSize,
     attached: BTreeMap<String, Attachment>,
 }
 
 impl Datapath {
-    /// Loads the object, pins its maps and attaches to every target.
+    /// Loads the object with its maps pinned (adopting pins of a previous
+    /// run, so sessions and counters survive a restart), attaching nothing.
     ///
-    /// All or nothing: if any step fails, links attached and map entries
-    /// written by this call are removed again, and pins this call created
-    /// are deleted, before the error is returned.
-    pub fn start(opts: &Options, targets: &[Target]) -> Result<Self, DatapathError> {
+    /// A pinned map whose layout differs from this build's is never reused:
+    /// it is removed and created anew, and the log says what was lost. If
+    /// loading fails and the pin directory did not exist before, it is
+    /// removed again.
+    pub fn load(opts: &Options) -> Result<Self, DatapathError> {
         let existed = opts.pins.dir().exists();
-        let result = Self::try_start(opts, targets);
+        let result = Self::try_load(opts);
         if result.is_err()
             && !existed
             && let Err(e) = opts.pins.remove_all()
         {
-            warn!(error = %e, "could not remove pins after a failed start");
+            warn!(error = %e, "could not remove pins after a failed load");
         }
         result
     }
 
-    fn try_start(opts: &Options, targets: &[Target]) -> Result<Self, DatapathError> {
+    fn try_load(opts: &Options) -> Result<Self, DatapathError> {
         bpffs::ensure_mounted(opts.pins.root())?;
         opts.pins.create()?;
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
-        let lru = session_table_size(&opts.nat, nr_cpus);
+        let lru = opts.sessions;
         for m in maps::ALL {
             check_pinned_map(&opts.pins.map(m), m, lru)?;
         }
@@ -204,88 +197,112 @@ impl Datapath {
         for name in [maps::programs::XDP, maps::programs::TC] {
             load_program(&mut ebpf, name)?;
         }
-
-        let mut dp = Self {
+        Ok(Self {
             ebpf,
             pins: opts.pins.clone(),
+            sessions: lru,
             attached: BTreeMap::new(),
-        };
-        // NAT first: an interface that gets a role must never see a packet
-        // before the tables that role needs are in place.
-        let old_nat = dp.read_nat()?;
-        let new_nat = nat::NatTables::from_plan(&opts.nat);
-        if let Err(e) = dp.write_nat(&new_nat, &old_nat) {
-            dp.restore_nat(&old_nat, &new_nat);
-            return Err(e);
-        }
-        let mut undo = Undo::default();
-        let outcome = dp.apply(targets, &opts.nat, &mut undo);
-        if let Err(e) = outcome {
-            dp.rollback(&undo);
-            dp.restore_nat(&old_nat, &new_nat);
-            return Err(e);
-        }
-        dp.remove_stale(targets)?;
-        Ok(dp)
+        })
     }
 
-    /// Registers every target in the maps, then attaches or adopts its link.
-    fn apply(
-        &mut self,
-        targets: &[Target],
-        nat: &NatPlan,
-        undo: &mut Undo,
-    ) -> Result<(), DatapathError> {
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
-        for t in targets {
-            let ifindex = t.link.index;
-            // Redirect target first: an interface in IFACES is a valid
-            // egress for the programs, so it must already be in TX_PORTS.
-            {
-                let mut tx: DevMapHash<_> = self.map_mut(maps::TX_PORTS)?;
-                tx.insert(ifindex, ifindex, None, 0)
-                    .map_err(DatapathError::TxPorts)?;
-            }
-            {
-                let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
-                let known = ifaces.get(&ifindex, 0).ok();
-                let cfg = IfaceConfig {
-                    mac: t.link.mac,
-                    role: nat.role(&t.link.name),
-                    _pad: 0,
-                };
-                ifaces
-                    .insert(ifindex, cfg, 0)
-                    .map_err(|source| map_err(maps::IFACES, source))?;
-                match known {
-                    None => undo.written.push(ifindex),
-                    Some(old) if old != cfg => undo.changed.push((ifindex, old)),
-                    Some(_) => {}
-                }
-            }
-            {
-                let mut counters: PerCpuHashMap<_, u32, IfCounters> =
-                    self.map_mut(maps::COUNTERS)?;
-                // Keep counters across restarts; start from zero for a new interface.
-                if counters.get(&ifindex, 0).is_err() {
-                    let zero = PerCpuValues::try_from(vec![IfCounters::default(); nr_cpus])
-                        .map_err(DatapathError::Cpus)?;
-                    counters
-                        .insert(ifindex, zero, 0)
-                        .map_err(|source| map_err(maps::COUNTERS, source))?;
-                }
-            }
-            let adopted = self.attach(t)?;
-            if !adopted {
-                undo.fresh.push(t.link.name.clone());
-            }
+    /// The session table capacity the maps were created with.
+    pub fn sessions(&self) -> SessionTableSize {
+        self.sessions
+    }
+
+    /// Makes the NAT tables hold `plan`, writing only what differs, so the
+    /// sessions and every unchanged mapping stay untouched. All or nothing.
+    pub fn set_nat(&mut self, plan: &NatPlan) -> Result<(), DatapathError> {
+        let old = self.read_nat()?;
+        let new = nat::NatTables::from_plan(plan);
+        if let Err(e) = self.write_nat(&new, &old) {
+            self.restore_nat(&old, &new);
+            return Err(e);
         }
         Ok(())
     }
 
+    /// Registers the target in the maps and attaches (or adopts) its link.
+    /// All or nothing: on failure the maps and links are as they were.
+    pub fn attach(&mut self, t: &Target) -> Result<(), DatapathError> {
+        let mut undo = Undo::default();
+        let r = self.try_attach(t, &mut undo);
+        if r.is_err() {
+            self.rollback(&undo);
+        }
+        r
+    }
+
+    fn try_attach(&mut self, t: &Target, undo: &mut Undo) -> Result<(), DatapathError> {
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        let ifindex = t.link.index;
+        // Redirect target first: an interface in IFACES is a valid
+        // egress for the programs, so it must already be in TX_PORTS.
+        {
+            let mut tx: DevMapHash<_> = self.map_mut(maps::TX_PORTS)?;
+            tx.insert(ifindex, ifindex, None, 0)
+                .map_err(DatapathError::TxPorts)?;
+        }
+        {
+            let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
+            let known = ifaces.get(&ifindex, 0).ok();
+            let cfg = IfaceConfig {
+                mac: t.link.mac,
+                role: t.role,
+                _pad: 0,
+            };
+            ifaces
+                .insert(ifindex, cfg, 0)
+                .map_err(|source| map_err(maps::IFACES, source))?;
+            match known {
+                None => undo.written.push(ifindex),
+                Some(old) if old != cfg => undo.changed.push((ifindex, old)),
+                Some(_) => {}
+            }
+        }
+        {
+            let mut counters: PerCpuHashMap<_, u32, IfCounters> = self.map_mut(maps::COUNTERS)?;
+            // Keep counters across restarts; start from zero for a new interface.
+            if counters.get(&ifindex, 0).is_err() {
+                let zero = PerCpuValues::try_from(vec![IfCounters::default(); nr_cpus])
+                    .map_err(DatapathError::Cpus)?;
+                counters
+                    .insert(ifindex, zero, 0)
+                    .map_err(|source| map_err(maps::COUNTERS, source))?;
+            }
+        }
+        let before = self.attached.get(&t.link.name).cloned();
+        let adopted = self.attach_link(t)?;
+        if !adopted && before.is_none() {
+            undo.fresh.push(t.link.name.clone());
+        }
+        Ok(())
+    }
+
+    /// What is attached to this host interface, if anything.
+    pub fn attachment(&self, host_if: &str) -> Option<&Attachment> {
+        self.attached.get(host_if)
+    }
+
+    /// Detaches the program from a host interface and forgets its map
+    /// entries. Nothing attached is not an error.
+    pub fn detach(&mut self, host_if: &str) {
+        let a = self.attached.remove(host_if);
+        for hook in [HookChoice::Tc, HookChoice::Xdp(XdpAttach::Native)] {
+            let pin = self.pins.link(host_if, hook);
+            if pin.exists() {
+                unpin_link(&pin);
+            }
+        }
+        if let Some(a) = a {
+            info!(host_if, ifindex = a.ifindex, "datapath detached");
+            self.forget_ifindex(a.ifindex);
+        }
+    }
+
     /// Attaches the target's program, adopting a pinned link of the same hook
     /// if one exists. Returns whether an existing link was adopted.
-    fn attach(&mut self, t: &Target) -> Result<bool, DatapathError> {
+    fn attach_link(&mut self, t: &Target) -> Result<bool, DatapathError> {
         let ifname = &t.link.name;
         let pin = self.pins.link(ifname, t.hook);
         let other = self.pins.link(ifname, t.hook.other());
@@ -415,8 +432,8 @@ impl Datapath {
         Ok(())
     }
 
-    /// Undoes what a failed `apply` did: fresh links go, map entries written
-    /// for interfaces that were not there before go.
+    /// Undoes what a failed `attach` did: a fresh link goes, map entries
+    /// written for an interface that was not there before go.
     fn rollback(&mut self, undo: &Undo) {
         for ifname in &undo.fresh {
             if let Some(a) = self.attached.remove(ifname) {
@@ -433,28 +450,34 @@ impl Datapath {
         }
     }
 
-    /// Detaches links and map entries of interfaces no longer configured.
-    fn remove_stale(&mut self, targets: &[Target]) -> Result<(), DatapathError> {
-        let wanted: BTreeSet<u32> = targets.iter().map(|t| t.link.index).collect();
-        let wanted_names: BTreeSet<&str> = targets.iter().map(|t| t.link.name.as_str()).collect();
+    /// Detaches links and map entries of host interfaces not in `wanted`:
+    /// what an earlier run attached to interfaces the config has dropped.
+    pub fn remove_stale(&mut self, wanted: &BTreeSet<String>) -> Result<(), DatapathError> {
         for pin in self.pins.link_pins() {
             let ifname = Pins::link_ifname(&pin);
-            if !ifname.is_some_and(|n| wanted_names.contains(n)) {
+            if !ifname.is_some_and(|n| wanted.contains(n)) {
                 info!(pin = %pin.display(), "detaching link of an interface no longer configured");
                 unpin_link(&pin);
             }
         }
+        let keep: BTreeSet<u32> = self
+            .attached
+            .iter()
+            .filter(|(n, _)| wanted.contains(*n))
+            .map(|(_, a)| a.ifindex)
+            .collect();
         let stale: Vec<u32> = {
             let ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
             ifaces
                 .keys()
                 .filter_map(Result::ok)
-                .filter(|k| !wanted.contains(k))
+                .filter(|k| !keep.contains(k))
                 .collect()
         };
         for ifindex in stale {
             self.forget_ifindex(ifindex);
         }
+        self.attached.retain(|n, _| wanted.contains(n));
         Ok(())
     }
 
@@ -544,14 +567,14 @@ impl Datapath {
     }
 }
 
-/// What a failed `apply` has to undo.
+/// What a failed `attach` has to undo.
 #[derive(Debug, Default)]
 struct Undo {
-    /// Host interfaces whose link this start attached (not adopted).
+    /// Host interfaces whose link this attach created (not adopted).
     fresh: Vec<String>,
-    /// Ifindexes this start added to the maps.
+    /// Ifindexes this attach added to the maps.
     written: Vec<u32>,
-    /// `IFACES` entries this start changed (a role change), with their old value.
+    /// `IFACES` entries this attach changed (a role change), with their old value.
     changed: Vec<(u32, IfaceConfig)>,
 }
 
@@ -657,6 +680,11 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError
     })
 }
 
+/// A pinned map is reused only if its key, value and capacity are what this
+/// build expects. Otherwise the pin is removed, so the load creates the map
+/// anew (and pins it); the programs adopted links run are swapped to the new
+/// maps, so forwarding goes on, but what the old map held is lost, which
+/// the log line says.
 fn check_pinned_map(
     path: &Path,
     m: maps::MapName,
@@ -665,27 +693,31 @@ fn check_pinned_map(
     if !path.exists() {
         return Ok(());
     }
-    let info = MapInfo::from_pin(path).map_err(|e| DatapathError::IncompatiblePin {
-        path: path.to_path_buf(),
-        reason: format!("cannot read it: {e}"),
-    })?;
+    let recreate = |reason: String| -> Result<(), DatapathError> {
+        warn!(
+            map = m.object,
+            pin = %path.display(),
+            reason = %reason,
+            "pinned map is incompatible with this build: recreating it; its contents are lost"
+        );
+        std::fs::remove_file(path).map_err(|e| DatapathError::IncompatiblePin {
+            path: path.to_path_buf(),
+            reason: format!("{reason}, and the pin cannot be removed: {e}"),
+        })
+    };
+    let info = match MapInfo::from_pin(path) {
+        Ok(i) => i,
+        Err(e) => return recreate(format!("cannot read it: {e}")),
+    };
     let mut got = (info.key_size(), info.value_size(), info.max_entries());
     let mut want = (m.key_size, m.value_size, m.max_entries);
     if m.max_entries == 0 {
         match lru.max_sessions {
             Some(max_sessions) if got.2 != lru.entries && (got.0, got.1) == (want.0, want.1) => {
-                return Err(DatapathError::SessionTableSize {
-                    path: path.to_path_buf(),
-                    // The pin directory is named after the instance.
-                    instance: path
-                        .parent()
-                        .and_then(Path::file_name)
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    have: got.2,
-                    want: lru.entries,
-                    max_sessions,
-                });
+                return recreate(format!(
+                    "it holds {} entries, maxSessions {max_sessions} needs {} (a session table cannot be resized in place, so every NAT session is dropped)",
+                    got.2, lru.entries
+                ));
             }
             Some(_) => want.2 = lru.entries,
             // Unused without nat44: whatever size it has is fine.
@@ -693,13 +725,10 @@ fn check_pinned_map(
         }
     }
     if got != want {
-        return Err(DatapathError::IncompatiblePin {
-            path: path.to_path_buf(),
-            reason: format!(
-                "key/value/entries {}/{}/{}, this build needs {}/{}/{}",
-                got.0, got.1, got.2, want.0, want.1, want.2
-            ),
-        });
+        return recreate(format!(
+            "key/value/entries {}/{}/{}, this build needs {}/{}/{}",
+            got.0, got.1, got.2, want.0, want.1, want.2
+        ));
     }
     Ok(())
 }

@@ -10,10 +10,16 @@
 //! stay Pending with a reason and are applied when rtnetlink reports the
 //! dependency.
 
+mod engine;
+pub mod backend;
 pub mod handle;
+pub mod plan;
 pub mod item;
 pub mod status;
+pub mod system;
 
+pub use backend::{Backend, Outcome, StepError};
+pub use engine::{Engine, new};
 pub use handle::{ApplyError, ApplyMode, ApplyReport, Handle, OpKind, PlannedOp};
 pub use item::{Item, ItemKey, Items};
 pub use status::{ItemState, ItemStatus};
