@@ -205,8 +205,10 @@ pub struct Nat44 {
     pub outside: Vec<String>,
     #[serde(default)]
     pub pools: Vec<Pool>,
-    #[serde(default)]
-    pub mapping: NatMapping,
+    /// `None` (absent) is the default mapping; kept apart from an explicit
+    /// value so a merge patch only replaces what it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<NatMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_mappings: Vec<StaticMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
