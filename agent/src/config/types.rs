@@ -237,7 +237,7 @@ pub enum NatMapping {
     EndpointDependent,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Tcp,
@@ -245,6 +245,18 @@ pub enum Protocol {
     Icmp,
     #[default]
     Any,
+}
+
+impl Protocol {
+    /// The name the YAML uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::Any => "any",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
