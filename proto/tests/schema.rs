@@ -224,6 +224,19 @@ fn nat44_wire_bytes() {
 }
 
 #[test]
+fn identity_mapping_icmp_wire_bytes() {
+    let msg = Nat44IdentityMapping {
+        protocol: Protocol::Icmp.into(),
+        address: s("80.80.80.1"),
+        port: None,
+    };
+    let mut expected = vec![0x08, 0x04]; // protocol = 1, VARINT, PROTOCOL_ICMP = 4
+    expected.extend_from_slice(&[0x12, 0x0A]); // address = 2, LEN, 10 bytes
+    expected.extend_from_slice(b"80.80.80.1");
+    assert_eq!(msg.encode_to_vec(), expected);
+}
+
+#[test]
 fn interface_counters_wire_bytes() {
     let msg = InterfaceCounters {
         interface: s("inside"),

@@ -6,20 +6,28 @@
 //! that this agent version cannot apply yet are refused by validation rather
 //! than silently ignored, so a config never looks applied when it is not.
 
+#[cfg(test)]
+mod bad_configs;
+mod l3;
+mod merge;
 mod nat44;
+mod net;
+mod proto;
 mod types;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use l3::{InterfaceL3, L3Spec, MTU_MAX, MTU_MIN, NeighborSpec, RouteSpec};
 #[cfg(test)]
 pub(crate) use nat44::test_doc;
 pub use nat44::{
     Endpoint, IdentitySpec, MAX_SESSIONS_LIMIT, Nat44Spec, NatTimeouts, Origin, PoolSpec,
     StaticSpec, parse_duration, parse_endpoint, parse_port_range, proto_name,
 };
+pub use net::{Ipv4Prefix, MacAddr, not_unicast, parse_unicast};
 pub use types::*;
-pub use validate::{FieldError, Ipv4Prefix};
+pub use validate::FieldError;
 
 /// Errors from reading or validating a configuration.
 #[derive(Debug, thiserror::Error)]

@@ -191,7 +191,7 @@ impl Nat44 {
             inside,
             outside,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
-            mapping: self.mapping,
+            mapping: self.mapping.unwrap_or_default(),
             statics: statics.into_iter().map(|(_, s)| s).collect(),
             identities: identities.into_iter().map(|(_, s)| s).collect(),
             timeouts,

@@ -205,8 +205,10 @@ pub struct Nat44 {
     pub outside: Vec<String>,
     #[serde(default)]
     pub pools: Vec<Pool>,
-    #[serde(default)]
-    pub mapping: NatMapping,
+    /// `None` (absent) is the default mapping; kept apart from an explicit
+    /// value so a merge patch only replaces what it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<NatMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_mappings: Vec<StaticMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -235,7 +237,7 @@ pub enum NatMapping {
     EndpointDependent,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Tcp,
@@ -243,6 +245,18 @@ pub enum Protocol {
     Icmp,
     #[default]
     Any,
+}
+
+impl Protocol {
+    /// The name the YAML uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::Any => "any",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

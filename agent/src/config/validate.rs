@@ -1,6 +1,6 @@
 //! Validation: every problem, each with its field path.
 
-use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::HashMap, fmt};
 
 use super::types::*;
 
@@ -15,31 +15,6 @@ pub struct FieldError {
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// An IPv4 address with prefix length, as in `192.168.100.1/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Prefix {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl FromStr for Ipv4Prefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not an IPv4 prefix (want a.b.c.d/len)"))?;
-        let addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let len = l
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("prefix length {l:?} is out of range 0-32"))?;
-        Ok(Self { addr, len })
     }
 }
 
@@ -170,23 +145,6 @@ impl Config {
                 }
                 e.push(format!("{p}.memif"), format!("memif interfaces {NOT_YET}"));
             }
-            for (j, a) in itf.ip_addresses.iter().enumerate() {
-                let ap = format!("{p}.ipAddresses[{j}]");
-                match a.parse::<Ipv4Prefix>() {
-                    Ok(_) => e.push(ap, format!("interface addresses {NOT_YET}")),
-                    Err(m) => e.push(ap, m),
-                }
-            }
-            if let Some(mtu) = itf.mtu {
-                if !(68..=65535).contains(&mtu) {
-                    e.push(
-                        format!("{p}.mtu"),
-                        format!("{mtu} is out of range 68-65535"),
-                    );
-                } else {
-                    e.push(format!("{p}.mtu"), format!("setting the MTU {NOT_YET}"));
-                }
-            }
             if let Some(d) = &itf.datapath {
                 if d.xdp_mode.is_some() && d.hook == Hook::Tc {
                     e.push(
@@ -199,11 +157,8 @@ impl Config {
                 }
             }
         }
-        if !self.spec.routes.is_empty() {
-            e.push("spec.routes", format!("routes {NOT_YET}"));
-        }
-        if !self.spec.neighbors.is_empty() {
-            e.push("spec.neighbors", format!("static neighbors {NOT_YET}"));
+        if let Err(errors) = self.spec.resolve_l3() {
+            e.0.extend(errors);
         }
         if let Some(nat) = &self.spec.nat44
             && let Err(errors) = nat.resolve(&self.spec.interfaces)
