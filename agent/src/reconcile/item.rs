@@ -7,47 +7,9 @@
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use crate::{
-    config::{Config, DatapathSpec, FieldError, Ipv4Prefix},
+    config::{Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr},
     nat::NatPlan,
 };
-
-/// An IPv4 prefix as a plain ordered key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Prefix {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl From<Ipv4Prefix> for Prefix {
-    fn from(p: Ipv4Prefix) -> Self {
-        Self {
-            addr: p.addr,
-            len: p.len,
-        }
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl Prefix {
-    /// Whether `a` is inside this prefix.
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        let mask = mask(self.len);
-        u32::from(a) & mask == u32::from(self.addr) & mask
-    }
-}
-
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
-}
 
 /// What an item is, by identity. Its `Display` is the key the API and logs use.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,9 +18,9 @@ pub enum ItemKey {
     /// admin state and MTU.
     Link(String),
     /// An address on a logical interface.
-    Address(String, Prefix),
+    Address(String, Ipv4Prefix),
     /// A route in the main table, identified as the kernel does (dst, metric).
-    Route { dst: Prefix, metric: u32 },
+    Route { dst: Ipv4Prefix, metric: u32 },
     /// A permanent neighbour entry on a logical interface.
     Neighbor(String, Ipv4Addr),
     /// The NAT44 tables (pools, static and identity mappings, settings).
@@ -110,8 +72,8 @@ impl ItemKey {
 pub enum Item {
     Link(LinkSpec),
     Address,
-    Route(RouteSpec),
-    Neighbor { mac: [u8; 6] },
+    Route(RouteVia),
+    Neighbor { mac: MacAddr },
     Nat(Box<NatPlan>),
     Attach(AttachSpec),
 }
@@ -126,7 +88,7 @@ pub struct LinkSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
+pub struct RouteVia {
     pub interface: String,
     pub via: Option<Ipv4Addr>,
 }
@@ -167,10 +129,7 @@ impl Item {
                 Some(v) => format!("via {v} dev {}", r.interface),
                 None => format!("dev {}", r.interface),
             },
-            Self::Neighbor { mac } => format!(
-                "lladdr {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-            ),
+            Self::Neighbor { mac } => format!("lladdr {mac}"),
             Self::Nat(p) => format!(
                 "{} pool addresses, {} static entries, max {} sessions",
                 p.config.pool_addrs,
@@ -192,36 +151,28 @@ impl Item {
 /// The desired items of a validated config.
 pub type Items = BTreeMap<ItemKey, Item>;
 
-/// Flattens a config into items. The config must have passed validation;
-/// anything that still does not parse is reported, never skipped.
+/// Flattens a config into items, with the same typed view of the spec
+/// that validation checks ([`crate::config::Spec::resolve_l3`] and the NAT
+/// plan), so what validates is exactly what is applied.
 pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
     let mut out = Items::new();
-    let mut errors = Vec::new();
     let nat = NatPlan::compile(cfg)?;
-    let mut hosts = BTreeMap::new();
-    for (i, itf) in cfg.spec.interfaces.iter().enumerate() {
+    let l3 = cfg.spec.resolve_l3()?;
+    let ifs = &cfg.spec.interfaces;
+    for (itf, l3i) in ifs.iter().zip(&l3.interfaces) {
         // nsm and memif interfaces are refused by validation until the NSM
         // and VPP backends exist; only kernel interfaces become items.
         let Some(k) = &itf.kernel else { continue };
-        hosts.insert(itf.name.as_str(), k.host_if_name.as_str());
         out.insert(
             ItemKey::Link(itf.name.clone()),
             Item::Link(LinkSpec {
                 host_if_name: k.host_if_name.clone(),
-                mtu: itf.mtu,
+                mtu: l3i.mtu,
                 up: itf.is_enabled(),
             }),
         );
-        for (j, a) in itf.ip_addresses.iter().enumerate() {
-            match a.parse::<Ipv4Prefix>() {
-                Ok(p) => {
-                    out.insert(ItemKey::Address(itf.name.clone(), p.into()), Item::Address);
-                }
-                Err(message) => errors.push(FieldError {
-                    path: format!("spec.interfaces[{i}].ipAddresses[{j}]"),
-                    message,
-                }),
-            }
+        for p in &l3i.addresses {
+            out.insert(ItemKey::Address(itf.name.clone(), *p), Item::Address);
         }
         if itf.is_enabled() {
             out.insert(
@@ -234,79 +185,24 @@ pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
             );
         }
     }
-    for (i, r) in cfg.spec.routes.iter().enumerate() {
-        let p = format!("spec.routes[{i}]");
-        let dst = r.dst.parse::<Ipv4Prefix>().map_err(|message| FieldError {
-            path: format!("{p}.dst"),
-            message,
-        });
-        let via = r
-            .via
-            .as_deref()
-            .map(|v| {
-                v.parse::<Ipv4Addr>().map_err(|_| FieldError {
-                    path: format!("{p}.via"),
-                    message: format!("{v:?} is not an IPv4 address"),
-                })
-            })
-            .transpose();
-        match (dst, via) {
-            (Ok(dst), Ok(via)) => {
-                out.insert(
-                    ItemKey::Route {
-                        dst: dst.into(),
-                        metric: r.metric.unwrap_or(0),
-                    },
-                    Item::Route(RouteSpec {
-                        interface: r.interface.clone(),
-                        via,
-                    }),
-                );
-            }
-            (dst, via) => errors.extend(dst.err().into_iter().chain(via.err())),
-        }
+    for r in &l3.routes {
+        let (dst, metric) = r.key();
+        out.insert(
+            ItemKey::Route { dst, metric },
+            Item::Route(RouteVia {
+                interface: ifs[r.interface].name.clone(),
+                via: r.via,
+            }),
+        );
     }
-    for (i, n) in cfg.spec.neighbors.iter().enumerate() {
-        let p = format!("spec.neighbors[{i}]");
-        let ip = n.ip.parse::<Ipv4Addr>().map_err(|_| FieldError {
-            path: format!("{p}.ip"),
-            message: format!("{:?} is not an IPv4 address", n.ip),
-        });
-        let mac = parse_mac(&n.mac).map_err(|message| FieldError {
-            path: format!("{p}.mac"),
-            message,
-        });
-        match (ip, mac) {
-            (Ok(ip), Ok(mac)) => {
-                out.insert(
-                    ItemKey::Neighbor(n.interface.clone(), ip),
-                    Item::Neighbor { mac },
-                );
-            }
-            (ip, mac) => errors.extend(ip.err().into_iter().chain(mac.err())),
-        }
+    for n in &l3.neighbors {
+        out.insert(
+            ItemKey::Neighbor(ifs[n.interface].name.clone(), n.ip),
+            Item::Neighbor { mac: n.mac },
+        );
     }
     if nat.enabled() {
         out.insert(ItemKey::Nat, Item::Nat(Box::new(nat)));
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return Err(format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"));
-    }
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16)
-            .ok()
-            .filter(|_| p.len() == 2)
-            .ok_or_else(|| format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"))?;
-    }
-    Ok(mac)
+    Ok(out)
 }

@@ -95,7 +95,10 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::reconcile::item::{AttachSpec, LinkSpec, Prefix, RouteSpec};
+    use crate::{
+        config::Ipv4Prefix,
+        reconcile::item::{AttachSpec, LinkSpec, RouteVia},
+    };
 
     fn link(host: &str) -> Item {
         Item::Link(LinkSpec {
@@ -113,8 +116,8 @@ mod tests {
         })
     }
 
-    fn pfx(s: &str, len: u8) -> Prefix {
-        Prefix {
+    fn pfx(s: &str, len: u8) -> Ipv4Prefix {
+        Ipv4Prefix {
             addr: s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
             len,
         }
@@ -128,7 +131,7 @@ mod tests {
                 dst: pfx("0.0.0.0", 0),
                 metric: 0,
             },
-            Item::Route(RouteSpec {
+            Item::Route(RouteVia {
                 interface: "in".into(),
                 via: Some(Ipv4Addr::new(10, 0, 0, 1)),
             }),

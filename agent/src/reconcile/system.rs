@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 
 use super::{
     backend::{Backend, Outcome, StepError},
-    item::{AttachSpec, Item, ItemKey, Items, LinkSpec, Prefix, RouteSpec},
+    item::{AttachSpec, Item, ItemKey, Items, LinkSpec, RouteVia},
 };
 use crate::{
-    config::Ipv4Prefix,
+    config::{Ipv4Prefix, MacAddr},
     datapath::{self, Datapath, Pins, Target},
     linux::{Address, Link, LinuxError, Neighbor, NeighborState, Netlink, Route, XCNF_RTPROT},
     nat::{NatPlan, sweep, tables::SessionMaps},
@@ -54,7 +54,7 @@ pub struct DatapathSettings {
 #[derive(Default)]
 struct Snapshot {
     links: BTreeMap<String, Link>,
-    addresses: BTreeSet<(u32, Prefix)>,
+    addresses: BTreeSet<(u32, Ipv4Prefix)>,
     routes: Vec<Route>,
     neighbors: Vec<Neighbor>,
 }
@@ -156,7 +156,7 @@ impl System {
             links: links.into_iter().map(|l| (l.name.clone(), l)).collect(),
             addresses: addresses
                 .into_iter()
-                .map(|a: Address| (a.index, a.prefix.into()))
+                .map(|a: Address| (a.index, a.prefix))
                 .collect(),
             routes: self.nl.routes().await.map_err(step)?,
             neighbors: self.nl.neighbors(None).await.map_err(step)?,
@@ -356,12 +356,12 @@ impl System {
 
     // ---- addresses, routes, neighbours ----
 
-    async fn add_address(&mut self, logical: &str, p: Prefix) -> Result<Outcome, StepError> {
+    async fn add_address(&mut self, logical: &str, p: Ipv4Prefix) -> Result<Outcome, StepError> {
         let link = match self.live(logical).await? {
             Ok(l) => l,
             Err(reason) => return Ok(Outcome::Pending(reason)),
         };
-        match self.nl.add_address(link.index, prefix(p)).await {
+        match self.nl.add_address(link.index, p).await {
             Ok(()) => {
                 self.owned.addresses.insert((link.name, p.addr, p.len));
                 self.save_owned();
@@ -376,14 +376,14 @@ impl System {
         }
     }
 
-    async fn del_address(&mut self, logical: &str, p: Prefix) -> Result<(), StepError> {
+    async fn del_address(&mut self, logical: &str, p: Ipv4Prefix) -> Result<(), StepError> {
         let host = self.host_of(logical)?.to_owned();
         if !self.owned.addresses.contains(&(host.clone(), p.addr, p.len)) {
             debug!(address = %p, host_if = %host, "address not created by the agent, leaving it");
             return Ok(());
         }
         match self.nl.link(&host).await {
-            Ok(link) => match self.nl.del_address(link.index, prefix(p)).await {
+            Ok(link) => match self.nl.del_address(link.index, p).await {
                 Ok(()) | Err(LinuxError::NotFound { .. } | LinuxError::NoSuchInterface { .. }) => {}
                 Err(e) => return Err(step(e)),
             },
@@ -397,9 +397,9 @@ impl System {
 
     async fn route(
         &mut self,
-        dst: Prefix,
+        dst: Ipv4Prefix,
         metric: u32,
-        r: &RouteSpec,
+        r: &RouteVia,
         replace: bool,
     ) -> Result<Outcome, StepError> {
         let link = match self.live(&r.interface).await? {
@@ -439,7 +439,7 @@ impl System {
         }
     }
 
-    async fn del_route(&mut self, dst: Prefix, metric: u32) -> Result<(), StepError> {
+    async fn del_route(&mut self, dst: Ipv4Prefix, metric: u32) -> Result<(), StepError> {
         let mut route = Route::xcnf(dst.addr, dst.len, None, None, metric);
         route.protocol = XCNF_RTPROT;
         match self.nl.del_route(&route).await {
@@ -452,13 +452,13 @@ impl System {
         &mut self,
         logical: &str,
         ip: Ipv4Addr,
-        mac: [u8; 6],
+        mac: MacAddr,
     ) -> Result<Outcome, StepError> {
         let link = match self.live(logical).await? {
             Ok(l) => l,
             Err(reason) => return Ok(Outcome::Pending(reason)),
         };
-        self.nl.set_neighbor(link.index, ip, mac).await.map_err(step)?;
+        self.nl.set_neighbor(link.index, ip, mac.0).await.map_err(step)?;
         self.owned.neighbors.insert((link.name, ip));
         self.save_owned();
         Ok(Outcome::Done)
@@ -479,13 +479,6 @@ impl System {
         self.owned.neighbors.remove(&(host.to_owned(), ip));
         self.save_owned();
         Ok(())
-    }
-}
-
-fn prefix(p: Prefix) -> Ipv4Prefix {
-    Ipv4Prefix {
-        addr: p.addr,
-        len: p.len,
     }
 }
 
@@ -616,7 +609,7 @@ impl Backend for System {
                 self.snap.neighbors.iter().any(|x| {
                     Some(x.index) == i
                         && x.ip == *ip
-                        && x.mac == Some(*mac)
+                        && x.mac == Some(mac.0)
                         && x.state == NeighborState::Permanent
                 })
             }
@@ -676,7 +669,7 @@ impl Backend for System {
             }
             info!(address = %format!("{addr}/{len}"), host_if = %host, "removing an address an earlier run created");
             if let Ok(link) = self.nl.link(&host).await
-                && let Err(e) = self.nl.del_address(link.index, prefix(Prefix { addr, len })).await
+                && let Err(e) = self.nl.del_address(link.index, Ipv4Prefix { addr, len }).await
                 && !matches!(e, LinuxError::NotFound { .. })
             {
                 warn!(error = %e, "cannot remove");
