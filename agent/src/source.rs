@@ -51,14 +51,17 @@ pub async fn watch_file(path: PathBuf, handle: Handle, last: String) {
                 // Drain the burst the write produced.
                 while let Ok(Some(_)) =
                     tokio::time::timeout(Duration::from_millis(1), stream.next()).await
-                {}
+                {
+                }
                 if !reload(&path, &handle, &mut last).await {
                     return;
                 }
             }
             warn!(path = %path.display(), "config file watch ended; polling instead");
         }
-        Err(e) => warn!(error = %e, "cannot watch the config file; polling it every {}s", POLL.as_secs()),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the config file; polling it every {}s", POLL.as_secs())
+        }
     }
     let mut tick = tokio::time::interval(POLL);
     loop {

@@ -109,6 +109,7 @@ impl Agent {
         if let Err(e) = proc.try_wait_until(Duration::from_secs(60), || ready.exists()) {
             drop(proc);
             let _ = std::fs::remove_dir_all(pin_dir(instance));
+            let _ = std::fs::remove_dir_all(state_dir(instance));
             panic!(
                 "{e}\n--- agent log ---\n{}\n--- config ---\n{config_yaml}",
                 abridged(&std::fs::read_to_string(&log_path).unwrap_or_default())
@@ -132,6 +133,7 @@ impl Agent {
             .output()
             .unwrap_or_else(|e| panic!("cannot run agent: {e}"));
         let _ = std::fs::remove_dir_all(pin_dir(instance));
+        let _ = std::fs::remove_dir_all(state_dir(instance));
         out
     }
 
@@ -190,6 +192,7 @@ impl Drop for Agent {
         }
         if self.remove_pins {
             let _ = std::fs::remove_dir_all(self.pin_dir());
+            let _ = std::fs::remove_dir_all(state_dir(&self.instance));
         }
     }
 }
@@ -218,7 +221,14 @@ pub struct PinGuard(pub String);
 impl Drop for PinGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(pin_dir(&self.0));
+        let _ = std::fs::remove_dir_all(state_dir(&self.0));
     }
+}
+
+/// The agent's runtime state directory (API socket, config in force,
+/// ownership record) for an instance.
+pub fn state_dir(instance: &str) -> PathBuf {
+    PathBuf::from("/run/xcnf").join(instance)
 }
 
 /// Reads one interface's counters from the pinned map, summed over CPUs.

@@ -1,9 +1,6 @@
 //! `xcnf-agent`: reads the declarative config and runs the eBPF datapath.
 
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
@@ -209,7 +206,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             });
         }
-        Err(e) => warn!(error = %e, "no kernel change notifications: pending items are retried every 30 s only"),
+        Err(e) => {
+            warn!(error = %e, "no kernel change notifications: pending items are retried every 30 s only")
+        }
     }
     if let Some((path, text, _)) = file_config {
         tokio::spawn(source::watch_file(path, handle.clone(), text));

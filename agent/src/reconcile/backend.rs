@@ -62,6 +62,8 @@ pub trait Backend: Send {
 
     /// After the first transaction of a (re)started agent: removes what an
     /// earlier run created that the config no longer has.
-    fn remove_leftovers(&mut self, items: &Items)
-    -> impl Future<Output = Result<(), StepError>> + Send;
+    fn remove_leftovers(
+        &mut self,
+        items: &Items,
+    ) -> impl Future<Output = Result<(), StepError>> + Send;
 }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     backend::{Backend, Outcome},
-    handle::{ApplyError, ApplyMode, ApplyReport, Command, Handle, OpKind, PlannedOp},
+    handle::{ApplyError, ApplyMode, ApplyReport, Command, Handle, Inbox, PlannedOp},
     item::{Item, ItemKey, Items, items},
     plan::{Step, plan, unmet},
     status::{ItemState, ItemStatus},
@@ -48,7 +48,7 @@ pub struct Engine<B: Backend> {
 }
 
 /// Creates the engine and the handle front ends use to reach it.
-pub fn new<B: Backend>(backend: B, store: Option<PathBuf>) -> (Engine<B>, Handle, mpsc::Receiver<Command>) {
+pub fn new<B: Backend>(backend: B, store: Option<PathBuf>) -> (Engine<B>, Handle, Inbox) {
     let (tx, rx) = mpsc::channel(32);
     let (events, _) = broadcast::channel(1024);
     let engine = Engine {
@@ -61,7 +61,7 @@ pub fn new<B: Backend>(backend: B, store: Option<PathBuf>) -> (Engine<B>, Handle
         events: events.clone(),
         store,
     };
-    (engine, Handle { tx, events }, rx)
+    (engine, Handle { tx, events }, Inbox(rx))
 }
 
 impl<B: Backend> Engine<B> {
@@ -83,7 +83,7 @@ impl<B: Backend> Engine<B> {
     /// closes or `stop` fires.
     pub async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        Inbox(mut commands): Inbox,
         mut changes: mpsc::Receiver<()>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Self {
@@ -253,7 +253,12 @@ impl<B: Backend> Engine<B> {
         let mut pending: BTreeMap<ItemKey, String> = BTreeMap::new();
         let mut ops = Vec::new();
         for s in &steps {
-            let detail = s.new.as_ref().or(s.old.as_ref()).map(Item::summary).unwrap_or_default();
+            let detail = s
+                .new
+                .as_ref()
+                .or(s.old.as_ref())
+                .map(Item::summary)
+                .unwrap_or_default();
             let mut planned = PlannedOp {
                 op: s.op,
                 key: s.key.clone(),
@@ -261,7 +266,11 @@ impl<B: Backend> Engine<B> {
                 pending: None,
             };
             let result = match (&s.old, &s.new) {
-                (Some(old), None) => self.backend.delete(&s.key, old).await.map(|()| Outcome::Done),
+                (Some(old), None) => self
+                    .backend
+                    .delete(&s.key, old)
+                    .await
+                    .map(|()| Outcome::Done),
                 (old, Some(new)) => {
                     if let Some(dep) = unmet(&s.key, new, &self.applied, &desired) {
                         let reason = self.waiting_for(&dep, &pending);
@@ -339,12 +348,18 @@ impl<B: Backend> Engine<B> {
         self.applied = before;
         for k in broken {
             self.applied.remove(&k);
-            self.retries.insert(k, (1, Instant::now() + Duration::from_secs(1)));
+            self.retries
+                .insert(k, (1, Instant::now() + Duration::from_secs(1)));
         }
         reverted
     }
 
-    fn commit(&mut self, config: Option<Config>, desired: Items, pending: BTreeMap<ItemKey, String>) {
+    fn commit(
+        &mut self,
+        config: Option<Config>,
+        desired: Items,
+        pending: BTreeMap<ItemKey, String>,
+    ) {
         for (k, old) in std::mem::take(&mut self.states) {
             if !desired.contains_key(&k) {
                 self.retries.remove(&k);
@@ -389,7 +404,9 @@ impl<B: Backend> Engine<B> {
             ItemState::Retrying { error, attempt } => {
                 warn!(item = %k, attempt, error = %error, "failed, will retry")
             }
-            ItemState::Failed(e) => warn!(item = %k, error = %e, "failed, giving up until the config or the system changes"),
+            ItemState::Failed(e) => {
+                warn!(item = %k, error = %e, "failed, giving up until the config or the system changes")
+            }
             ItemState::Configured => info!(item = %k, "configured"),
             ItemState::Removed => {}
         }
@@ -428,7 +445,9 @@ impl<B: Backend> Engine<B> {
         let mut keys: Vec<ItemKey> = self.applied.keys().cloned().collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.phase()));
         for k in keys {
-            let Some(item) = self.applied.get(&k).cloned() else { continue };
+            let Some(item) = self.applied.get(&k).cloned() else {
+                continue;
+            };
             match self.backend.in_place(&k, &item).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -455,7 +474,9 @@ impl<B: Backend> Engine<B> {
             {
                 continue;
             }
-            let Some(new) = self.desired.get(&k).cloned() else { continue };
+            let Some(new) = self.desired.get(&k).cloned() else {
+                continue;
+            };
             if let Some(dep) = unmet(&k, &new, &self.applied, &self.desired) {
                 let reason = self.waiting_for(&dep, &pending);
                 pending.insert(k.clone(), reason.clone());
@@ -479,7 +500,8 @@ impl<B: Backend> Engine<B> {
                 Err(e) => {
                     let attempt = self.retries.get(&k).map_or(1, |(n, _)| n + 1);
                     let backoff = Duration::from_secs(1 << attempt.min(6)).min(MAX_BACKOFF);
-                    self.retries.insert(k.clone(), (attempt, Instant::now() + backoff));
+                    self.retries
+                        .insert(k.clone(), (attempt, Instant::now() + backoff));
                     let state = if attempt >= MAX_ATTEMPTS {
                         ItemState::Failed(e.to_string())
                     } else {
@@ -595,11 +617,20 @@ mod tests {
             }
         }
         fn step(&self, what: &str, key: &ItemKey) -> Result<Outcome, StepError> {
-            if self.fail.lock().unwrap_or_else(|e| e.into_inner()).contains(&key.to_string()) {
+            if self
+                .fail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key.to_string())
+            {
                 return Err(StepError(format!("{key}: refused")));
             }
             if let (ItemKey::Link(_), "create" | "update") = (key, what)
-                && self.missing.lock().unwrap_or_else(|e| e.into_inner()).contains(&key.to_string())
+                && self
+                    .missing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&key.to_string())
             {
                 return Ok(Outcome::Pending("host interface does not exist".into()));
             }
@@ -618,14 +649,23 @@ mod tests {
         async fn create(&mut self, key: &ItemKey, _: &Item) -> Result<Outcome, StepError> {
             self.step("create", key)
         }
-        async fn update(&mut self, key: &ItemKey, _: &Item, _: &Item) -> Result<Outcome, StepError> {
+        async fn update(
+            &mut self,
+            key: &ItemKey,
+            _: &Item,
+            _: &Item,
+        ) -> Result<Outcome, StepError> {
             self.step("update", key)
         }
         async fn delete(&mut self, key: &ItemKey, _: &Item) -> Result<(), StepError> {
             self.step("delete", key).map(|_| ())
         }
         async fn in_place(&mut self, key: &ItemKey, _: &Item) -> Result<bool, StepError> {
-            Ok(!self.gone.lock().unwrap_or_else(|e| e.into_inner()).contains(&key.to_string()))
+            Ok(!self
+                .gone
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key.to_string()))
         }
         async fn remove_leftovers(&mut self, _: &Items) -> Result<(), StepError> {
             Ok(())
@@ -678,7 +718,9 @@ spec:
     #[tokio::test]
     async fn applies_in_dependency_order() {
         let (mut e, fake) = engine();
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(
             fake.log(),
             [
@@ -692,20 +734,32 @@ spec:
                 "create datapath/outside",
             ]
         );
-        assert!(states(&e).iter().all(|s| s.ends_with(" configured")), "{:?}", states(&e));
+        assert!(
+            states(&e).iter().all(|s| s.ends_with(" configured")),
+            "{:?}",
+            states(&e)
+        );
     }
 
     #[tokio::test]
     async fn a_failed_step_reverts_the_transaction_and_keeps_the_old_config() {
         let (mut e, fake) = engine();
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         fake.log();
         let before = states(&e);
         let next = BASE
-            .replace("ipAddresses: [80.80.80.100/24]", "ipAddresses: [80.80.80.100/24, 80.80.80.200/24]")
+            .replace(
+                "ipAddresses: [80.80.80.100/24]",
+                "ipAddresses: [80.80.80.100/24, 80.80.80.200/24]",
+            )
             .replace("dst: 10.0.0.0/8", "dst: 10.0.0.0/16");
         Fake::set(&fake.fail, "route/10.0.0.0/16/metric/0", true);
-        let err = apply(&mut e, &next).await.err().unwrap_or_else(|| panic!("must fail"));
+        let err = apply(&mut e, &next)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
         let ApplyError::Failed { key, reverted, .. } = &err else {
             panic!("{err}")
         };
@@ -722,24 +776,37 @@ spec:
         );
         assert_eq!(reverted.len(), 2);
         assert_eq!(states(&e), before);
-        assert_eq!(e.config.as_ref().map(|c| c.spec.routes[0].dst.as_str()), Some("10.0.0.0/8"));
+        assert_eq!(
+            e.config.as_ref().map(|c| c.spec.routes[0].dst.as_str()),
+            Some("10.0.0.0/8")
+        );
         // The same update applies once the kernel accepts it.
         Fake::set(&fake.fail, "route/10.0.0.0/16/metric/0", false);
-        apply(&mut e, &next).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, &next)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
     }
 
     #[tokio::test]
     async fn missing_interface_keeps_its_items_pending_until_it_appears() {
         let (mut e, fake) = engine();
         Fake::set(&fake.missing, "interface/outside", true);
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         let s = states(&e);
-        assert!(s.contains(&"interface/outside pending (host interface does not exist)".to_string()), "{s:?}");
+        assert!(
+            s.contains(&"interface/outside pending (host interface does not exist)".to_string()),
+            "{s:?}"
+        );
         assert!(
             s.contains(&"route/10.0.0.0/8/metric/0 pending (waiting for interface/outside: host interface does not exist)".to_string()),
             "{s:?}"
         );
-        assert!(s.contains(&"datapath/inside configured".to_string()), "{s:?}");
+        assert!(
+            s.contains(&"datapath/inside configured".to_string()),
+            "{s:?}"
+        );
         fake.log();
         Fake::set(&fake.missing, "interface/outside", false);
         e.resync().await;
@@ -758,12 +825,16 @@ spec:
     #[tokio::test]
     async fn one_changed_mapping_touches_only_the_nat_tables() {
         let (mut e, fake) = engine();
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         fake.log();
         let next = format!(
             "{BASE}    staticMappings: [{{protocol: tcp, external: \"80.80.80.100:8080\", local: \"192.168.100.10:80\"}}]\n"
         );
-        let r = apply(&mut e, &next).await.unwrap_or_else(|err| panic!("{err}"));
+        let r = apply(&mut e, &next)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(fake.log(), ["update nat44"]);
         assert_eq!(r.plan.len(), 1);
     }
@@ -784,14 +855,19 @@ spec:
     #[tokio::test]
     async fn vanished_items_are_reapplied_on_resync() {
         let (mut e, fake) = engine();
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         fake.log();
         Fake::set(&fake.gone, "route/10.0.0.0/8/metric/0", true);
         e.resync().await;
         Fake::set(&fake.gone, "route/10.0.0.0/8/metric/0", false);
         assert_eq!(
             fake.log(),
-            ["delete route/10.0.0.0/8/metric/0", "create route/10.0.0.0/8/metric/0"]
+            [
+                "delete route/10.0.0.0/8/metric/0",
+                "create route/10.0.0.0/8/metric/0"
+            ]
         );
     }
 
@@ -812,12 +888,16 @@ spec:
     async fn failed_retries_back_off_and_then_succeed() {
         let (mut e, fake) = engine();
         Fake::set(&fake.missing, "interface/outside", true);
-        apply(&mut e, BASE).await.unwrap_or_else(|err| panic!("{err}"));
+        apply(&mut e, BASE)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
         Fake::set(&fake.missing, "interface/outside", false);
         Fake::set(&fake.fail, "interface/outside", true);
         e.resync().await;
         assert!(
-            states(&e).contains(&"interface/outside retrying (attempt 1: interface/outside: refused)".to_string()),
+            states(&e).contains(
+                &"interface/outside retrying (attempt 1: interface/outside: refused)".to_string()
+            ),
             "{:?}",
             states(&e)
         );

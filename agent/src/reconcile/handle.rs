@@ -99,6 +99,9 @@ pub(crate) enum Command {
     },
 }
 
+/// The reconciler's end of the command channel (opaque to front ends).
+pub struct Inbox(pub(crate) mpsc::Receiver<Command>);
+
 /// A cheap, cloneable way to talk to the running reconciler.
 #[derive(Clone)]
 pub struct Handle {

@@ -59,9 +59,7 @@ impl ItemKey {
     /// The logical interface this item lives on, if any.
     pub fn interface(&self) -> Option<&str> {
         match self {
-            Self::Link(n) | Self::Address(n, _) | Self::Neighbor(n, _) | Self::Attach(n) => {
-                Some(n)
-            }
+            Self::Link(n) | Self::Address(n, _) | Self::Neighbor(n, _) | Self::Attach(n) => Some(n),
             Self::Route { .. } | Self::Nat => None,
         }
     }

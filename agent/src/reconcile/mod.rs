@@ -10,11 +10,11 @@
 //! stay Pending with a reason and are applied when rtnetlink reports the
 //! dependency.
 
-mod engine;
 pub mod backend;
+mod engine;
 pub mod handle;
-pub mod plan;
 pub mod item;
+pub mod plan;
 pub mod status;
 pub mod system;
 

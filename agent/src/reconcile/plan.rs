@@ -136,7 +136,10 @@ mod tests {
                 via: Some(Ipv4Addr::new(10, 0, 0, 1)),
             }),
         );
-        i.insert(ItemKey::Address("in".into(), pfx("10.0.0.2", 24)), Item::Address);
+        i.insert(
+            ItemKey::Address("in".into(), pfx("10.0.0.2", 24)),
+            Item::Address,
+        );
         i.insert(ItemKey::Link("in".into()), link("c0"));
         i
     }

@@ -59,6 +59,9 @@ struct Snapshot {
     neighbors: Vec<Neighbor>,
 }
 
+/// Called with a freshly loaded datapath.
+type OnLoad = Box<dyn FnMut(&mut Datapath) + Send + Sync>;
+
 pub struct System {
     nl: Netlink,
     snap: Snapshot,
@@ -71,8 +74,11 @@ pub struct System {
     /// What is attached, to re-attach after a datapath reload.
     targets: BTreeMap<String, Target>,
     nat: Option<NatPlan>,
-    sweeper: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
-    on_load: Option<Box<dyn FnMut(&mut Datapath) + Send>>,
+    sweeper: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    on_load: Option<OnLoad>,
 }
 
 fn step(e: impl std::fmt::Display) -> StepError {
@@ -110,7 +116,7 @@ impl System {
     }
 
     /// Runs `f` on the datapath right after it is loaded (the eBPF log forwarder).
-    pub fn on_load(&mut self, f: impl FnMut(&mut Datapath) + Send + 'static) {
+    pub fn on_load(&mut self, f: impl FnMut(&mut Datapath) + Send + Sync + 'static) {
         self.on_load = Some(Box::new(f));
     }
 
@@ -199,7 +205,10 @@ impl System {
         if reload {
             let restart_sweeper = self.sweeper.is_some();
             if let Some(dp) = self.dp.take() {
-                info!(entries = want.entries, "session table size changes: reloading the datapath with new session tables");
+                info!(
+                    entries = want.entries,
+                    "session table size changes: reloading the datapath with new session tables"
+                );
                 drop(dp);
             }
             let opts = datapath::Options {
@@ -240,7 +249,9 @@ impl System {
                 let task = tokio::spawn(sweep::run(maps, plan.timeouts, stopped));
                 self.sweeper = Some((stop, task));
             }
-            Err(e) => warn!(error = %e, "cannot open the session tables: NAT sessions will not expire"),
+            Err(e) => {
+                warn!(error = %e, "cannot open the session tables: NAT sessions will not expire")
+            }
         }
     }
 
@@ -305,7 +316,8 @@ impl System {
     // ---- links ----
 
     async fn apply_link(&mut self, logical: &str, l: &LinkSpec) -> Result<Outcome, StepError> {
-        self.hosts.insert(logical.to_owned(), l.host_if_name.clone());
+        self.hosts
+            .insert(logical.to_owned(), l.host_if_name.clone());
         let link = match self.live(logical).await? {
             Ok(link) => link,
             Err(reason) => return Ok(Outcome::Pending(reason)),
@@ -378,7 +390,11 @@ impl System {
 
     async fn del_address(&mut self, logical: &str, p: Ipv4Prefix) -> Result<(), StepError> {
         let host = self.host_of(logical)?.to_owned();
-        if !self.owned.addresses.contains(&(host.clone(), p.addr, p.len)) {
+        if !self
+            .owned
+            .addresses
+            .contains(&(host.clone(), p.addr, p.len))
+        {
             debug!(address = %p, host_if = %host, "address not created by the agent, leaving it");
             return Ok(());
         }
@@ -420,9 +436,13 @@ impl System {
                 r.interface
             ))),
             Err(LinuxError::Exists { .. }) => {
-                let theirs = self.nl.routes().await.map_err(step)?.into_iter().find(|x| {
-                    x.dst == route.dst && x.len == route.len && x.metric == metric
-                });
+                let theirs = self
+                    .nl
+                    .routes()
+                    .await
+                    .map_err(step)?
+                    .into_iter()
+                    .find(|x| x.dst == route.dst && x.len == route.len && x.metric == metric);
                 match theirs {
                     Some(x) if x.protocol == XCNF_RTPROT => {
                         self.nl.replace_route(&route).await.map_err(step)?;
@@ -458,7 +478,10 @@ impl System {
             Ok(l) => l,
             Err(reason) => return Ok(Outcome::Pending(reason)),
         };
-        self.nl.set_neighbor(link.index, ip, mac.0).await.map_err(step)?;
+        self.nl
+            .set_neighbor(link.index, ip, mac.0)
+            .await
+            .map_err(step)?;
         self.owned.neighbors.insert((link.name, ip));
         self.save_owned();
         Ok(Outcome::Done)
@@ -514,7 +537,12 @@ impl Backend for System {
         }
     }
 
-    async fn update(&mut self, key: &ItemKey, old: &Item, new: &Item) -> Result<Outcome, StepError> {
+    async fn update(
+        &mut self,
+        key: &ItemKey,
+        old: &Item,
+        new: &Item,
+    ) -> Result<Outcome, StepError> {
         match (key, old, new) {
             (ItemKey::Link(n), Item::Link(o), Item::Link(l)) => {
                 if o.host_if_name != l.host_if_name {
@@ -669,7 +697,10 @@ impl Backend for System {
             }
             info!(address = %format!("{addr}/{len}"), host_if = %host, "removing an address an earlier run created");
             if let Ok(link) = self.nl.link(&host).await
-                && let Err(e) = self.nl.del_address(link.index, Ipv4Prefix { addr, len }).await
+                && let Err(e) = self
+                    .nl
+                    .del_address(link.index, Ipv4Prefix { addr, len })
+                    .await
                 && !matches!(e, LinuxError::NotFound { .. })
             {
                 warn!(error = %e, "cannot remove");
