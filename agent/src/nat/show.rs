@@ -391,7 +391,7 @@ pub struct IfaceView {
     pub counters: IfCounters,
 }
 
-fn role_name(r: u8) -> &'static str {
+pub fn role_name(r: u8) -> &'static str {
     match r {
         role::INSIDE => "inside",
         role::OUTSIDE => "outside",

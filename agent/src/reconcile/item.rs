@@ -97,9 +97,7 @@ impl ItemKey {
     /// The logical interface this item lives on, if any.
     pub fn interface(&self) -> Option<&str> {
         match self {
-            Self::Link(n) | Self::Address(n, _) | Self::Neighbor(n, _) | Self::Attach(n) => {
-                Some(n)
-            }
+            Self::Link(n) | Self::Address(n, _) | Self::Neighbor(n, _) | Self::Attach(n) => Some(n),
             Self::Route { .. } | Self::Nat => None,
         }
     }
@@ -300,7 +298,9 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let mut mac = [0u8; 6];
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
-        return Err(format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"));
+        return Err(format!(
+            "{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
+        ));
     }
     for (b, p) in mac.iter_mut().zip(parts) {
         *b = u8::from_str_radix(p, 16)

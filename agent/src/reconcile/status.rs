@@ -17,7 +17,10 @@ pub enum ItemState {
     Failed(String),
     /// Accepted config whose item failed after the transaction (for example
     /// when re-applying after an interface came back); retried with backoff.
-    Retrying { error: String, attempt: u32 },
+    Retrying {
+        error: String,
+        attempt: u32,
+    },
     /// Removed from the config and from the system (reported once by `watch`).
     Removed,
 }
