@@ -319,8 +319,8 @@ pub fn counters_to_pb(c: &IfCounters) -> pb::InterfaceCounters {
 }
 
 pub fn counters_from_pb(c: &pb::InterfaceCounters) -> IfCounters {
-    let p = c.passed.clone().unwrap_or_default();
-    let d = c.dropped.clone().unwrap_or_default();
+    let p = c.passed.unwrap_or_default();
+    let d = c.dropped.unwrap_or_default();
     IfCounters {
         rx: pair(c.rx.as_ref()),
         forwarded: pair(c.forwarded.as_ref()),
