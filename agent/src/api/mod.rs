@@ -59,12 +59,10 @@ pub enum ApiError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("cannot connect to {}: {source} (is the agent running, with this --instance or --socket?)", .path.display())]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// `reason` is the innermost cause only: tonic nests the same OS error
+    /// three times, which helps nobody reading one line.
+    #[error("cannot connect to {}: {reason} (is the agent running, with this --instance or --socket?)", .path.display())]
+    Connect { path: PathBuf, reason: String },
 }
 
 /// Serves the API on the unix socket `socket` until `shutdown` resolves,

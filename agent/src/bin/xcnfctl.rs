@@ -356,11 +356,25 @@ fn emit(
     value: impl FnOnce() -> Value,
 ) -> anyhow::Result<()> {
     match output {
-        Output::Table => print!("{}", table()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value())?),
-        Output::Yaml => print!("{}", serde_yaml::to_string(&value())?),
+        Output::Table => out(&table()),
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&value())?)),
+        Output::Yaml => out(&serde_yaml::to_string(&value())?),
     }
-    Ok(())
+}
+
+/// Writes to stdout. A reader that went away (`xcnfctl ... | head`) ends
+/// the program quietly, as SIGPIPE would, instead of `print!`'s panic.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
 }
 
 fn read_document(file: &Path) -> anyhow::Result<Option<pb::ConfigDocument>> {
@@ -395,12 +409,12 @@ async fn config(
                 return Ok(Done::Ok);
             }
             match output {
-                Output::Table | Output::Yaml => print!("{}", r.yaml),
+                Output::Table | Output::Yaml => out(&r.yaml)?,
                 Output::Json => {
                     let cfg = Config::parse(&r.yaml).map_err(|e| {
                         anyhow::anyhow!("the agent sent a config this xcnfctl cannot read: {e}")
                     })?;
-                    println!("{}", serde_json::to_string_pretty(&cfg)?);
+                    out(&format!("{}\n", serde_json::to_string_pretty(&cfg)?))?;
                 }
             }
             return Ok(Done::Ok);
@@ -501,13 +515,16 @@ async fn watch(api: &mut AgentServiceClient<Channel>, output: Output) -> anyhow:
             bail!("the agent ended the watch stream");
         };
         match output {
-            Output::Table => print!("{}", render::watch_text(&event, SystemTime::now())),
+            Output::Table => out(&render::watch_text(&event, SystemTime::now()))?,
             // One document per event, so a consumer can read them as they come.
-            Output::Json => println!("{}", serde_json::to_string(&render::watch_json(&event))?),
-            Output::Yaml => print!(
+            Output::Json => out(&format!(
+                "{}\n",
+                serde_json::to_string(&render::watch_json(&event))?
+            ))?,
+            Output::Yaml => out(&format!(
                 "---\n{}",
                 serde_yaml::to_string(&render::watch_json(&event))?
-            ),
+            ))?,
         }
     }
 }
