@@ -7,7 +7,11 @@ use prost::Message as _;
 
 /// The schema files, relative to the crate root (which is the include path, so
 /// their protobuf names are `xcnf/v1alpha1/...`).
-const PROTOS: &[&str] = &["xcnf/v1alpha1/config.proto", "xcnf/v1alpha1/datapath.proto"];
+const PROTOS: &[&str] = &[
+    "xcnf/v1alpha1/config.proto",
+    "xcnf/v1alpha1/datapath.proto",
+    "xcnf/v1alpha1/api.proto",
+];
 
 /// Written to OUT_DIR and embedded as `FILE_DESCRIPTOR_SET`.
 const DESCRIPTOR_FILE: &str = "xcnf_descriptor_set.bin";

@@ -3,6 +3,7 @@
 //! The `xcnf-agent` binary wires these together; integration tests and later
 //! front ends (gRPC, Kubernetes) reuse them.
 
+pub mod api;
 pub mod config;
 pub mod datapath;
 pub mod linux;

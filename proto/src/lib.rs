@@ -1,7 +1,9 @@
 //! Protobuf schema of xcnf: the configuration (`config.proto`, the contract of
 //! docs/config.md — one schema for the YAML file, the gRPC API and the
-//! `CNFConfiguration` custom resource) and the datapath counters API
-//! (`datapath.proto`), with prost messages and tonic client/server code.
+//! `CNFConfiguration` custom resource), the datapath counters
+//! (`datapath.proto`) and the agent's gRPC API (`api.proto`: the
+//! `AgentService` that `xcnfctl` talks to over the agent's unix socket), with
+//! prost messages and tonic client/server code.
 //!
 //! The code is generated at build time by `build.rs` with protox, so no
 //! `protoc` is needed.

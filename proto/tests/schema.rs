@@ -253,6 +253,7 @@ fn interface_counters_wire_bytes() {
             redirect_failed: 2,
             ..Default::default()
         }),
+        ..Default::default()
     };
     let mut expected = vec![0x0A, 0x06]; // interface = 1, LEN, 6 bytes
     expected.extend_from_slice(b"inside");
@@ -362,17 +363,18 @@ fn descriptor_json_names_are_lower_camel_case() -> TestResult {
 }
 
 #[test]
-fn descriptor_set_holds_both_files_and_the_service() -> TestResult {
+fn descriptor_set_holds_every_file_and_the_service() -> TestResult {
     let fds = descriptor_set()?;
     let names: Vec<&str> = fds.file.iter().map(|f| f.name()).collect();
     assert!(names.contains(&"xcnf/v1alpha1/config.proto"), "{names:?}");
     assert!(names.contains(&"xcnf/v1alpha1/datapath.proto"), "{names:?}");
+    assert!(names.contains(&"xcnf/v1alpha1/api.proto"), "{names:?}");
     let service = fds
         .file
         .iter()
         .flat_map(|f| &f.service)
-        .find(|s| s.name() == "DatapathService")
-        .ok_or("DatapathService missing")?;
+        .find(|s| s.name() == "AgentService")
+        .ok_or("AgentService missing")?;
     let stats = service
         .method
         .iter()

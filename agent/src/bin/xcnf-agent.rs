@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use xcnf_agent::{
+    api,
     config::{Config, ConfigError},
     datapath::{self, BPFFS_DEFAULT, Pins},
     linux::{Events, Netlink},
@@ -16,10 +17,6 @@ use xcnf_agent::{
     },
     source,
 };
-
-/// Per-instance runtime state: the API socket, the config in force and the
-/// record of what the agent created.
-const STATE_ROOT: &str = "/run/xcnf";
 
 /// xcnf CNF agent: attaches XDP/TC forwarding to the interfaces in its config.
 #[derive(Debug, Parser)]
@@ -38,6 +35,9 @@ struct Args {
     /// default /run/xcnf/<instance>.
     #[arg(long, env = "XCNF_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// The gRPC API's unix socket (mode 0600); default <state-dir>/api.sock.
+    #[arg(long, env = "XCNF_API_SOCKET")]
+    api_socket: Option<PathBuf>,
     /// Where bpffs is (or gets) mounted.
     #[arg(long, env = "XCNF_BPFFS", default_value = BPFFS_DEFAULT)]
     bpffs: PathBuf,
@@ -146,7 +146,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state_dir = args
         .state_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(STATE_ROOT).join(&instance));
+        .unwrap_or_else(|| PathBuf::from(api::RUN_DIR).join(&instance));
     let store = state_dir.join("config.yaml");
     // The file wins; without one, the config the last run had in force
     // (applied over the API) is restored.
@@ -159,6 +159,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+
+    let socket = args
+        .api_socket
+        .clone()
+        .unwrap_or_else(|| state_dir.join(api::SOCKET_NAME));
+    let listener = api::Listener::bind(&socket)?;
 
     let netlink = Netlink::connect()?;
     let object = datapath::find_object(args.ebpf_object.as_deref())?;
@@ -213,6 +219,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((path, text, _)) = file_config {
         tokio::spawn(source::watch_file(path, handle.clone(), text));
     }
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(listener.serve(
+        handle.clone(),
+        api::DatapathReads::new(Pins::new(&args.bpffs, &instance)),
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
 
     if let Some(f) = &args.ready_file {
         std::fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
@@ -253,6 +267,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(f) = &args.ready_file {
         let _ = std::fs::remove_file(f);
+    }
+    let _ = api_stop.send(());
+    match api_task.await {
+        Ok(Err(e)) => warn!(error = %e, "API server failed"),
+        Err(e) => warn!(error = %e, "API server task failed"),
+        Ok(Ok(())) => {}
     }
     if !args.keep_datapath {
         // Take down what the agent set up: addresses, routes, neighbours

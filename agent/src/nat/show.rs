@@ -6,7 +6,7 @@
 use std::{fmt::Write as _, net::Ipv4Addr};
 
 use xcnf_common::{
-    DropReasons, IfCounters, PassReasons,
+    DropReasons, IfCounters, PacketBytes, PassReasons,
     nat::{NatConfig, NatStats, Session, SessionKey, config_flags, kind, proto, role},
 };
 
@@ -93,8 +93,8 @@ pub fn kind_names(bits: u8) -> String {
     }
 }
 
-fn traffic(s: &Session) -> String {
-    format!("{}/{}", s.packets, human_bytes(s.bytes))
+fn traffic(p: &PacketBytes) -> String {
+    format!("{}/{}", p.packets, human_bytes(p.bytes))
 }
 
 pub const SESSION_HEADERS: [&str; 10] = [
@@ -110,12 +110,55 @@ pub const SESSION_HEADERS: [&str; 10] = [
     "IN PKT/B",
 ];
 
-/// One line per session: the half that arrived from inside (for a hairpin
+/// One session as `xcnfctl nat sessions` shows it; the API carries the same
+/// fields, so the client rebuilds this from the wire and prints it the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub proto: u8,
+    /// The inside host as it sent the packet (address, port or ICMP id).
+    pub inside: (Ipv4Addr, u16),
+    /// What the inside host is translated to.
+    pub external: (Ipv4Addr, u16),
+    /// The destination the inside host dialled.
+    pub remote: (Ipv4Addr, u16),
+    /// Who answers, when the destination was translated too (hairpin).
+    pub remote_translated: Option<(Ipv4Addr, u16)>,
+    /// [`kind`] bits.
+    pub kind: u8,
+    /// A [`State`] name, or `half` for a half without its peer.
+    pub state: String,
+    pub age_ns: u64,
+    pub idle_ns: u64,
+    /// Traffic of the half shown.
+    pub outbound: PacketBytes,
+    /// Traffic of the other half; `None` for a half.
+    pub inbound: Option<PacketBytes>,
+    /// The [`role`] the shown half's packets arrive from.
+    pub side: u8,
+}
+
+impl SessionView {
+    /// The listing order, also the API's paging order: protocol, inside
+    /// endpoint, remote endpoint, side (the shown half's map key).
+    pub fn order(&self) -> (u8, u32, u16, u32, u16, u8) {
+        (
+            self.proto,
+            u32::from(self.inside.0),
+            self.inside.1,
+            u32::from(self.remote.0),
+            self.remote.1,
+            self.side,
+        )
+    }
+}
+
+/// One view per session: the half that arrived from inside (for a hairpin
 /// session, its initiator) gives the inside, external and remote endpoints.
-/// Halves without a peer get a line of their own, state `half`.
-pub fn session_rows(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<Vec<String>> {
+/// Halves without a peer get a view of their own, state `half`. Sorted by
+/// [`SessionView::order`].
+pub fn session_views(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<SessionView> {
     let pairing = pair(halves);
-    let mut rows: Vec<(SessionKey, Vec<String>)> = Vec::new();
+    let mut views = Vec::with_capacity(pairing.pairs.len() + pairing.orphans.len());
     for &(i, j) in &pairing.pairs {
         let (a, b) = (&halves[i], &halves[j]);
         let (p, o) = match (a.0.dir, b.0.dir) {
@@ -127,43 +170,79 @@ pub fn session_rows(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<Vec<St
         let state = State::of(p.0.proto, &p.1, &o.1).to_string();
         let age = now_ns.saturating_sub(p.1.created_ns.min(o.1.created_ns));
         let idle = idle_ns(now_ns, &p.1, &o.1);
-        rows.push((p.0, row(p, state, age, idle, traffic(&o.1))));
+        views.push(view(p, state, age, idle, Some(traffic_of(&o.1))));
     }
     for &i in &pairing.orphans {
         let h = &halves[i];
         let age = now_ns.saturating_sub(h.1.created_ns);
         let idle = now_ns.saturating_sub(h.1.last_seen_ns);
-        rows.push((h.0, row(h, "half".to_owned(), age, idle, "-".to_owned())));
+        views.push(view(h, "half".to_owned(), age, idle, None));
     }
-    rows.sort_by_key(|(k, _)| (k.proto, k.saddr, k.sport, k.daddr, k.dport, k.dir));
-    rows.into_iter().map(|(_, r)| r).collect()
+    views.sort_by_key(SessionView::order);
+    views
 }
 
-fn row(
+fn traffic_of(s: &Session) -> PacketBytes {
+    PacketBytes {
+        packets: s.packets,
+        bytes: s.bytes,
+    }
+}
+
+fn view(
     (k, v): &(SessionKey, Session),
     state: String,
-    age: u64,
-    idle: u64,
-    other: String,
-) -> Vec<String> {
-    let p = k.proto;
-    let mut remote = endpoint(p, k.daddr, k.dport);
-    if (v.daddr, v.dport) != (k.daddr, k.dport) {
+    age_ns: u64,
+    idle_ns: u64,
+    inbound: Option<PacketBytes>,
+) -> SessionView {
+    let remote = (Ipv4Addr::from(k.daddr), k.dport);
+    let answers = (Ipv4Addr::from(v.daddr), v.dport);
+    SessionView {
+        proto: k.proto,
+        inside: (Ipv4Addr::from(k.saddr), k.sport),
+        external: (Ipv4Addr::from(v.saddr), v.sport),
+        remote,
         // Destination translated too (hairpin): what was dialled → who answers.
-        remote = format!("{remote}→{}", endpoint(p, v.daddr, v.dport));
+        remote_translated: (answers != remote).then_some(answers),
+        kind: v.kind,
+        state,
+        age_ns,
+        idle_ns,
+        outbound: traffic_of(v),
+        inbound,
+        side: k.dir,
+    }
+}
+
+/// A session's line under [`SESSION_HEADERS`].
+pub fn session_row(v: &SessionView) -> Vec<String> {
+    let p = v.proto;
+    let ep = |(a, port): (Ipv4Addr, u16)| endpoint(p, a.octets(), port);
+    let mut remote = ep(v.remote);
+    if let Some(t) = v.remote_translated {
+        remote = format!("{remote}→{}", ep(t));
     }
     vec![
         proto_name(p).to_owned(),
-        endpoint(p, k.saddr, k.sport),
-        endpoint(p, v.saddr, v.sport),
+        ep(v.inside),
+        ep(v.external),
         remote,
         kind_names(v.kind),
-        state,
-        human_duration(age),
-        human_duration(idle),
-        traffic(v),
-        other,
+        v.state.clone(),
+        human_duration(v.age_ns),
+        human_duration(v.idle_ns),
+        traffic(&v.outbound),
+        v.inbound.as_ref().map_or_else(|| "-".to_owned(), traffic),
     ]
+}
+
+/// [`session_views`] as table rows.
+pub fn session_rows(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<Vec<String>> {
+    session_views(halves, now_ns)
+        .iter()
+        .map(session_row)
+        .collect()
 }
 
 /// `xcnfctl nat stats`: the configuration, active sessions, and the
@@ -312,7 +391,7 @@ pub struct IfaceView {
     pub counters: IfCounters,
 }
 
-fn role_name(r: u8) -> &'static str {
+pub fn role_name(r: u8) -> &'static str {
     match r {
         role::INSIDE => "inside",
         role::OUTSIDE => "outside",
@@ -377,7 +456,7 @@ pub fn counters_text(ifaces: &[IfaceView]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-    use xcnf_common::{PacketBytes, nat::tcp_seen};
+    use xcnf_common::nat::tcp_seen;
 
     use super::*;
     use crate::nat::session::tests::snat_pair;

@@ -1,0 +1,159 @@
+//! The API's datapath reads: counters, NAT sessions and NAT statistics from
+//! the instance's pinned maps.
+
+use std::ffi::CStr;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use xcnf_common::{
+    IfCounters, IfaceConfig, maps,
+    nat::{NatConfig, NatStats},
+};
+
+use crate::{
+    datapath::Pins,
+    nat::{
+        NatError,
+        show::{SessionView, session_views},
+        tables::{SessionMaps, monotonic_ns, open_pinned, read_all},
+    },
+};
+
+/// One interface the datapath manages, with its counters summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceCounters {
+    pub ifindex: u32,
+    /// The kernel name in the agent's network namespace, or `#<ifindex>`
+    /// when the interface is gone.
+    pub host_if_name: String,
+    /// `xcnf_common::nat::role`.
+    pub role: u8,
+    pub counters: IfCounters,
+}
+
+/// The NAT tables' summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatSummary {
+    pub config: NatConfig,
+    pub active: u64,
+    /// Summed over CPUs.
+    pub stats: NatStats,
+}
+
+/// Reads the pinned maps of one instance. Each call opens the pins afresh,
+/// so a datapath that was (re)created since the last call is seen as it is.
+#[derive(Clone, Debug)]
+pub struct DatapathReads {
+    pins: Pins,
+}
+
+impl DatapathReads {
+    pub fn new(pins: Pins) -> Self {
+        Self { pins }
+    }
+
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// Every interface in the `IFACES` map, by ifindex.
+    pub fn counters(&self) -> Result<Vec<IfaceCounters>, NatError> {
+        let pins = &self.pins;
+        let ifaces: HashMap<MapData, u32, IfaceConfig> = open_pinned(pins, maps::IFACES)?;
+        let counters: PerCpuHashMap<MapData, u32, IfCounters> = open_pinned(pins, maps::COUNTERS)?;
+        let mut out = Vec::new();
+        for (ifindex, cfg) in read_all(&ifaces, || pins.map(maps::IFACES))? {
+            let mut sum = IfCounters::default();
+            // No entry yet: the interface has not seen a packet.
+            if let Ok(per_cpu) = counters.get(&ifindex, 0) {
+                for c in per_cpu.iter() {
+                    sum.accumulate(c);
+                }
+            }
+            out.push(IfaceCounters {
+                ifindex,
+                host_if_name: ifname(ifindex),
+                role: cfg.role,
+                counters: sum,
+            });
+        }
+        out.sort_by_key(|i| i.ifindex);
+        Ok(out)
+    }
+
+    /// Every session, sorted as listed, and the number of map entries.
+    pub fn sessions(&self) -> Result<(Vec<SessionView>, u64), NatError> {
+        let halves = SessionMaps::open(&self.pins)?.read_sessions()?;
+        let now = monotonic_ns()?;
+        Ok((session_views(&halves, now), halves.len() as u64))
+    }
+
+    pub fn nat_summary(&self) -> Result<NatSummary, NatError> {
+        let pins = &self.pins;
+        let config: Array<MapData, NatConfig> = open_pinned(pins, maps::NAT_CONFIG)?;
+        let config = config.get(&0, 0).map_err(|source| NatError::Map {
+            path: pins.map(maps::NAT_CONFIG),
+            source,
+        })?;
+        let active = SessionMaps::open(pins)?.active_sessions()?;
+        let stats: PerCpuArray<MapData, NatStats> = open_pinned(pins, maps::NAT_STATS)?;
+        let per_cpu = stats.get(&0, 0).map_err(|source| NatError::Map {
+            path: pins.map(maps::NAT_STATS),
+            source,
+        })?;
+        let mut sum = NatStats::default();
+        for s in per_cpu.iter() {
+            sum.accumulate(s);
+        }
+        Ok(NatSummary {
+            config,
+            active,
+            stats: sum,
+        })
+    }
+}
+
+/// The interface's name in this network namespace (the agent's), or
+/// `#<ifindex>` if it has none (deleted since it was attached).
+pub fn ifname(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("#{ifindex}");
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_pins_are_an_open_error_naming_the_pin() {
+        let reads = DatapathReads::new(Pins::new("/nonexistent-bpffs", "nobody"));
+        for e in [
+            reads.counters().err(),
+            reads.sessions().err(),
+            reads.nat_summary().err(),
+        ] {
+            match e {
+                Some(NatError::Open { path, .. }) => {
+                    assert!(
+                        path.starts_with("/nonexistent-bpffs/xcnf/nobody"),
+                        "{path:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn loopback_has_its_name_and_unknown_indexes_do_not() {
+        assert_eq!(ifname(1), "lo");
+        assert_eq!(ifname(u32::MAX), format!("#{}", u32::MAX));
+    }
+}
