@@ -374,10 +374,11 @@ pub fn xcnfctl(ns: &Netns, instance: &str, args: &[&str]) -> Result<String, Stri
         .map_err(|e| format!("run {}: {e}", bin.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} {} --instance {instance}: {}: {}",
+            "{} {} --instance {instance}: {}: {}{}",
             bin.display(),
             args.join(" "),
             out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
     }

@@ -10,7 +10,7 @@
 use std::process::Output;
 
 use xcnf_tests::{
-    agent::{Agent, PinGuard, agent_binary, chain_config, pin_dir, read_counters},
+    agent::{Agent, PinGuard, agent_binary, chain_config, pin_dir, read_counters, xcnfctl},
     netns::{Chain, Netns, unique_prefix},
 };
 
@@ -72,18 +72,37 @@ fn unknown_field_names_its_path() {
 }
 
 #[test]
-fn missing_interface_is_named_and_nothing_attaches() {
+fn missing_interface_stays_pending_until_it_appears() {
     let prefix = unique_prefix("mi");
     let chain = Chain::new(&prefix);
+    // c1 exists under another name until the test renames it, as an
+    // interface NSM injects minutes after the agent started.
+    chain.cnf.ip(&["link", "set", "c1", "down"]);
+    chain.cnf.ip(&["link", "set", "c1", "name", "late1"]);
     let cfg = chain_config(&prefix, "{hook: tc}").replace("hostIfName: c1", "hostIfName: c9");
-    let out = Agent::run_to_exit(&chain.cnf, &prefix, &cfg, &[]);
-    let line = error_line(&out);
+    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    assert!(attached(&chain.cnf, "c0").contains("xcnf"));
+    let status = xcnfctl(&chain.cnf, &prefix, &["status"]).expect_err("status exits 5 while pending");
     assert!(
-        line.contains("spec.interfaces[1].kernel.hostIfName: interface \"c9\" does not exist"),
-        "{line}"
+        status.contains("interface/outside") && status.contains("pending") && status.contains("\"c9\" does not exist"),
+        "{status}"
     );
-    assert!(!pin_dir(&prefix).exists());
-    assert!(!attached(&chain.cnf, "c0").contains("xcnf"));
+    assert!(status.contains("datapath/outside") && status.contains("waiting for interface/outside"), "{status}");
+
+    chain.cnf.ip(&["link", "set", "late1", "name", "c9"]);
+    chain.cnf.ip(&["link", "set", "c9", "up"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !attached(&chain.cnf, "c9").contains("xcnf") {
+        assert!(std::time::Instant::now() < deadline, "c9 never attached:\n{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = xcnfctl(&chain.cnf, &prefix, &["status"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!status.contains("pending"), "{status}");
+    // The chain's routes were on c1; with the name back on the same device
+    // (ifindex unchanged) traffic flows through both attachments.
+    let before = forwarded(&prefix, &chain);
+    chain.ping(3);
+    assert!(forwarded(&prefix, &chain) >= before + 3);
 }
 
 #[test]
