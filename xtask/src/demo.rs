@@ -136,7 +136,7 @@ pub fn run() -> Result<()> {
     print!("{}", String::from_utf8_lossy(&dump.stdout));
 
     if xcnfctl_binary().is_some() {
-        for args in [["counters"].as_slice(), &["nat", "stats"]] {
+        for args in [["status"].as_slice(), &["stats"], &["nat", "stats"]] {
             println!("\n== xcnfctl {} --instance {instance}", args.join(" "));
             print!(
                 "{}",

@@ -181,7 +181,7 @@ impl Datapath {
             }
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
-        let mut ebpf = loader.load_file(&opts.object).map_err(|source| {
+        let ebpf = loader.load_file(&opts.object).map_err(|source| {
             if is_permission(&source) {
                 DatapathError::Permission {
                     what: format!("loading eBPF object {}", opts.object.display()),
@@ -194,9 +194,9 @@ impl Datapath {
                 }
             }
         })?;
-        for name in [maps::programs::XDP, maps::programs::TC] {
-            load_program(&mut ebpf, name)?;
-        }
+        // Programs are verified when an interface first needs them (see
+        // `program`): the verifier is most of the start-up time, and a
+        // config of veths only never needs the XDP program.
         Ok(Self {
             ebpf,
             pins: opts.pins.clone(),
@@ -555,10 +555,20 @@ impl Datapath {
         self.program(maps::programs::TC)
     }
 
+    /// The program, loaded into the kernel on first use.
     fn program<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, DatapathError>
     where
         &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
     {
+        let loaded = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| missing(name))?
+            .fd()
+            .is_ok();
+        if !loaded {
+            load_program(&mut self.ebpf, name)?;
+        }
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| missing(name))?
