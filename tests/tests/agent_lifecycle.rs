@@ -82,18 +82,28 @@ fn missing_interface_stays_pending_until_it_appears() {
     let cfg = chain_config(&prefix, "{hook: tc}").replace("hostIfName: c1", "hostIfName: c9");
     let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
     assert!(attached(&chain.cnf, "c0").contains("xcnf"));
-    let status = xcnfctl(&chain.cnf, &prefix, &["status"]).expect_err("status exits 5 while pending");
+    let status =
+        xcnfctl(&chain.cnf, &prefix, &["status"]).expect_err("status exits 5 while pending");
     assert!(
-        status.contains("interface/outside") && status.contains("pending") && status.contains("\"c9\" does not exist"),
+        status.contains("interface/outside")
+            && status.contains("pending")
+            && status.contains("\"c9\" does not exist"),
         "{status}"
     );
-    assert!(status.contains("datapath/outside") && status.contains("waiting for interface/outside"), "{status}");
+    assert!(
+        status.contains("datapath/outside") && status.contains("waiting for interface/outside"),
+        "{status}"
+    );
 
     chain.cnf.ip(&["link", "set", "late1", "name", "c9"]);
     chain.cnf.ip(&["link", "set", "c9", "up"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !attached(&chain.cnf, "c9").contains("xcnf") {
-        assert!(std::time::Instant::now() < deadline, "c9 never attached:\n{}", agent.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c9 never attached:\n{}",
+            agent.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let status = xcnfctl(&chain.cnf, &prefix, &["status"]).unwrap_or_else(|e| panic!("{e}"));
@@ -293,4 +303,55 @@ fn mounts_a_bpffs_where_none_is_mounted() {
     assert!(c.forwarded.packets >= 3, "{c:#?}");
     assert!(agent.stop().success());
     assert!(!pins.exists(), "pins left in the mounted bpffs");
+}
+
+#[test]
+fn pins_of_another_map_layout_are_recreated_not_reused() {
+    let prefix = unique_prefix("ly");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let _pins = PinGuard(prefix.clone());
+
+    let mut a = Agent::start(&chain.cnf, &prefix, &cfg, &["--keep-datapath"]);
+    chain.ping(3);
+    a.keep_pins();
+    assert!(a.stop().success());
+    drop(a);
+    let before = forwarded(&prefix, &chain);
+    assert!(before >= 3);
+    // Pretend an older build made the pins: its layout marker differs.
+    let markers: Vec<_> = std::fs::read_dir(pin_dir(&prefix))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("layout-")
+        })
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    std::fs::rename(
+        &markers[0],
+        pin_dir(&prefix).join("layout-00000000000000aa"),
+    )
+    .unwrap();
+
+    let b = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let log = b.log();
+    assert!(
+        log.contains("pinned map is incompatible with this build: recreating it")
+            && log.contains("another map layout"),
+        "{log}"
+    );
+    // Fresh maps: the counters start again from zero, and forwarding goes on.
+    assert!(
+        forwarded(&prefix, &chain) < before,
+        "old counters map reused"
+    );
+    chain.ping(3);
+    assert!(forwarded(&prefix, &chain) >= 3);
+    assert!(!pin_dir(&prefix).join("layout-00000000000000aa").exists());
+    assert_eq!(attached(&chain.cnf, "c0").matches("xcnf_tc").count(), 1);
 }

@@ -101,6 +101,28 @@ impl Pins {
             .or_else(|| name.strip_prefix("xdp-"))
     }
 
+    /// The marker directory saying which map layout the pins were made with
+    /// (bpffs holds directories but no regular files).
+    pub fn layout_marker(&self, fingerprint: u64) -> PathBuf {
+        self.dir.join(format!("layout-{fingerprint:016x}"))
+    }
+
+    /// Layout markers present, whatever their fingerprint.
+    pub fn layout_markers(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("layout-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every link pin of this instance.
     pub fn link_pins(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.links_dir())

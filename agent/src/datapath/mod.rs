@@ -169,8 +169,19 @@ impl Datapath {
         bpffs::ensure_mounted(opts.pins.root())?;
         opts.pins.create()?;
         let lru = opts.sessions;
+        let fingerprint = maps::layout_fingerprint();
+        let marker = opts.pins.layout_marker(fingerprint);
+        let same_layout = marker.exists();
         for m in maps::ALL {
-            check_pinned_map(&opts.pins.map(m), m, lru)?;
+            let pin = opts.pins.map(m);
+            if !same_layout && pin.exists() {
+                recreate_pin(
+                    &pin,
+                    m,
+                    "the pins were made by a build with another map layout".into(),
+                )?;
+            }
+            check_pinned_map(&pin, m, lru)?;
         }
 
         let mut loader = EbpfLoader::new();
@@ -194,6 +205,15 @@ impl Datapath {
                 }
             }
         })?;
+        if !same_layout {
+            for old in opts.pins.layout_markers() {
+                let _ = std::fs::remove_dir(old);
+            }
+            std::fs::create_dir_all(&marker).map_err(|source| DatapathError::PinDir {
+                path: marker.clone(),
+                source,
+            })?;
+        }
         // Programs are verified when an interface first needs them (see
         // `program`): the verifier is most of the start-up time, and a
         // config of veths only never needs the XDP program.
@@ -690,6 +710,20 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError
     })
 }
 
+/// Removes a pin that must not be reused, so the load creates the map anew.
+fn recreate_pin(path: &Path, m: maps::MapName, reason: String) -> Result<(), DatapathError> {
+    warn!(
+        map = m.object,
+        pin = %path.display(),
+        reason = %reason,
+        "pinned map is incompatible with this build: recreating it; its contents are lost"
+    );
+    std::fs::remove_file(path).map_err(|e| DatapathError::IncompatiblePin {
+        path: path.to_path_buf(),
+        reason: format!("{reason}, and the pin cannot be removed: {e}"),
+    })
+}
+
 /// A pinned map is reused only if its key, value and capacity are what this
 /// build expects. Otherwise the pin is removed, so the load creates the map
 /// anew (and pins it); the programs adopted links run are swapped to the new
@@ -703,18 +737,7 @@ fn check_pinned_map(
     if !path.exists() {
         return Ok(());
     }
-    let recreate = |reason: String| -> Result<(), DatapathError> {
-        warn!(
-            map = m.object,
-            pin = %path.display(),
-            reason = %reason,
-            "pinned map is incompatible with this build: recreating it; its contents are lost"
-        );
-        std::fs::remove_file(path).map_err(|e| DatapathError::IncompatiblePin {
-            path: path.to_path_buf(),
-            reason: format!("{reason}, and the pin cannot be removed: {e}"),
-        })
-    };
+    let recreate = |reason: String| recreate_pin(path, m, reason);
     let info = match MapInfo::from_pin(path) {
         Ok(i) => i,
         Err(e) => return recreate(format!("cannot read it: {e}")),

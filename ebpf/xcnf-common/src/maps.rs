@@ -145,6 +145,33 @@ pub const NAT_STATS: MapName = MapName {
 };
 
 /// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
+/// The version of what the maps' keys and values mean. Sizes are checked
+/// pin by pin; bump this when a layout changes without changing a size (a
+/// field moved or reinterpreted), so that pins of the older build are
+/// recreated instead of being read the wrong way.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// A fingerprint of every map's name, sizes and [`LAYOUT_VERSION`] (FNV-1a),
+/// recorded next to the pins by the agent that created them.
+pub fn layout_fingerprint() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&LAYOUT_VERSION.to_le_bytes());
+    for m in ALL {
+        eat(m.object.as_bytes());
+        eat(m.pin.as_bytes());
+        eat(&m.key_size.to_le_bytes());
+        eat(&m.value_size.to_le_bytes());
+        eat(&m.max_entries.to_le_bytes());
+    }
+    h
+}
+
 pub const ALL: [MapName; 13] = [
     IFACES,
     COUNTERS,
