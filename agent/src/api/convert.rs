@@ -110,6 +110,7 @@ pub fn apply_error(e: ApplyError) -> Status {
             )
         }
         ApplyError::Stopped => Status::unavailable(e.to_string()),
+        ApplyError::System(_) => Status::failed_precondition(e.to_string()),
     }
 }
 

@@ -242,11 +242,7 @@ impl<B: Backend> Engine<B> {
             return Ok(self.report(ops, false));
         }
         if let Err(e) = self.backend.prepare(&desired).await {
-            return Err(ApplyError::Failed {
-                key: ItemKey::Nat,
-                error: e.to_string(),
-                reverted: Vec::new(),
-            });
+            return Err(ApplyError::System(e.to_string()));
         }
         let before = self.applied.clone();
         let mut undo: Vec<Step> = Vec::new();

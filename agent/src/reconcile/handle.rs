@@ -74,6 +74,10 @@ pub enum ApplyError {
         error: String,
         reverted: Vec<ItemKey>,
     },
+    /// The system could not be read or the datapath not loaded, before any
+    /// step ran: nothing changed.
+    #[error("{0}; nothing was changed")]
+    System(String),
     #[error("the reconciler has stopped")]
     Stopped,
 }
