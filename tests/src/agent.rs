@@ -141,6 +141,58 @@ impl Agent {
         pin_dir(&self.instance)
     }
 
+    /// Runs an agent for `instance` to completion with its config and output
+    /// in `scratch`, removing nothing afterwards: for an agent that must fail
+    /// next to a running one of the same instance, whose pins and state
+    /// directory must survive. Killed if it has not exited after `timeout`.
+    pub fn run_beside(
+        ns: &Netns,
+        scratch: &Scratch,
+        instance: &str,
+        config_yaml: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Output {
+        let out_path = scratch.path().join("stdout");
+        let err_path = scratch.path().join("stderr");
+        let file = |p: &Path| {
+            std::fs::File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))
+        };
+        let mut cmd = Self::command(ns, scratch, config_yaml, args);
+        cmd.arg("--instance")
+            .arg(instance)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file(&out_path))
+            .stderr(file(&err_path));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run agent: {e}"));
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("wait for agent: {e}"))
+            {
+                break st;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the agent was still running after {timeout:?}:\n{}",
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap_or_default(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.proc.as_ref().map_or(0, Proc::id)
     }
@@ -171,6 +223,45 @@ impl Agent {
     /// What the agent printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.scratch.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Replaces the config file the way an editor saves: the new content is
+    /// written to a sibling file that is then renamed over the old one, so
+    /// the agent never reads a half-written file.
+    pub fn replace_config(&self, yaml: &str) {
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, &self.config).unwrap_or_else(|e| {
+            panic!("rename {} to {}: {e}", tmp.display(), self.config.display())
+        });
+    }
+
+    /// Waits until the agent's log has a line for which `pred` holds and
+    /// returns it, or fails with the log once `timeout` passes.
+    pub fn wait_for_log_line(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(l) = log.lines().find(|l| pred(l)) {
+                return Ok(l.to_owned());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no such line in the agent log after {timeout:?}:\n{}",
+                    abridged(&log)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The API socket of this agent (the default under its state directory).
+    pub fn api_socket(&self) -> PathBuf {
+        state_dir(&self.instance).join("api.sock")
     }
 
     /// Leaves the pins in place when this handle drops (for a test that hands
@@ -383,6 +474,18 @@ pub fn xcnfctl(ns: &Netns, instance: &str, args: &[&str]) -> Result<String, Stri
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `xcnfctl <args> --instance <instance>` in `ns` with its whole outcome
+/// (exit status, stdout, stderr), for checks of failures and exit codes.
+pub fn xcnfctl_output(ns: &Netns, instance: &str, args: &[&str]) -> Output {
+    let bin = xcnfctl_binary()
+        .unwrap_or_else(|| panic!("xcnfctl is not built: run `cargo build -p xcnf-agent --bins`"));
+    ns.command(&bin)
+        .args(args)
+        .args(["--instance", instance])
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
 }
 
 /// `xcnfctl nat sessions --instance <instance>` in `ns`.

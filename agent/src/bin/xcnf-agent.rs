@@ -165,9 +165,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| state_dir.join(api::SOCKET_NAME));
     let listener = api::Listener::bind(&socket)?;
+    // Until the API serves (it removes its socket on the way out), a start
+    // that fails takes the socket down itself: a dead socket in its own
+    // directory would pass for an instance to xcnfctl.
+    let unbind = || {
+        api::socket::remove(&socket);
+        if args.state_dir.is_none() {
+            // The default directory is the agent's own; removed only if empty.
+            let _ = std::fs::remove_dir(&state_dir);
+        }
+    };
 
-    let netlink = Netlink::connect()?;
-    let object = datapath::find_object(args.ebpf_object.as_deref())?;
+    let netlink = Netlink::connect().inspect_err(|_| unbind())?;
+    let object = datapath::find_object(args.ebpf_object.as_deref()).inspect_err(|_| unbind())?;
     let mut system = System::new(
         netlink,
         DatapathSettings {
@@ -188,6 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if let Err(e) = system.shutdown(false).await {
                 warn!(error = %e, "could not take the datapath down");
             }
+            unbind();
             return match &file_config {
                 Some((path, ..)) => Err(anyhow::anyhow!("{}: {e}", path.display())),
                 None => Err(e.into()),
