@@ -293,6 +293,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     engine.into_backend().shutdown(args.keep_datapath).await?;
+    if args.state_dir.is_none() {
+        // The default directory is the agent's own; gone once empty.
+        let _ = std::fs::remove_dir(&state_dir);
+    }
     Ok(())
 }
 

@@ -129,6 +129,13 @@ impl System {
     /// pinned so forwarding continues without the agent).
     pub async fn shutdown(mut self, keep: bool) -> Result<(), StepError> {
         self.stop_sweeper().await;
+        // Nothing left that is the agent's: no record to keep either.
+        if !keep
+            && self.owned == Owned::default()
+            && let Some(p) = &self.owned_path
+        {
+            let _ = std::fs::remove_file(p);
+        }
         match self.dp.take() {
             Some(dp) => dp.shutdown(keep).map_err(step),
             None if !keep && self.settings.pins.dir().exists() => {
