@@ -1,37 +1,97 @@
 //! Compiles the .proto files with protox (pure Rust, no protoc) and generates
 //! the prost messages and tonic client/server code into OUT_DIR.
+//!
+//! Two separate compilations, each with its own descriptor set: the xcnf
+//! schema, and the Network Service Mesh API. The NSM files keep upstream's bare
+//! file names (`connection.proto`, imported as such), so they need their own
+//! include roots, which must not overlap the crate root the xcnf files are
+//! named from.
 
-use std::{env, error::Error, fs, path::PathBuf};
+use std::{
+    env,
+    error::Error,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use prost::Message as _;
 
-/// The schema files, relative to the crate root (which is the include path, so
-/// their protobuf names are `xcnf/v1alpha1/...`).
+/// The xcnf schema files, relative to the crate root (which is the include
+/// path, so their protobuf names are `xcnf/v1alpha1/...`).
 const PROTOS: &[&str] = &[
     "xcnf/v1alpha1/config.proto",
     "xcnf/v1alpha1/datapath.proto",
     "xcnf/v1alpha1/api.proto",
 ];
 
+/// Include roots of the NSM files, relative to the crate root. As upstream
+/// (networkservicemesh/api `pkg/api/networkservice` and `pkg/api/registry`),
+/// each file's protobuf name is its bare file name.
+const NSM_INCLUDES: &[&str] = &[
+    "networkservicemesh/networkservice",
+    "networkservicemesh/registry",
+];
+
+/// The NSM files, by their protobuf names.
+const NSM_PROTOS: &[&str] = &[
+    "connectioncontext.proto",
+    "connection.proto",
+    "networkservice.proto",
+    "registry.proto",
+];
+
 /// Written to OUT_DIR and embedded as `FILE_DESCRIPTOR_SET`.
 const DESCRIPTOR_FILE: &str = "xcnf_descriptor_set.bin";
+
+/// Written to OUT_DIR and embedded as `nsm::FILE_DESCRIPTOR_SET`.
+const NSM_DESCRIPTOR_FILE: &str = "nsm_descriptor_set.bin";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed=build.rs");
-    for proto in PROTOS {
-        println!("cargo:rerun-if-changed={}", root.join(proto).display());
-    }
 
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
-    let fds = protox::compile(&files, [&root])?;
+    generate(&files, std::slice::from_ref(&root), &out_dir, DESCRIPTOR_FILE)?;
 
-    fs::write(out_dir.join(DESCRIPTOR_FILE), fds.encode_to_vec())?;
+    let includes: Vec<PathBuf> = NSM_INCLUDES.iter().map(|i| root.join(i)).collect();
+    let nsm_files = NSM_PROTOS
+        .iter()
+        .map(|name| locate(name, &includes))
+        .collect::<Result<Vec<_>, _>>()?;
+    generate(&nsm_files, &includes, &out_dir, NSM_DESCRIPTOR_FILE)?;
+
+    Ok(())
+}
+
+/// The path of a bare-named file in the first include root that holds it.
+fn locate(name: &str, includes: &[PathBuf]) -> Result<PathBuf, String> {
+    includes
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .ok_or_else(|| format!("{name} is in none of the NSM include roots {includes:?}"))
+}
+
+/// Compiles `files`, writes their descriptor set to `out_dir/descriptor_file`
+/// and generates their Rust code (one `<package>.rs` per protobuf package).
+fn generate(
+    files: &[PathBuf],
+    includes: &[PathBuf],
+    out_dir: &Path,
+    descriptor_file: &str,
+) -> Result<(), Box<dyn Error>> {
+    for file in files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    let fds = protox::compile(files, includes)?;
+
+    fs::write(out_dir.join(descriptor_file), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
-        .out_dir(&out_dir)
+        .out_dir(out_dir)
         .build_client(true)
         .build_server(true)
         // No `connect()` helper: it would need tonic's transport feature here.
