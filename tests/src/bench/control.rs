@@ -130,6 +130,9 @@ struct Start {
     ready: Duration,
     /// Spawn to each of [`MILESTONES`], where the log has it.
     milestones: Vec<Option<Duration>>,
+    /// CPU time the agent had used when it was seen ready: user, system
+    /// (the verifier runs as system time of the loading thread).
+    cpu: Option<(Duration, Duration)>,
 }
 
 pub struct Results {
@@ -340,6 +343,9 @@ fn run_inner(opts: &Options) -> Result<Results, BenchError> {
         }
         Ok::<(), BenchError>(())
     })?;
+    // Closes the connection: the client's tasks live on this runtime, and
+    // an open connection holds up the agent's graceful stop.
+    drop(rt);
 
     // The watcher compares with the file's last content, which is the
     // unmoved config: write the other one first so every edit is a change.
@@ -464,6 +470,7 @@ impl Launcher<'_> {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        let cpu = cpu_times(proc.id());
         // The lines up to `datapath ready` are written before or right
         // after the ready file.
         let mut milestones = Vec::new();
@@ -480,6 +487,7 @@ impl Launcher<'_> {
             Start {
                 ready: took,
                 milestones,
+                cpu,
             },
         ))
     }
@@ -495,6 +503,23 @@ fn exited(pid: u32) -> bool {
             .is_none_or(|state| state == "Z" || state == "X"),
         Err(_) => true,
     }
+}
+
+/// User and system CPU time of a process, summed over its threads, from
+/// `/proc/<pid>/stat` (clock-tick resolution, 10 ms on most kernels).
+fn cpu_times(pid: u32) -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3 (state); utime and
+    // stime are fields 14 and 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| rest.get(i)?.parse::<u64>().ok();
+    let (utime, stime) = (ticks(11)?, ticks(12)?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&h| h > 0)?;
+    let d = |t: u64| Duration::from_micros(t * 1_000_000 / hz);
+    Some((d(utime), d(stime)))
 }
 
 fn stop(proc: &mut Proc) -> Result<(), BenchError> {
@@ -805,6 +830,24 @@ impl Results {
             "ready file seen by the benchmark".to_owned(),
             file_seen(&self.cold),
             file_seen(&self.warm),
+        ]);
+        let cpu = |v: &[Start], pick: fn(&(Duration, Duration)) -> Duration| {
+            let xs: Vec<f64> = v
+                .iter()
+                .filter_map(|s| s.cpu.as_ref())
+                .map(|c| ms(pick(c)))
+                .collect();
+            median(&xs).map_or_else(|| "—".to_owned(), |m| format!("{m:.0}"))
+        };
+        tl.row(vec![
+            "agent CPU time by then: user (ms)".to_owned(),
+            cpu(&self.cold, |c| c.0),
+            cpu(&self.warm, |c| c.0),
+        ]);
+        tl.row(vec![
+            "agent CPU time by then: system, mostly the verifier (ms)".to_owned(),
+            cpu(&self.cold, |c| c.1),
+            cpu(&self.warm, |c| c.1),
         ]);
         let _ = writeln!(s, "{tl}");
         let mut memories: Vec<(&str, Memory)> = self.idle_memory.clone();

@@ -219,9 +219,7 @@ fn main() -> ExitCode {
             // are not lost.
             Err(BenchError::Failed(why)) => {
                 failed = true;
-                doc.push_str(&format!(
-                    "### Control plane\n\nNot measured: {why}\n"
-                ));
+                doc.push_str(&format!("### Control plane\n\nNot measured: {why}\n"));
             }
             Err(e) => return stopped(&e),
         }
