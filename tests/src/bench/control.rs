@@ -224,7 +224,13 @@ pub fn run(opts: &Options) -> Result<Results, BenchError> {
 fn run_inner(opts: &Options) -> Result<Results, BenchError> {
     let bin = agent_binary();
     let scratch = Scratch::new(PREFIX);
-    let cfg_path = scratch.path().join("config.yaml");
+    // The agent watches the config file's directory: its logs (and the
+    // ready file) live elsewhere, so their writes do not wake the watcher
+    // and the file edits are timed from a quiet watch.
+    let cfg_dir = scratch.path().join("config");
+    std::fs::create_dir_all(&cfg_dir)
+        .map_err(|e| failed(format!("creating {}: {e}", cfg_dir.display())))?;
+    let cfg_path = cfg_dir.join("config.yaml");
     let base = config(opts.mappings, false);
     write(&cfg_path, &base)?;
     precheck(&bin, &cfg_path, opts.mappings)?;
@@ -453,7 +459,7 @@ impl Launcher<'_> {
                 break t0.elapsed();
             }
             polls += 1;
-            if polls % 50 == 0 {
+            if polls.is_multiple_of(50) {
                 check_interrupt()?;
                 if exited(proc.id()) || Instant::now() > deadline {
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
