@@ -5,11 +5,15 @@
 //! - [`e2e`] sends trafgen traffic through a cnf namespace and compares xcnf
 //!   with the kernel's own forwarding and nftables masquerade.
 //!
+//! [`control`] measures the agent rather than the packets: start-up time,
+//! memory and the latency of a config change with a large NAT44 config.
+//!
 //! This is not a test: nothing here asserts on timing. Targets are printed
 //! next to the numbers as PASS or MISS and never fail the command; what fails
 //! it is a measurement that could not be made or that took the wrong path
 //! (a "NAT" run the datapath did not translate measures nothing).
 
+pub mod control;
 pub mod e2e;
 pub mod prog;
 pub mod report;

@@ -17,8 +17,9 @@ use crate::{build, setup};
 /// Options of the benchmark; unset ones take xcnf-bench's defaults.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run only the BPF_PROG_TEST_RUN part (`prog`) or the end-to-end part (`e2e`).
-    #[arg(long, value_parser = ["prog", "e2e"])]
+    /// Run only the BPF_PROG_TEST_RUN part (`prog`), the end-to-end part
+    /// (`e2e`) or the agent's control plane (`control`).
+    #[arg(long, value_parser = ["prog", "e2e", "control"])]
     only: Option<String>,
     /// End-to-end rounds; every mode runs once per round, interleaved [default: 3].
     #[arg(long)]
@@ -48,6 +49,18 @@ pub struct Args {
     /// First packets measured per hook and table size [default: 10000].
     #[arg(long)]
     new_flows: Option<u32>,
+    /// Static mappings in the control-plane config [default: 10000].
+    #[arg(long)]
+    mappings: Option<u32>,
+    /// Cold and warm agent starts each [default: 5].
+    #[arg(long)]
+    starts: Option<u32>,
+    /// gRPC applies per mode [default: 20].
+    #[arg(long)]
+    applies: Option<u32>,
+    /// Seconds the agent idles before its memory is read [default: 3].
+    #[arg(long)]
+    idle: Option<f64>,
 }
 
 impl Args {
@@ -69,7 +82,15 @@ impl Args {
         opt("calls", self.calls.map(|x| x.to_string()));
         opt("repeat", self.repeat.map(|x| x.to_string()));
         opt("new-flows", self.new_flows.map(|x| x.to_string()));
+        opt("mappings", self.mappings.map(|x| x.to_string()));
+        opt("starts", self.starts.map(|x| x.to_string()));
+        opt("applies", self.applies.map(|x| x.to_string()));
+        opt("idle", self.idle.map(|x| x.to_string()));
         v
+    }
+
+    fn runs_control(&self) -> bool {
+        self.only.as_deref().is_none_or(|p| p == "control")
     }
 }
 
@@ -87,6 +108,19 @@ pub fn run(args: &Args) -> Result<()> {
     let object = build::ebpf(true)?;
     build::userspace()?;
     let root = setup::root();
+    // The control plane is measured as shipped: a debug agent parses and
+    // plans several times slower and holds more memory.
+    let control_agent = root.join("target/release/xcnf-agent");
+    if args.runs_control() {
+        setup::run(Command::new(env!("CARGO")).current_dir(&root).args([
+            "build",
+            "--release",
+            "--package",
+            "xcnf-agent",
+            "--bin",
+            "xcnf-agent",
+        ]))?;
+    }
     let bin = root.join("target/debug/xcnf-bench");
     // Ctrl-C reaches xcnf-bench too (same process group), which stops and
     // cleans up; this process only has to outlive it to report.
@@ -96,6 +130,7 @@ pub fn run(args: &Args) -> Result<()> {
         .args(args.to_argv())
         .env("XCNF_EBPF_OBJECT", &object)
         .env("XCNF_AGENT_BIN", root.join("target/debug/xcnf-agent"))
+        .env("XCNF_BENCH_AGENT", &control_agent)
         .env("PATH", setup::path_with_sbin())
         .status()
         .with_context(|| format!("running {}", bin.display()))?;

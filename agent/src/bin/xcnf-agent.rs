@@ -61,6 +61,9 @@ struct Args {
     cleanup: bool,
 }
 
+/// How long a stopping agent waits for open API calls to finish.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EbpfLogLevel {
     Off,
@@ -280,10 +283,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(f);
     }
     let _ = api_stop.send(());
-    match api_task.await {
-        Ok(Err(e)) => warn!(error = %e, "API server failed"),
-        Err(e) => warn!(error = %e, "API server task failed"),
-        Ok(Ok(())) => {}
+    // A graceful stop waits for every open call to end, and a Watch stream
+    // (`xcnfctl watch`) or a client that stopped reading never does: give
+    // calls in flight a moment, then close them, so SIGTERM always ends
+    // the agent.
+    let mut api_task = api_task;
+    match tokio::time::timeout(API_DRAIN, &mut api_task).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "API server failed"),
+        Ok(Err(e)) => warn!(error = %e, "API server task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            warn!(
+                seconds = API_DRAIN.as_secs(),
+                "API calls still open after the grace period; closing them"
+            );
+            api_task.abort();
+            api::socket::remove(&socket);
+        }
     }
     if !args.keep_datapath {
         // Take down what the agent set up: addresses, routes, neighbours

@@ -8,8 +8,8 @@
 use std::{collections::HashMap, fmt, net::Ipv4Addr, time::Duration};
 
 use xcnf_common::nat::{
-    DEFAULT_MAX_SESSIONS, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, MAX_NAT_ADDRS, MAX_POOL_RANGES,
-    MAX_STATIC,
+    DEFAULT_MAX_SESSIONS, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, MAX_MAPPINGS, MAX_NAT_ADDRS,
+    MAX_POOL_RANGES,
 };
 
 use super::{FieldError, types::*, validate::Errors};
@@ -418,12 +418,12 @@ fn check_mapping_conflicts(
 /// The configuration maps have fixed sizes; say which limit a config exceeds
 /// instead of failing half-way through writing them.
 fn check_capacity(e: &mut Errors, spec: &Nat44Spec) {
-    let entries = 2 * (spec.statics.len() + spec.identities.len()) as u64;
-    if entries > u64::from(MAX_STATIC) {
+    let mappings = (spec.statics.len() + spec.identities.len()) as u64;
+    if mappings > u64::from(MAX_MAPPINGS) {
         e.push(
             P.to_owned(),
             format!(
-                "{} static and {} identity mappings need {entries} map entries, more than the {MAX_STATIC} the datapath holds",
+                "{} static and {} identity mappings are more than the {MAX_MAPPINGS} the datapath holds",
                 spec.statics.len(),
                 spec.identities.len()
             ),
@@ -820,6 +820,27 @@ mod tests {
             [
                 "spec.nat44.pools: the pools split into 65 ranges around address-only static mappings, more than the 64 the datapath holds"
             ]
+        );
+    }
+
+    #[test]
+    fn mappings_up_to_the_datapath_limit_are_accepted() {
+        let statics = |n: u32| {
+            let mut nat = "    staticMappings:\n".to_owned();
+            for i in 0..n {
+                let (hi, lo) = (i / 250, i % 250 + 1);
+                nat += &format!(
+                    "      - {{protocol: udp, external: \"80.80.{hi}.{lo}:53\", local: \"10.1.{hi}.{lo}:53\"}}\n"
+                );
+            }
+            nat + "    identityMappings: [{protocol: tcp, address: 80.80.200.1, port: 22}]\n"
+        };
+        assert_eq!(errors(&statics(MAX_MAPPINGS - 1)), Vec::<String>::new());
+        assert_eq!(
+            errors(&statics(MAX_MAPPINGS)),
+            [format!(
+                "spec.nat44: {MAX_MAPPINGS} static and 1 identity mappings are more than the {MAX_MAPPINGS} the datapath holds"
+            )]
         );
     }
 

@@ -317,6 +317,7 @@ impl<B: Backend> Engine<B> {
         self.commit(config, desired, pending);
         if changed {
             info!(steps = steps.len(), "config applied");
+            release_free_heap();
         }
         Ok(self.report(ops, true))
     }
@@ -541,6 +542,19 @@ impl<B: Backend> Engine<B> {
         if let Err(e) = r {
             warn!(path = %path.display(), error = %e, "cannot store the config in force; a restart without --config will not restore it");
         }
+    }
+}
+
+/// Gives the heap's free pages back to the kernel. A large config is
+/// parsed, validated, planned and stored through many short-lived
+/// allocations, and glibc keeps what they freed (fragmented between the
+/// long-lived ones) mapped: with 10 000 static mappings the agent held
+/// about 19 MiB it no longer used, more than its live data.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only works on glibc's own heap; no precondition.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

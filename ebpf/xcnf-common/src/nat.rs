@@ -355,7 +355,15 @@ const _: () = {
 
 /// Upper bounds of the configuration maps.
 pub const MAX_POOL_RANGES: u32 = 64;
-pub const MAX_STATIC: u32 = 8192;
+/// Static plus identity mappings one config may have; each is two
+/// `nat_static` entries, one per direction.
+pub const MAX_MAPPINGS: u32 = 16_384;
+/// Entries of `nat_static`: twice what a config may use, because a change
+/// writes the new entries before it removes the stale ones (so a mapping
+/// that stays never disappears in between), and one change may replace
+/// every mapping. A map sized to the config limit could not take any
+/// change to a config at that limit.
+pub const MAX_STATIC: u32 = 4 * MAX_MAPPINGS;
 pub const MAX_NAT_ADDRS: u32 = 65536;
 pub const MAX_FRAGS: u32 = 8192;
 /// Default `maxSessions` (config.md), and the compiled-in map size the agent

@@ -20,6 +20,18 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// The `q` quantile (0 to 1) of `values` by the nearest-rank method: a value
+/// that was measured, never an interpolation.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (q * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
 pub fn mean(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -128,6 +140,12 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[f64::NAN]), None);
         assert_eq!(mean(&[1.0, 2.0]), Some(1.5));
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(quantile(&ten, 0.9), Some(9.0));
+        assert_eq!(quantile(&ten, 1.0), Some(10.0));
+        assert_eq!(quantile(&ten, 0.0), Some(1.0));
+        assert_eq!(quantile(&[5.0], 0.9), Some(5.0));
+        assert_eq!(quantile(&[], 0.5), None);
     }
 
     #[test]

@@ -6,12 +6,12 @@
 
 use std::{io::Write as _, os::fd::AsRawFd as _, path::PathBuf, process::ExitCode, time::Duration};
 
-use xcnf_tests::bench::{self, BenchError, e2e, prog};
+use xcnf_tests::bench::{self, BenchError, control, e2e, prog};
 
 const USAGE: &str = "\
 usage: xcnf-bench [options]
 
-  --only prog|e2e        run one part only (default: both)
+  --only prog|e2e|control  run one part only (default: all three)
   --sessions N,N         session table sizes for test-run (default 1000,1000000)
   --calls N              test-run calls per measurement (default 4000)
   --repeat N             repetitions per call, at most 250 (default 200)
@@ -21,21 +21,33 @@ usage: xcnf-bench [options]
   --warmup S             traffic before each measurement (default 1)
   --flows N              UDP flows trafgen cycles through (default 59000)
   --modes a,b            end-to-end modes (default all: drop,kernel,nft,xcnf-tc,xcnf-tc-nat,xcnf-xdp-nat)
+  --mappings N           static mappings in the control-plane config (default 10000)
+  --starts N             cold and warm agent starts each (default 5)
+  --applies N            gRPC applies per mode (default 20)
+  --idle S               agent idle time before memory is read (default 3)
   --out PATH             where the report goes (default target/bench/latest.md)
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
-    Both,
+    All,
     Prog,
     E2e,
+    Control,
 }
 
 struct Args {
     part: Part,
     prog: prog::Options,
     e2e: e2e::Options,
+    control: control::Options,
     out: PathBuf,
+}
+
+impl Args {
+    fn runs(&self, part: Part) -> bool {
+        self.part == Part::All || self.part == part
+    }
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -66,7 +78,7 @@ fn parse_seconds(flag: &str, v: &str) -> Result<Duration, String> {
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut a = Args {
-        part: Part::Both,
+        part: Part::All,
         prog: prog::Options::default(),
         e2e: e2e::Options {
             rounds: 3,
@@ -75,6 +87,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             flows: 59_000,
             modes: e2e::Mode::ALL.to_vec(),
         },
+        control: control::Options::default(),
         out: xcnf_tests::workspace_root().join("target/bench/latest.md"),
     };
     let mut it = argv.iter();
@@ -91,7 +104,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 a.part = match v {
                     "prog" => Part::Prog,
                     "e2e" => Part::E2e,
-                    _ => return Err(format!("--only: {v:?} is neither prog nor e2e")),
+                    "control" => Part::Control,
+                    _ => return Err(format!("--only: {v:?} is not prog, e2e or control")),
                 }
             }
             "--sessions" => {
@@ -118,6 +132,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--mappings" => a.control.mappings = parse_in(flag, v, 1..=control::MAX_MAPPINGS)?,
+            "--starts" => a.control.starts = parse_in(flag, v, 1..=100)?,
+            "--applies" => a.control.applies = parse_in(flag, v, 1..=10_000)?,
+            "--idle" => a.control.idle = parse_seconds(flag, v)?,
             "--out" => a.out = PathBuf::from(v),
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -174,7 +192,7 @@ fn main() -> ExitCode {
         bench::machine()
     );
     let mut failed = false;
-    if args.part != Part::E2e {
+    if args.runs(Part::Prog) {
         match prog::run(&args.prog) {
             Ok(r) => {
                 failed |= r.any_failed();
@@ -184,11 +202,24 @@ fn main() -> ExitCode {
             Err(e) => return stopped(&e),
         }
     }
-    if args.part != Part::Prog {
+    if args.runs(Part::E2e) {
         match e2e::run(&args.e2e) {
             Ok(r) => {
                 failed |= r.any_failed();
                 doc.push_str(&r.markdown());
+                doc.push('\n');
+            }
+            Err(e) => return stopped(&e),
+        }
+    }
+    if args.runs(Part::Control) {
+        match control::run(&args.control) {
+            Ok(r) => doc.push_str(&r.markdown()),
+            // Reported, like a failed e2e mode, so the other parts' numbers
+            // are not lost.
+            Err(BenchError::Failed(why)) => {
+                failed = true;
+                doc.push_str(&format!("### Control plane\n\nNot measured: {why}\n"));
             }
             Err(e) => return stopped(&e),
         }
