@@ -150,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(api::RUN_DIR).join(&instance));
-    let store = state_dir.join("config.yaml");
+    let store = state_dir.join("config.json");
     // The file wins; without one, the config the last run had in force
     // (applied over the API) is restored.
     let initial = match &file_config {

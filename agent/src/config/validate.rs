@@ -77,6 +77,11 @@ const NOT_YET: &str = "is valid in the schema but not applied by this agent vers
 impl Config {
     /// Checks the whole document; returns every problem found.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        self.resolve().map(|_| ())
+    }
+
+    /// [`Config::validate`], keeping what it resolved.
+    pub fn resolve(&self) -> Result<Resolved, Vec<FieldError>> {
         let mut e = Errors(Vec::new());
         if self.api_version != API_VERSION {
             e.push(
@@ -157,16 +162,28 @@ impl Config {
                 }
             }
         }
-        if let Err(errors) = self.spec.resolve_l3() {
-            e.0.extend(errors);
+        let l3 = self.spec.resolve_l3().map_err(|errors| e.0.extend(errors));
+        let nat = match &self.spec.nat44 {
+            Some(nat) => nat
+                .resolve(&self.spec.interfaces)
+                .map(Some)
+                .map_err(|errors| e.0.extend(errors)),
+            None => Ok(None),
+        };
+        match (l3, nat) {
+            (Ok(l3), Ok(nat44)) if e.0.is_empty() => Ok(Resolved { l3, nat44 }),
+            _ => Err(e.0),
         }
-        if let Some(nat) = &self.spec.nat44
-            && let Err(errors) = nat.resolve(&self.spec.interfaces)
-        {
-            e.0.extend(errors);
-        }
-        if e.0.is_empty() { Ok(()) } else { Err(e.0) }
     }
+}
+
+/// What validation resolved: the typed L3 view and the NAT44 spec, so the
+/// reconciler plans from exactly what was checked without resolving again
+/// (with 10 000 mappings resolving is a noticeable part of an apply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub l3: super::L3Spec,
+    pub nat44: Option<super::Nat44Spec>,
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use xcnf_common::nat::{
 };
 
 use crate::config::{
-    Config, IdentitySpec, NatMapping, NatTimeouts, Origin, PoolSpec, Protocol, StaticSpec,
+    Config, IdentitySpec, Nat44Spec, NatMapping, NatTimeouts, Origin, PoolSpec, Protocol,
+    StaticSpec,
 };
 
 /// One `nat_static` entry and the mapping it was compiled from.
@@ -69,6 +70,11 @@ impl NatPlan {
             return Ok(Self::disabled());
         };
         let spec = nat.resolve(&cfg.spec.interfaces)?;
+        Ok(Self::from_spec(cfg, &spec))
+    }
+
+    /// The plan of an already resolved `nat44` section of `cfg`.
+    pub fn from_spec(cfg: &Config, spec: &Nat44Spec) -> Self {
         let host_name = |i: &usize| {
             cfg.spec.interfaces[*i]
                 .kernel
@@ -96,14 +102,14 @@ impl NatPlan {
             pool_addrs: pools.iter().map(|r| r.count).sum(),
             max_sessions: spec.max_sessions,
         };
-        Ok(Self {
+        Self {
             config,
             addrs: nat_addrs(&pools, &spec.statics),
             pools,
             statics: entries.iter().map(|e| (e.key, e.value)).collect(),
             roles,
             timeouts: spec.timeouts,
-        })
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::{
     backend::{Backend, Outcome},
     handle::{ApplyError, ApplyMode, ApplyReport, Command, Handle, Inbox, PlannedOp},
-    item::{Item, ItemKey, Items, items},
+    item::{Item, ItemKey, Items, items, resolved_items},
     plan::{Step, plan, unmet},
     status::{ItemState, ItemStatus},
 };
@@ -126,7 +126,7 @@ impl<B: Backend> Engine<B> {
 
     /// Removes every item, as an empty config would.
     pub async fn clear(&mut self) -> Result<ApplyReport, ApplyError> {
-        self.transact(None, false).await
+        self.transact(None, Items::new(), false).await
     }
 
     /// Every item's status.
@@ -189,12 +189,13 @@ impl<B: Backend> Engine<B> {
             };
         };
         match patch {
-            None => self.transact(None, dry_run).await,
+            None => self.transact(None, Items::new(), dry_run).await,
             Some(p) => {
                 let next = current
                     .remove(&p)
                     .map_err(|e| ApplyError::Invalid(vec![e]))?;
-                self.transact(Some(next), dry_run).await
+                let desired = items(&next).map_err(ApplyError::Invalid)?;
+                self.transact(Some(next), desired, dry_run).await
             }
         }
     }
@@ -212,7 +213,7 @@ impl<B: Backend> Engine<B> {
                 .map_err(|e| ApplyError::Invalid(vec![e]))?,
             _ => config,
         };
-        config.validate().map_err(ApplyError::Invalid)?;
+        let resolved = config.resolve().map_err(ApplyError::Invalid)?;
         if let Some(current) = &self.config
             && current.metadata.name != config.metadata.name
         {
@@ -224,18 +225,18 @@ impl<B: Backend> Engine<B> {
                 ),
             }]));
         }
-        self.transact(Some(config), dry_run).await
+        let desired = resolved_items(&config, &resolved);
+        self.transact(Some(config), desired, dry_run).await
     }
 
+    /// Takes the system from the applied items to `desired`, the items of
+    /// `config` (validated by the caller).
     async fn transact(
         &mut self,
         config: Option<Config>,
+        desired: Items,
         dry_run: bool,
     ) -> Result<ApplyReport, ApplyError> {
-        let desired = match &config {
-            Some(c) => items(c).map_err(ApplyError::Invalid)?,
-            None => Items::new(),
-        };
         let steps = plan(&self.applied, &desired);
         if dry_run {
             let ops = simulate(&steps, &self.applied, &desired);
@@ -521,17 +522,19 @@ impl<B: Backend> Engine<B> {
         }
     }
 
+    /// JSON, not YAML: it is read only by the agent, and serialising a
+    /// 10 000-mapping config as YAML took 30 ms of every transaction.
     fn persist(&self) {
         let Some(path) = &self.store else { return };
         let r = match &self.config {
-            Some(c) => serde_yaml::to_string(c)
+            Some(c) => serde_json::to_vec(c)
                 .map_err(std::io::Error::other)
-                .and_then(|text| {
+                .and_then(|bytes| {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
                     let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, text)?;
+                    std::fs::write(&tmp, bytes)?;
                     std::fs::rename(&tmp, path)
                 }),
             None => match std::fs::remove_file(path) {

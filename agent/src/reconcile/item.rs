@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use crate::{
-    config::{Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr},
+    config::{Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr, Resolved},
     nat::NatPlan,
 };
 
@@ -153,9 +153,17 @@ pub type Items = BTreeMap<ItemKey, Item>;
 /// that validation checks ([`crate::config::Spec::resolve_l3`] and the NAT
 /// plan), so what validates is exactly what is applied.
 pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
+    Ok(resolved_items(cfg, &cfg.resolve()?))
+}
+
+/// [`items`] of a config [`Config::resolve`] has already checked.
+pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
     let mut out = Items::new();
-    let nat = NatPlan::compile(cfg)?;
-    let l3 = cfg.spec.resolve_l3()?;
+    let nat = match &resolved.nat44 {
+        Some(spec) => NatPlan::from_spec(cfg, spec),
+        None => NatPlan::disabled(),
+    };
+    let l3 = &resolved.l3;
     let ifs = &cfg.spec.interfaces;
     for (itf, l3i) in ifs.iter().zip(&l3.interfaces) {
         // nsm and memif interfaces are refused by validation until the NSM
@@ -202,5 +210,5 @@ pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
     if nat.enabled() {
         out.insert(ItemKey::Nat, Item::Nat(Box::new(nat)));
     }
-    Ok(out)
+    out
 }

@@ -145,6 +145,7 @@ pub struct Results {
     /// After all the applies, idle again.
     after_applies: Option<Memory>,
     replace: Vec<Duration>,
+    replace_pb: Vec<Duration>,
     merge: Vec<Duration>,
     file: Vec<Duration>,
     config_bytes: usize,
@@ -307,24 +308,52 @@ fn run_inner(opts: &Options) -> Result<Results, BenchError> {
         .map_err(|e| failed(format!("tokio runtime: {e}")))?;
     let docs = [config(opts.mappings, false), config(opts.mappings, true)];
     let patches = [patch(false), patch(true)];
+    // The same two configs as protobuf messages, the API's native form.
+    let messages = docs
+        .iter()
+        .map(|d| {
+            xcnf_agent::config::Config::parse(d)
+                .map(|c| pb::Config::from(&c))
+                .map_err(|e| failed(format!("bench config: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut replace = Vec::new();
+    let mut replace_pb = Vec::new();
     let mut merge = Vec::new();
     rt.block_on(async {
         let mut api = xcnf_agent::api::client::connect(&socket)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        for (mode, texts, out) in [
-            (pb::apply_request::Mode::Replace, &docs, &mut replace),
-            (pb::apply_request::Mode::Merge, &patches, &mut merge),
+        let as_yaml = |texts: &[String; 2]| -> [pb::config_document::Format; 2] {
+            texts.clone().map(pb::config_document::Format::Yaml)
+        };
+        let as_message = [
+            pb::config_document::Format::Config(messages[0].clone()),
+            pb::config_document::Format::Config(messages[1].clone()),
+        ];
+        for (mode, formats, out) in [
+            (
+                pb::apply_request::Mode::Replace,
+                as_yaml(&docs),
+                &mut replace,
+            ),
+            (
+                pb::apply_request::Mode::Replace,
+                as_message,
+                &mut replace_pb,
+            ),
+            (
+                pb::apply_request::Mode::Merge,
+                as_yaml(&patches),
+                &mut merge,
+            ),
         ] {
             for _ in 0..opts.applies {
                 check_interrupt()?;
                 moved = !moved;
                 let req = pb::ApplyRequest {
                     document: Some(pb::ConfigDocument {
-                        format: Some(pb::config_document::Format::Yaml(
-                            texts[usize::from(moved)].clone(),
-                        )),
+                        format: Some(formats[usize::from(moved)].clone()),
                     }),
                     mode: mode.into(),
                     dry_run: false,
@@ -381,6 +410,7 @@ fn run_inner(opts: &Options) -> Result<Results, BenchError> {
         idle_memory,
         after_applies,
         replace,
+        replace_pb,
         merge,
         file,
         config_bytes: base.len(),
@@ -778,6 +808,12 @@ impl Results {
             &mut t,
             "one mapping changed: gRPC Apply, replace (whole config sent)",
             &self.replace,
+            Some(TARGET_APPLY),
+        );
+        timed(
+            &mut t,
+            "one mapping changed: gRPC Apply, replace (whole config as protobuf messages)",
+            &self.replace_pb,
             Some(TARGET_APPLY),
         );
         timed(
