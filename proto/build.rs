@@ -53,7 +53,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=build.rs");
 
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
-    generate(&files, std::slice::from_ref(&root), &out_dir, DESCRIPTOR_FILE)?;
+    generate(
+        &files,
+        std::slice::from_ref(&root),
+        &out_dir,
+        DESCRIPTOR_FILE,
+    )?;
 
     let includes: Vec<PathBuf> = NSM_INCLUDES.iter().map(|i| root.join(i)).collect();
     let nsm_files = NSM_PROTOS

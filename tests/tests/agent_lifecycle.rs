@@ -229,6 +229,13 @@ fn datapath_outlives_the_agent_and_is_adopted() {
     drop(a);
 
     let mut b = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    // The program the first agent verified is reused, not verified again.
+    assert!(
+        b.log()
+            .contains("reusing the TC program an earlier start verified"),
+        "{}",
+        b.log()
+    );
     let adopted = forwarded(&prefix, &chain);
     assert!(
         adopted >= after_exit,

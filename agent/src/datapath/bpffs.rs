@@ -101,6 +101,17 @@ impl Pins {
             .or_else(|| name.strip_prefix("xdp-"))
     }
 
+    /// Where verified programs are pinned for the next start to reuse.
+    pub fn progs_dir(&self) -> PathBuf {
+        self.dir.join("progs")
+    }
+
+    /// The pin of program `name` built from the object, settings and maps
+    /// that `key` fingerprints.
+    pub fn prog(&self, name: &str, key: u64) -> PathBuf {
+        self.progs_dir().join(format!("{name}-{key:016x}"))
+    }
+
     /// The marker directory saying which map layout the pins were made with
     /// (bpffs holds directories but no regular files).
     pub fn layout_marker(&self, fingerprint: u64) -> PathBuf {

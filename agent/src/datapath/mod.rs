@@ -143,6 +143,12 @@ pub struct Datapath {
     pins: Pins,
     sessions: SessionTableSize,
     attached: BTreeMap<String, Attachment>,
+    /// Programs verified by an earlier start, reused from their pins.
+    tc_pinned: Option<SchedClassifier>,
+    xdp_pinned: Option<Xdp>,
+    /// Fingerprint of the object, log level, session table size and map
+    /// layout: a pinned program is reused only under the same key.
+    prog_key: u64,
     /// What the NAT tables hold, as this process last wrote them. Read from
     /// the maps once (adopting a previous run's), then kept, because reading
     /// 20 000 entries back costs one syscall each and made a one-mapping
@@ -188,6 +194,13 @@ impl Datapath {
             }
             check_pinned_map(&pin, m, lru)?;
         }
+        // A pinned program refers to the maps it was loaded with: reusable
+        // only if every map it will run with is already pinned (none is
+        // about to be created anew by the load below).
+        let prog_key = program_key(opts, fingerprint)?;
+        if maps::ALL.iter().any(|m| !opts.pins.map(*m).exists()) {
+            let _ = std::fs::remove_dir_all(opts.pins.progs_dir());
+        }
 
         let mut loader = EbpfLoader::new();
         for m in maps::ALL {
@@ -227,6 +240,9 @@ impl Datapath {
             pins: opts.pins.clone(),
             sessions: lru,
             attached: BTreeMap::new(),
+            tc_pinned: None,
+            xdp_pinned: None,
+            prog_key,
             nat: None,
         })
     }
@@ -578,11 +594,66 @@ impl Datapath {
         M::try_from(map).map_err(|source| map_err(m, source))
     }
 
+    /// The XDP program: reused from its pin if an earlier start with the
+    /// same object and maps verified it, else loaded (verified) and pinned.
     fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let pin = self.pins.prog(maps::programs::XDP, self.prog_key);
+        let loaded = self
+            .ebpf
+            .program(maps::programs::XDP)
+            .is_some_and(|p| p.fd().is_ok());
+        // First use in this process: reuse an earlier start's pin, or verify
+        // the program and pin it for the next start.
+        if self.xdp_pinned.is_none() && !loaded {
+            match Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface) {
+                Ok(p) if pin.exists() => {
+                    info!(pin = %pin.display(), "reusing the XDP program an earlier start verified");
+                    self.xdp_pinned = Some(p);
+                }
+                _ => {
+                    let _ = std::fs::create_dir_all(self.pins.progs_dir());
+                    let prog: &mut Xdp = self.program(maps::programs::XDP)?;
+                    pin_program(prog.pin(&pin), &pin);
+                }
+            }
+        }
+        if self.xdp_pinned.is_some() {
+            return self
+                .xdp_pinned
+                .as_mut()
+                .ok_or_else(|| missing(maps::programs::XDP));
+        }
         self.program(maps::programs::XDP)
     }
 
+    /// The TC program, like [`Self::xdp`].
     fn tc(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let pin = self.pins.prog(maps::programs::TC, self.prog_key);
+        let loaded = self
+            .ebpf
+            .program(maps::programs::TC)
+            .is_some_and(|p| p.fd().is_ok());
+        // First use in this process: reuse an earlier start's pin, or verify
+        // the program and pin it for the next start.
+        if self.tc_pinned.is_none() && !loaded {
+            match SchedClassifier::from_pin(&pin) {
+                Ok(p) if pin.exists() => {
+                    info!(pin = %pin.display(), "reusing the TC program an earlier start verified");
+                    self.tc_pinned = Some(p);
+                }
+                _ => {
+                    let _ = std::fs::create_dir_all(self.pins.progs_dir());
+                    let prog: &mut SchedClassifier = self.program(maps::programs::TC)?;
+                    pin_program(prog.pin(&pin), &pin);
+                }
+            }
+        }
+        if self.tc_pinned.is_some() {
+            return self
+                .tc_pinned
+                .as_mut()
+                .ok_or_else(|| missing(maps::programs::TC));
+        }
         self.program(maps::programs::TC)
     }
 
@@ -719,6 +790,48 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError
             DatapathError::Program { name, source }
         }
     })
+}
+
+/// Pins a freshly verified program for the next start, replacing the pins
+/// of other builds. Failing to pin only costs the next start the verifier.
+fn pin_program(result: Result<(), aya::pin::PinError>, pin: &Path) {
+    if let Some(dir) = pin.parent()
+        && let Ok(rd) = std::fs::read_dir(dir)
+    {
+        let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let prefix = name.rsplit_once('-').map_or(name, |(p, _)| p);
+        for e in rd.filter_map(Result::ok) {
+            let other = e.file_name();
+            let other = other.to_string_lossy();
+            if other != name && other.rsplit_once('-').is_some_and(|(p, _)| p == prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Err(e) = result {
+        warn!(pin = %pin.display(), error = %e, "cannot pin the verified program; the next start verifies it again");
+    }
+}
+
+/// What a pinned program depends on: the object's bytes, the log level
+/// written into it, the session table size and the map layout.
+fn program_key(opts: &Options, layout: u64) -> Result<u64, DatapathError> {
+    let bytes = std::fs::read(&opts.object).map_err(|source| DatapathError::ObjectUnreadable {
+        path: opts.object.clone(),
+        source,
+    })?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&bytes);
+    eat(&[opts.log_level]);
+    eat(&opts.sessions.entries.to_le_bytes());
+    eat(&layout.to_le_bytes());
+    Ok(h)
 }
 
 /// Removes a pin that must not be reused, so the load creates the map anew.
