@@ -508,7 +508,14 @@ async fn watch(api: &mut AgentServiceClient<Channel>, output: Output) -> anyhow:
     let mut stream = api.watch(pb::WatchRequest {}).await?.into_inner();
     loop {
         let event = tokio::select! {
-            e = stream.message() => e?,
+            e = stream.message() => e.map_err(|status| {
+                // An agent that stops closes its streams: say so rather
+                // than print the transport's h2 error.
+                anyhow::anyhow!(
+                    "the watch stream ended: {} (the agent stopped or restarted?)",
+                    status.message()
+                )
+            })?,
             _ = tokio::signal::ctrl_c() => return Ok(Done::Ok),
         };
         let Some(event) = event else {
