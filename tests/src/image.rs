@@ -349,13 +349,17 @@ pub fn build(opts: &ImageOptions) -> Result<Built, ImageError> {
     // buildah appends to an existing archive's index rather than replace it.
     let _ = std::fs::remove_file(&opts.archive);
 
-    let ctr = run(buildah(&opts.work).args(["from", "--name"]).arg(format!(
-        "xcnf-{}",
-        std::process::id()
-    )).arg("scratch"))?;
+    let ctr = run(buildah(&opts.work)
+        .args(["from", "--name"])
+        .arg(format!("xcnf-{}", std::process::id()))
+        .arg("scratch"))?;
     let ctr = ctr.trim().to_owned();
     let result = (|| {
-        run(buildah(&opts.work).arg("copy").arg(&ctr).arg(&stage).arg("/"))?;
+        run(buildah(&opts.work)
+            .arg("copy")
+            .arg(&ctr)
+            .arg(&stage)
+            .arg("/"))?;
         let mut config = buildah(&opts.work);
         config
             .arg("config")

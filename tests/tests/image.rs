@@ -19,9 +19,7 @@ use std::{
 
 use xcnf_tests::{
     agent::{Agent, Nat44, ReportOnPanic, Scratch, nat_chain_config, pin_dir},
-    image::{
-        self, AGENT_PATH, BPFTOOL_PATH, ImageOptions, OBJECT_PATH, Payload, XCNFCTL_PATH,
-    },
+    image::{self, AGENT_PATH, BPFTOOL_PATH, ImageOptions, OBJECT_PATH, Payload, XCNFCTL_PATH},
     netns::{CNF_OUTSIDE_IP, Chain, ChainSpec, Netns, SERVER_IP, unique_prefix},
 };
 
@@ -118,7 +116,9 @@ fn resolve_in(rootfs: &Path, path: &Path) -> PathBuf {
             && real_parent != parent_host
             && let Ok(rel) = real_parent.strip_prefix(rootfs)
         {
-            cur = Path::new("/").join(rel).join(cur.file_name().unwrap_or_default());
+            cur = Path::new("/")
+                .join(rel)
+                .join(cur.file_name().unwrap_or_default());
             continue;
         }
         match std::fs::read_link(&host) {
@@ -210,7 +210,10 @@ fn image_is_complete_and_its_agent_translates() {
     // The payload runs from the image, with the image's libraries only.
     let version = ok(in_image(&rootfs, AGENT_PATH, &["--version"]), "xcnf-agent");
     assert!(version.starts_with("xcnf-agent "), "{version}");
-    let help = ok(in_image(&rootfs, XCNFCTL_PATH, &["--help"]), "xcnfctl --help");
+    let help = ok(
+        in_image(&rootfs, XCNFCTL_PATH, &["--help"]),
+        "xcnfctl --help",
+    );
     assert!(help.contains("nat"), "{help}");
     let bpftool = ok(in_image(&rootfs, BPFTOOL_PATH, &["version"]), "bpftool");
     assert!(bpftool.contains("bpftool v"), "{bpftool}");
@@ -295,7 +298,11 @@ fn image_is_complete_and_its_agent_translates() {
     assert!(sessions.contains(":8080"), "{sessions}");
     let pinned = format!("/sys/fs/bpf/xcnf/{prefix}/nat_sessions");
     let dump = ok(
-        exec_in_agent(&agent, BPFTOOL_PATH, &["-j", "map", "dump", "pinned", &pinned]),
+        exec_in_agent(
+            &agent,
+            BPFTOOL_PATH,
+            &["-j", "map", "dump", "pinned", &pinned],
+        ),
         "bpftool map dump in the container",
     );
     let dump: serde_json::Value =

@@ -37,8 +37,7 @@ const AGENT_CONTAINER: &str = "xcnf-agent";
 /// names them (`cap_bpf`).
 fn manifest_capabilities() -> BTreeSet<String> {
     let path = workspace_root().join(MANIFEST);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let d: Deployment =
         serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");

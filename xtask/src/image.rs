@@ -65,11 +65,11 @@ pub fn run(args: &Args) -> Result<()> {
         println!("  {}", e.display());
     }
     // What a registry client sees: the check that the archive is usable.
-    setup::run(
-        Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci-archive:{}:{}", archive.display(), args.tag)),
-    )
+    setup::run(Command::new("skopeo").arg("inspect").arg(format!(
+        "oci-archive:{}:{}",
+        archive.display(),
+        args.tag
+    )))
 }
 
 /// `org.opencontainers.image.*` labels; the revision when this is a git
