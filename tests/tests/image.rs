@@ -203,6 +203,15 @@ fn image_is_complete_and_its_agent_translates() {
         serde_json::json!([AGENT_PATH]),
         "{config:#}"
     );
+    // No default arguments: the pod's `args` are the agent's only ones.
+    assert!(config["config"]["Cmd"].is_null(), "{config:#}");
+    // `kubectl exec … -- bpftool` and `-- xcnfctl` find them on PATH.
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "PATH=/usr/sbin:/usr/bin")),
+        "{config:#}"
+    );
 
     let rootfs = image::unpack(&archive, &tag, &scratch.path().join("unpacked"))
         .unwrap_or_else(|e| panic!("unpacking: {e}"));

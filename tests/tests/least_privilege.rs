@@ -96,21 +96,28 @@ fn all_capabilities() -> BTreeSet<String> {
     decode((1u64 << (last + 1)) - 1)
 }
 
-/// A launcher running the agent under capsh with only `keep`: the others
-/// dropped from the bounding set (so the agent, exec'd as uid 0, gets
-/// exactly `keep`), no inheritable or ambient capabilities, no_new_privs.
-fn capsh_launcher(keep: &BTreeSet<String>) -> impl Fn(&Netns, &Scratch) -> Command + use<> {
+/// capsh's arguments for running `program` with only `keep`: the others
+/// dropped from the bounding set (so a program exec'd as uid 0 gets exactly
+/// `keep`), no inheritable or ambient capabilities, no_new_privs. The
+/// program's own arguments follow.
+fn capsh_args(keep: &BTreeSet<String>, program: &Path) -> Vec<String> {
     let drop: Vec<String> = all_capabilities().difference(keep).cloned().collect();
-    let drop = drop.join(",");
+    vec![
+        format!("--drop={}", drop.join(",")),
+        "--inh=".into(),
+        "--noamb".into(),
+        "--no-new-privs".into(),
+        format!("--shell={}", program.display()),
+        "--".into(),
+    ]
+}
+
+/// A launcher running the agent under capsh with only `keep`.
+fn capsh_launcher(keep: &BTreeSet<String>) -> impl Fn(&Netns, &Scratch) -> Command + use<> {
+    let args = capsh_args(keep, &xcnf_tests::agent::agent_binary());
     move |ns: &Netns, _: &Scratch| {
         let mut c = ns.command("capsh");
-        c.arg(format!("--drop={drop}"))
-            .args(["--inh=", "--noamb", "--no-new-privs"])
-            .arg(format!(
-                "--shell={}",
-                xcnf_tests::agent::agent_binary().display()
-            ))
-            .arg("--")
+        c.args(&args)
             .env("XCNF_EBPF_OBJECT", xcnf_tests::ebpf_object());
         c
     }
@@ -242,14 +249,11 @@ fn check_running(agent: &Agent, chain: &Chain, keep: &BTreeSet<String>) {
     // xcnfctl, run the way `kubectl exec` runs it in the agent's container:
     // with the same capabilities.
     let xcnfctl = xcnf_tests::agent::xcnfctl_binary().expect("xcnfctl is built");
-    let drop: Vec<String> = all_capabilities().difference(keep).cloned().collect();
     let out = chain
         .cnf
         .command("capsh")
-        .arg(format!("--drop={}", drop.join(",")))
-        .args(["--inh=", "--noamb", "--no-new-privs"])
-        .arg(format!("--shell={}", xcnfctl.display()))
-        .args(["--", "nat", "sessions", "--instance", prefix])
+        .args(capsh_args(keep, &xcnfctl))
+        .args(["nat", "sessions", "--instance", prefix])
         .output()
         .unwrap_or_else(|e| panic!("xcnfctl: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -302,4 +306,68 @@ fn every_manifest_capability_is_needed() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The other bpffs option (deploy/k8s/README.md): with no bpffs mounted for
+/// it, the agent mounts its own, which takes CAP_SYS_ADMIN on top of the
+/// manifest's set, and the pins then live only as long as the agent's mount
+/// namespace (as a container's would).
+#[test]
+fn mounting_its_own_bpffs_takes_sys_admin() {
+    let keep = manifest_capabilities();
+    let prefix = unique_prefix("lm");
+    let chain = Chain::build(&prefix, &ChainSpec::nat());
+    let mount_point = Scratch::new(&format!("{prefix}-bpffs"));
+    let bpffs = mount_point.path().display().to_string();
+    let args = ["--bpffs", bpffs.as_str()];
+    // A private mount namespace per run, like a container's: a bpffs the
+    // agent mounts never shows on the host.
+    let in_own_mount_ns = |keep: &BTreeSet<String>| {
+        let args = capsh_args(keep, &xcnf_tests::agent::agent_binary());
+        move |ns: &Netns, _: &Scratch| {
+            let mut c = ns.command("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "capsh"])
+                .args(&args)
+                .env("XCNF_EBPF_OBJECT", xcnf_tests::ebpf_object());
+            c
+        }
+    };
+
+    let launch = in_own_mount_ns(&keep);
+    let out = Agent::run_to_exit_via(&chain.cnf, &prefix, &config(&prefix), &args, &launch);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("CAP_SYS_ADMIN"),
+        "without CAP_SYS_ADMIN ({}): {stderr}",
+        out.status
+    );
+
+    let mut more = keep.clone();
+    more.insert("cap_sys_admin".to_owned());
+    let launch = in_own_mount_ns(&more);
+    let mut agent = Agent::start_via(&chain.cnf, &prefix, &config(&prefix), &args, &launch);
+    assert!(
+        agent.log().contains("mounted bpffs"),
+        "the agent did not mount bpffs:\n{}",
+        agent.log()
+    );
+    for ifname in ["c0", "c1"] {
+        assert!(
+            !chain.cnf.attached_programs(ifname).is_empty(),
+            "nothing attached to {ifname}"
+        );
+    }
+    // The host sees neither the mount nor any pin.
+    assert!(
+        std::fs::read_dir(mount_point.path())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false),
+        "the agent's bpffs leaked to the host mount namespace"
+    );
+    let st = agent.stop();
+    assert!(st.success(), "agent exit: {st}\n{}", agent.log());
+    for ifname in ["c0", "c1"] {
+        let progs = chain.cnf.attached_programs(ifname);
+        assert!(progs.is_empty(), "{progs:?} still on {ifname}");
+    }
 }
