@@ -57,6 +57,10 @@ impl Drop for Scratch {
     }
 }
 
+/// How a test starts the agent process: the command (in the namespace) that
+/// the agent's own arguments (`--config …`, `--instance …`) are appended to.
+pub type Launcher<'a> = &'a dyn Fn(&Netns, &Scratch) -> Command;
+
 /// A running agent. Dropping it stops the agent and removes the instance's
 /// pins even if the agent was told to keep them, so nothing outlives a test.
 #[derive(Debug)]
@@ -71,14 +75,31 @@ pub struct Agent {
 impl Agent {
     /// The command that runs the agent in `ns` with `config_yaml`.
     pub fn command(ns: &Netns, scratch: &Scratch, config_yaml: &str, args: &[&str]) -> Command {
-        let config = scratch.path().join("config.yaml");
-        std::fs::write(&config, config_yaml).unwrap_or_else(|e| panic!("write config: {e}"));
+        Self::command_via(scratch, config_yaml, args, Self::plain(ns, scratch))
+    }
+
+    /// The agent binary under test, run directly in `ns`: the default
+    /// [`Launcher`].
+    pub fn plain(ns: &Netns, _scratch: &Scratch) -> Command {
         let mut cmd = ns.command(agent_binary());
-        cmd.arg("--config").arg(&config).args(args);
         if std::env::var_os("XCNF_EBPF_OBJECT").is_none() {
             cmd.env("XCNF_EBPF_OBJECT", crate::ebpf_object());
         }
         cmd
+    }
+
+    /// `launch` (see [`Launcher`]) with the config file (written to
+    /// `scratch`) and `args` appended.
+    pub fn command_via(
+        scratch: &Scratch,
+        config_yaml: &str,
+        args: &[&str],
+        mut launch: Command,
+    ) -> Command {
+        let config = scratch.path().join("config.yaml");
+        std::fs::write(&config, config_yaml).unwrap_or_else(|e| panic!("write config: {e}"));
+        launch.arg("--config").arg(&config).args(args);
+        launch
     }
 
     /// Starts the agent and waits until it reports the datapath attached.
@@ -87,6 +108,20 @@ impl Agent {
     /// running in parallel do not interleave it; the log is printed when the
     /// agent fails to start and when a test panics with the agent running.
     pub fn start(ns: &Netns, instance: &str, config_yaml: &str, args: &[&str]) -> Self {
+        Self::start_via(ns, instance, config_yaml, args, &Self::plain)
+    }
+
+    /// [`Agent::start`] with the process started by `launch`: under
+    /// dropped capabilities, or from an unpacked image's root filesystem.
+    /// The launched process must become the agent (exec, not fork), so the
+    /// signals a test sends reach it.
+    pub fn start_via(
+        ns: &Netns,
+        instance: &str,
+        config_yaml: &str,
+        args: &[&str],
+        launch: Launcher<'_>,
+    ) -> Self {
         let scratch = Scratch::new(instance);
         let ready = scratch.path().join("ready");
         let log_path = scratch.path().join("agent.log");
@@ -95,7 +130,7 @@ impl Agent {
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("dup agent log: {e}"));
-        let mut cmd = Self::command(ns, &scratch, config_yaml, args);
+        let mut cmd = Self::command_via(&scratch, config_yaml, args, launch(ns, &scratch));
         cmd.arg("--instance")
             .arg(instance)
             .arg("--ready-file")
@@ -126,8 +161,19 @@ impl Agent {
 
     /// Runs the agent to completion (for inputs that must make it fail).
     pub fn run_to_exit(ns: &Netns, instance: &str, config_yaml: &str, args: &[&str]) -> Output {
+        Self::run_to_exit_via(ns, instance, config_yaml, args, &Self::plain)
+    }
+
+    /// [`Agent::run_to_exit`] with the process started by `launch`.
+    pub fn run_to_exit_via(
+        ns: &Netns,
+        instance: &str,
+        config_yaml: &str,
+        args: &[&str],
+        launch: Launcher<'_>,
+    ) -> Output {
         let scratch = Scratch::new(instance);
-        let mut cmd = Self::command(ns, &scratch, config_yaml, args);
+        let mut cmd = Self::command_via(&scratch, config_yaml, args, launch(ns, &scratch));
         cmd.arg("--instance").arg(instance).stdin(Stdio::null());
         let out = cmd
             .output()

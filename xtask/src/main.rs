@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod demo;
+mod image;
 mod setup;
 mod test;
 
@@ -36,6 +37,8 @@ enum Cmd {
     Demo,
     /// Per-packet cost (BPF_PROG_TEST_RUN) and end-to-end comparison with the kernel (root).
     Bench(bench::Args),
+    /// The OCI image (oci-archive) with buildah, no daemon: agent, xcnfctl, bpftool, eBPF object (root).
+    Image(image::Args),
 }
 
 fn main() -> Result<()> {
@@ -46,5 +49,6 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Image(args) => image::run(&args),
     }
 }

@@ -68,7 +68,9 @@ pub fn which(bin: &str) -> Option<PathBuf> {
 /// Commands the demo, the tests and the benchmark run, and the Debian
 /// package of each: the NAT44 end-to-end tests drive real iperf3, traceroute
 /// and tracepath through the cnf; the benchmark generates with trafgen and
-/// compares against nftables masquerade.
+/// compares against nftables masquerade. The image is built with buildah and
+/// checked with skopeo and umoci; the least-privilege test drops capabilities
+/// with capsh.
 const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
@@ -83,6 +85,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("nft", "nftables"),
     ("tcpdump", "tcpdump"),
+    ("capsh", "libcap2-bin"),
+    ("buildah", "buildah"),
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
 ];
 
 /// apt-get installs whichever tools are missing.
