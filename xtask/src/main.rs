@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod crd;
 mod demo;
 mod setup;
 mod test;
@@ -36,6 +37,8 @@ enum Cmd {
     Demo,
     /// Per-packet cost (BPF_PROG_TEST_RUN) and end-to-end comparison with the kernel (root).
     Bench(bench::Args),
+    /// Regenerate the CNFConfiguration CRD (deploy/crd/) from the Rust config types.
+    Crd,
 }
 
 fn main() -> Result<()> {
@@ -46,5 +49,6 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Crd => crd::run(),
     }
 }
