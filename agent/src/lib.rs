@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod k8s;
 pub mod linux;
 pub mod nat;
 pub mod reconcile;

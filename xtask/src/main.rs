@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod crd;
 mod demo;
 mod image;
 mod setup;
@@ -39,6 +40,8 @@ enum Cmd {
     Bench(bench::Args),
     /// The OCI image (oci-archive) with buildah, no daemon: agent, xcnfctl, bpftool, eBPF object (root).
     Image(image::Args),
+    /// Regenerate the CNFConfiguration CRD (deploy/crd/) from the Rust config types.
+    Crd,
 }
 
 fn main() -> Result<()> {
@@ -50,5 +53,6 @@ fn main() -> Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Image(args) => image::run(&args),
+        Cmd::Crd => crd::run(),
     }
 }

@@ -10,6 +10,7 @@ use xcnf_agent::{
     api,
     config::{Config, ConfigError},
     datapath::{self, BPFFS_DEFAULT, Pins},
+    k8s,
     linux::{Events, Netlink},
     reconcile::{
         self,
@@ -25,10 +26,27 @@ struct Args {
     /// The configuration file (YAML or JSON, schema xcnf.io/v1alpha1),
     /// watched for changes. Without it, the config comes over the API (and
     /// the one in force before a restart is restored).
-    #[arg(long, env = "XCNF_CONFIG")]
+    #[arg(long, env = "XCNF_CONFIG", conflicts_with = "kubernetes")]
     config: Option<PathBuf>,
+    /// Take the config from the CNFConfiguration bound to this pod (in-cluster
+    /// config, or KUBECONFIG), apply every new generation and report in its
+    /// status. The resource is named by --cr-name, or else by the pod
+    /// annotation xcnf.io/config read from the pod POD_NAME.
+    #[arg(long, env = "XCNF_KUBERNETES")]
+    kubernetes: bool,
+    /// With --kubernetes: the CNFConfiguration's name (downward API).
+    #[arg(long, env = "XCNF_CR_NAME")]
+    cr_name: Option<String>,
+    /// With --kubernetes: the namespace of the resource and the pod; default
+    /// the client's (in a pod, its service account's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// With --kubernetes and no --cr-name: this pod, read for its
+    /// xcnf.io/config annotation.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Instance name for the pin and state directories; defaults to the
-    /// config's metadata.name.
+    /// config's metadata.name (with --kubernetes, the resource's name).
     #[arg(long, env = "XCNF_INSTANCE", required_if_eq("cleanup", "true"))]
     instance: Option<String>,
     /// Runtime state (API socket, config in force, ownership record);
@@ -135,32 +153,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The bound resource, read before anything is touched so the datapath
+    // starts with its config.
+    let (mut k8s_source, cr_config) = if args.kubernetes {
+        let mut source = k8s::Source::connect(&k8s::BindOptions {
+            cr_name: args.cr_name.clone(),
+            namespace: args.namespace.clone(),
+            pod_name: args.pod_name.clone(),
+        })
+        .await?;
+        let cfg = source.initial().await?;
+        (Some(source), cfg)
+    } else {
+        (None, None)
+    };
+    let bound_name = k8s_source.as_ref().map(|s| s.binding().name.clone());
     if args.check {
         if let Some((path, ..)) = &file_config {
             println!("{}: ok", path.display());
         }
+        if let Some(source) = &k8s_source {
+            if cr_config.is_none() {
+                bail!("{}: missing or invalid (see above)", source.binding());
+            }
+            println!("{}: ok", source.binding());
+        }
         return Ok(());
     }
-    let instance = match (&args.instance, &file_config) {
-        (Some(i), _) => i.clone(),
-        (None, Some((_, _, cfg))) => cfg.metadata.name.clone(),
-        (None, None) => bail!("--instance is required without --config"),
+    let instance = match (&args.instance, &file_config, &bound_name) {
+        (Some(i), ..) => i.clone(),
+        (None, Some((_, _, cfg)), _) => cfg.metadata.name.clone(),
+        (None, None, Some(name)) => name.clone(),
+        (None, None, None) => bail!("--instance is required without --config or --kubernetes"),
     };
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(api::RUN_DIR).join(&instance));
     let store = state_dir.join("config.json");
-    // The file wins; without one, the config the last run had in force
-    // (applied over the API) is restored.
-    let initial = match &file_config {
-        Some((_, _, cfg)) => Some(cfg.clone()),
-        None if store.exists() => {
-            let cfg = Config::load(&store)?;
-            info!(path = %store.display(), "restoring the config in force before the restart");
-            Some(cfg)
-        }
-        None => None,
+    // The file or the resource wins; without one (or with a resource that
+    // is missing or invalid), the config the last run had in force is restored.
+    let initial = match (&file_config, &cr_config) {
+        (Some((_, _, cfg)), _) => Some(cfg.clone()),
+        (None, Some(cfg)) => Some(cfg.clone()),
+        (None, None) => stored(&store, bound_name.as_deref())?,
     };
 
     let socket = args
@@ -193,8 +229,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.ebpf_log_level.as_u8() > 0 {
         system.on_load(spawn_ebpf_logger);
     }
-    let (mut engine, handle, commands) = reconcile::new(system, Some(store));
-    let report = match engine.start(initial).await {
+    let (mut engine, handle, commands) = reconcile::new(system, Some(store.clone()));
+    let mut started = engine.start(initial).await;
+    if let (Err(e), Some(source), Some(_)) = (&started, k8s_source.as_mut(), &cr_config) {
+        // Reported in the resource's status and retried; a sidecar that
+        // exits would take the pod's datapath down with it.
+        warn!(resource = %source.binding(), error = %e, "cannot apply the resource; starting without it");
+        source.start_failed(e);
+        started = match stored(&store, bound_name.as_deref()) {
+            Ok(cfg) => engine.start(cfg).await,
+            Err(e) => Err(reconcile::ApplyError::System(format!("{e:#}"))),
+        };
+    }
+    if let (Ok(_), Some(source)) = (&started, k8s_source.as_mut()) {
+        source.started();
+    }
+    let report = match started {
         Ok(r) => r,
         Err(e) => {
             let system = engine.into_backend();
@@ -232,6 +282,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some((path, text, _)) = file_config {
         tokio::spawn(source::watch_file(path, handle.clone(), text));
+    }
+    if let Some(source) = k8s_source {
+        tokio::spawn(source.run(handle.clone()));
     }
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(listener.serve(
@@ -314,6 +367,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(&state_dir);
     }
     Ok(())
+}
+
+/// The config the last run had in force, if any. With --kubernetes, only
+/// when it came from the same resource: the instance directory may outlive a
+/// rebinding, and the reconciler refuses to change the instance's name.
+fn stored(store: &std::path::Path, resource: Option<&str>) -> anyhow::Result<Option<Config>> {
+    if !store.exists() {
+        return Ok(None);
+    }
+    let cfg = Config::load(store)?;
+    if let Some(name) = resource
+        && cfg.metadata.name != name
+    {
+        warn!(path = %store.display(), stored = %cfg.metadata.name, resource = %name, "not restoring the config of another resource");
+        return Ok(None);
+    }
+    info!(path = %store.display(), "restoring the config in force before the restart");
+    Ok(Some(cfg))
 }
 
 /// Forwards the programs' aya-log records into `tracing` (via the `log` bridge).

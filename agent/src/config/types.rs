@@ -1,11 +1,59 @@
 //! Serde model of the schema. Field names follow config.md (camelCase).
+//!
+//! The same types generate the Kubernetes CRD (`crate::k8s`): `#[schemars]`
+//! attributes put into its OpenAPI schema the checks the API server can
+//! enforce on its own (enums, ranges, lengths, patterns), so a bad custom
+//! resource is refused at `kubectl apply` already. They never change serde's
+//! behaviour, and they are never stricter than `Config::validate`, which
+//! still checks everything (a config file or the gRPC API has no API server
+//! in front of it).
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "xcnf.io/v1alpha1";
 pub const KIND: &str = "CNFConfiguration";
+
+/// Regular expressions for the CRD schema, in the subset Go's RE2 (the API
+/// server) and ECMA-262 (JSON-schema validators) read alike.
+mod pattern {
+    macro_rules! octet {
+        () => {
+            "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+        };
+    }
+    macro_rules! ipv4 {
+        () => {
+            concat!(octet!(), "(\\.", octet!(), "){3}")
+        };
+    }
+    macro_rules! port {
+        () => {
+            "[0-9]{1,5}"
+        };
+    }
+    /// Logical names (interfaces, the instance): `check_label` in validate.rs.
+    pub const LABEL: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
+    /// Linux interface names: no '/', ':' or whitespace (`check_ifname`).
+    pub const IFNAME: &str = "^[^/:\\s]+$";
+    /// A dotted-quad IPv4 address without leading zeros, as
+    /// `std::net::Ipv4Addr` parses it.
+    pub const IPV4: &str = concat!("^", ipv4!(), "$");
+    /// `a.b.c.d/len`, len 0-32 in one or two digits (`Ipv4Prefix`).
+    pub const IPV4_PREFIX: &str = concat!("^", ipv4!(), "/([0-2]?[0-9]|3[0-2])$");
+    /// `a.b.c.d` or `a.b.c.d:port` (`parse_endpoint`); the port's range is
+    /// checked by the agent.
+    pub const ENDPOINT: &str = concat!("^", ipv4!(), "(:", port!(), ")?$");
+    /// `first-last` or one port (`parse_port_range`).
+    pub const PORT_RANGE: &str = concat!("^ *", port!(), " *(- *", port!(), " *)?$");
+    /// `aa:bb:cc:dd:ee:ff` (`MacAddr`).
+    pub const MAC: &str = "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$";
+    /// `7440s`, `4m`, `1h30m`, `1500ms` (`parse_duration`).
+    pub const DURATION: &str = "^ *([0-9]+(ms|s|m|h))+ *$";
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -30,7 +78,29 @@ pub struct Metadata {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The desired state; in Kubernetes, the `spec` of a `CNFConfiguration`
+/// custom resource.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource,
+)]
+#[kube(
+    group = "xcnf.io",
+    version = "v1alpha1",
+    kind = "CNFConfiguration",
+    root = "CnfConfiguration",
+    plural = "cnfconfigurations",
+    singular = "cnfconfiguration",
+    shortname = "cnfconfig",
+    namespaced,
+    status = "crate::k8s::CnfConfigurationStatus",
+    derive = "PartialEq",
+    doc = "The configuration of one xcnf agent (one CNF): interfaces, routes, neighbours and NAT44. The agent bound to it applies every new generation and reports the outcome in status.",
+    // As JSON: the structured form repeats `type_ = "string"`, which
+    // clippy takes for a duplicated attribute.
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Spec {
     #[serde(default)]
@@ -45,9 +115,10 @@ pub struct Spec {
 
 /// A logical interface. Exactly one of `kernel`, `nsm` and `memif` says how
 /// the interface comes to exist; everything else refers to it by `name`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Interface {
+    #[schemars(length(min = 1, max = 32), pattern(pattern::LABEL))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelInterface>,
@@ -56,8 +127,10 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memif: Option<MemifInterface>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(pattern::IPV4_PREFIX)))]
     pub ip_addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = super::l3::MTU_MIN, max = super::l3::MTU_MAX))]
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -74,16 +147,18 @@ impl Interface {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KernelInterface {
     /// An existing interface in the agent's network namespace.
+    #[schemars(length(min = 1, max = 15), pattern(pattern::IFNAME))]
     pub host_if_name: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NsmInterface {
+    #[schemars(length(min = 1))]
     pub network_service: String,
     pub role: NsmRole,
     #[serde(default)]
@@ -91,6 +166,7 @@ pub struct NsmInterface {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15), pattern(pattern::IFNAME))]
     pub interface_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_name_prefix: Option<String>,
@@ -100,7 +176,7 @@ pub struct NsmInterface {
     pub ipam: Option<Ipam>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NsmRole {
     #[default]
@@ -108,7 +184,7 @@ pub enum NsmRole {
     Endpoint,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NsmMechanism {
     #[default]
@@ -116,22 +192,24 @@ pub enum NsmMechanism {
     Memif,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ipam {
+    #[schemars(pattern(pattern::IPV4_PREFIX))]
     pub cidr: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemifInterface {
+    #[schemars(length(min = 1))]
     pub socket: String,
     pub role: MemifRole,
     #[serde(default)]
     pub id: u32,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemifRole {
     #[default]
@@ -139,7 +217,7 @@ pub enum MemifRole {
     Slave,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatapathSpec {
     #[serde(default)]
@@ -149,7 +227,7 @@ pub struct DatapathSpec {
 }
 
 /// Where the eBPF program attaches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
     /// TC on veth (native XDP there copies every skb and is slower than the
@@ -160,7 +238,7 @@ pub enum Hook {
     Tc,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum XdpMode {
     /// In the driver; falls back to generic where the driver has no XDP.
@@ -169,7 +247,7 @@ pub enum XdpMode {
     Generic,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     #[default]
@@ -177,31 +255,40 @@ pub enum Backend {
     Vpp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Route {
+    #[schemars(pattern(pattern::IPV4_PREFIX))]
     pub dst: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::IPV4))]
     pub via: Option<String>,
+    #[schemars(length(min = 1, max = 32), pattern(pattern::LABEL))]
     pub interface: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub metric: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Neighbor {
+    #[schemars(length(min = 1, max = 32), pattern(pattern::LABEL))]
     pub interface: String,
+    #[schemars(pattern(pattern::IPV4))]
     pub ip: String,
+    #[schemars(pattern(pattern::MAC))]
     pub mac: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Nat44 {
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 32), pattern(pattern::LABEL)))]
     pub inside: Vec<String>,
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 32), pattern(pattern::LABEL)))]
     pub outside: Vec<String>,
     #[serde(default)]
     pub pools: Vec<Pool>,
@@ -216,20 +303,24 @@ pub struct Nat44 {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = super::nat44::MAX_SESSIONS_LIMIT))]
     pub max_sessions: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pool {
+    #[schemars(pattern(pattern::IPV4))]
     pub first: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::IPV4))]
     pub last: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::PORT_RANGE))]
     pub ports: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatMapping {
     #[default]
@@ -237,7 +328,7 @@ pub enum NatMapping {
     EndpointDependent,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Tcp,
@@ -259,34 +350,42 @@ impl Protocol {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticMapping {
     #[serde(default)]
     pub protocol: Protocol,
+    #[schemars(pattern(pattern::ENDPOINT))]
     pub external: String,
+    #[schemars(pattern(pattern::ENDPOINT))]
     pub local: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentityMapping {
     #[serde(default)]
     pub protocol: Protocol,
+    #[schemars(pattern(pattern::IPV4))]
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::DURATION))]
     pub tcp_established: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::DURATION))]
     pub tcp_transitory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::DURATION))]
     pub udp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::DURATION))]
     pub icmp: Option<String>,
 }
