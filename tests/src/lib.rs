@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod kube_double;
 pub mod netns;
 pub mod packet;
 pub mod testrun;
