@@ -81,13 +81,83 @@ impl Agent {
         cmd
     }
 
-    /// Starts the agent and waits until it reports the datapath attached.
+    /// Starts the agent and waits until it reports the datapath attached
+    /// (its output goes to a log file, printed if the test fails).
+    pub fn start(ns: &Netns, instance: &str, config_yaml: &str, args: &[&str]) -> Self {
+        let scratch = Scratch::new(instance);
+        let cmd = Self::command(ns, &scratch, config_yaml, args);
+        Self::spawn_until_ready(
+            scratch,
+            cmd,
+            instance,
+            &format!("--- config ---\n{config_yaml}"),
+        )
+    }
+
+    /// The command that runs the agent in `ns` with its config from the
+    /// `CNFConfiguration` named `cr_name`, through the API server that
+    /// `kubeconfig` points at.
+    ///
+    /// It assumes the agent's interface for issue 7: the `--kubernetes`
+    /// flag, the kubeconfig in `KUBECONFIG` (read by kube's
+    /// `Client::try_default`), the resource's name in `XCNF_CR_NAME`, and
+    /// the namespace from the kubeconfig's context when `POD_NAMESPACE` is
+    /// unset (it is removed here, so a test never picks up the caller's).
+    pub fn kubernetes_command(
+        ns: &Netns,
+        kubeconfig: &Path,
+        cr_name: &str,
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = ns.command(agent_binary());
+        cmd.arg("--kubernetes")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("XCNF_CR_NAME", cr_name)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .env_remove("XCNF_CONFIG");
+        if std::env::var_os("XCNF_EBPF_OBJECT").is_none() {
+            cmd.env("XCNF_EBPF_OBJECT", crate::ebpf_object());
+        }
+        cmd
+    }
+
+    /// [`Agent::start`] for an agent configured through Kubernetes (see
+    /// [`Agent::kubernetes_command`]): waits until the datapath of the
+    /// resource's config is attached. `config` is unused in this mode.
+    pub fn start_kubernetes(
+        ns: &Netns,
+        instance: &str,
+        kubeconfig: &Path,
+        cr_name: &str,
+        args: &[&str],
+    ) -> Self {
+        let scratch = Scratch::new(instance);
+        let cmd = Self::kubernetes_command(ns, kubeconfig, cr_name, args);
+        Self::spawn_until_ready(
+            scratch,
+            cmd,
+            instance,
+            &format!(
+                "--- config ---\nCNFConfiguration {cr_name} through {}",
+                kubeconfig.display()
+            ),
+        )
+    }
+
+    /// Spawns `cmd` (an agent command for `instance`) and waits until it
+    /// reports the datapath attached.
     ///
     /// Its output goes to a log file rather than the terminal, so tests
     /// running in parallel do not interleave it; the log is printed when the
     /// agent fails to start and when a test panics with the agent running.
-    pub fn start(ns: &Netns, instance: &str, config_yaml: &str, args: &[&str]) -> Self {
-        let scratch = Scratch::new(instance);
+    fn spawn_until_ready(
+        scratch: Scratch,
+        mut cmd: Command,
+        instance: &str,
+        describe: &str,
+    ) -> Self {
         let ready = scratch.path().join("ready");
         let log_path = scratch.path().join("agent.log");
         let log = std::fs::File::create(&log_path)
@@ -95,7 +165,6 @@ impl Agent {
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("dup agent log: {e}"));
-        let mut cmd = Self::command(ns, &scratch, config_yaml, args);
         cmd.arg("--instance")
             .arg(instance)
             .arg("--ready-file")
@@ -111,7 +180,7 @@ impl Agent {
             let _ = std::fs::remove_dir_all(pin_dir(instance));
             let _ = std::fs::remove_dir_all(state_dir(instance));
             panic!(
-                "{e}\n--- agent log ---\n{}\n--- config ---\n{config_yaml}",
+                "{e}\n--- agent log ---\n{}\n{describe}",
                 abridged(&std::fs::read_to_string(&log_path).unwrap_or_default())
             );
         }
