@@ -123,6 +123,73 @@ impl Agent {
         launch: Launcher<'_>,
     ) -> Self {
         let scratch = Scratch::new(instance);
+        let cmd = Self::command_via(&scratch, config_yaml, args, launch(ns, &scratch));
+        Self::spawn_until_ready(
+            scratch,
+            cmd,
+            instance,
+            &format!("--- config ---\n{config_yaml}"),
+        )
+    }
+
+    /// The command that runs the agent in `ns` with its config from the
+    /// `CNFConfiguration` named `cr_name`, through the API server that
+    /// `kubeconfig` points at: `--kubernetes`, the kubeconfig in
+    /// `KUBECONFIG` (read by kube's `Client::try_default`), the resource's
+    /// name in `XCNF_CR_NAME`, and the namespace from the kubeconfig's
+    /// context (`POD_NAMESPACE` is removed, so a test never picks up the
+    /// caller's).
+    pub fn kubernetes_command(
+        ns: &Netns,
+        kubeconfig: &Path,
+        cr_name: &str,
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = ns.command(agent_binary());
+        cmd.arg("--kubernetes")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("XCNF_CR_NAME", cr_name)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .env_remove("XCNF_CONFIG");
+        if std::env::var_os("XCNF_EBPF_OBJECT").is_none() {
+            cmd.env("XCNF_EBPF_OBJECT", crate::ebpf_object());
+        }
+        cmd
+    }
+
+    /// [`Agent::start`] for an agent configured through Kubernetes (see
+    /// [`Agent::kubernetes_command`]): waits until the datapath of the
+    /// resource's config is attached.
+    pub fn start_kubernetes(
+        ns: &Netns,
+        instance: &str,
+        kubeconfig: &Path,
+        cr_name: &str,
+        args: &[&str],
+    ) -> Self {
+        let scratch = Scratch::new(instance);
+        let cmd = Self::kubernetes_command(ns, kubeconfig, cr_name, args);
+        Self::spawn_until_ready(
+            scratch,
+            cmd,
+            instance,
+            &format!(
+                "--- config ---\nCNFConfiguration {cr_name} through {}",
+                kubeconfig.display()
+            ),
+        )
+    }
+
+    /// Spawns `cmd` (an agent command for `instance`) and waits until it
+    /// reports the datapath attached; `describe` goes into the panic message.
+    fn spawn_until_ready(
+        scratch: Scratch,
+        mut cmd: Command,
+        instance: &str,
+        describe: &str,
+    ) -> Self {
         let ready = scratch.path().join("ready");
         let log_path = scratch.path().join("agent.log");
         let log = std::fs::File::create(&log_path)
@@ -130,7 +197,6 @@ impl Agent {
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("dup agent log: {e}"));
-        let mut cmd = Self::command_via(&scratch, config_yaml, args, launch(ns, &scratch));
         cmd.arg("--instance")
             .arg(instance)
             .arg("--ready-file")
@@ -146,7 +212,7 @@ impl Agent {
             let _ = std::fs::remove_dir_all(pin_dir(instance));
             let _ = std::fs::remove_dir_all(state_dir(instance));
             panic!(
-                "{e}\n--- agent log ---\n{}\n--- config ---\n{config_yaml}",
+                "{e}\n--- agent log ---\n{}\n{describe}",
                 abridged(&std::fs::read_to_string(&log_path).unwrap_or_default())
             );
         }

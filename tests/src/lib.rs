@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod bench;
 pub mod image;
+pub mod kube_double;
 pub mod netns;
 pub mod packet;
 pub mod testrun;
