@@ -142,13 +142,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let cfg = Config::load(path)?;
-            // What the datapath would be written with, checked up front so a
-            // bad file fails before anything is touched.
-            reconcile::item::items(&cfg).map_err(|errors| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                errors,
-            })?;
+            // Validated in full before anything is touched: the items the
+            // reconciler plans from are exactly what validation resolved.
+            let cfg = Config::from_text(path, &text)?;
             Some((path.to_path_buf(), text, cfg))
         }
         None => None,

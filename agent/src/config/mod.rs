@@ -78,7 +78,12 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
+        Self::from_text(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path` (for the errors).
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let cfg = Self::parse(text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
         })?;

@@ -197,7 +197,13 @@ impl Datapath {
         // A pinned program refers to the maps it was loaded with: reusable
         // only if every map it will run with is already pinned (none is
         // about to be created anew by the load below).
-        let prog_key = program_key(opts, fingerprint)?;
+        // Read once: hashed for the program pins and handed to the loader.
+        let object =
+            std::fs::read(&opts.object).map_err(|source| DatapathError::ObjectUnreadable {
+                path: opts.object.clone(),
+                source,
+            })?;
+        let prog_key = program_key(&object, opts, fingerprint);
         if maps::ALL.iter().any(|m| !opts.pins.map(*m).exists()) {
             let _ = std::fs::remove_dir_all(opts.pins.progs_dir());
         }
@@ -210,7 +216,7 @@ impl Datapath {
             }
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
-        let ebpf = loader.load_file(&opts.object).map_err(|source| {
+        let ebpf = loader.load(&object).map_err(|source| {
             if is_permission(&source) {
                 DatapathError::Permission {
                     what: format!("loading eBPF object {}", opts.object.display()),
@@ -815,23 +821,13 @@ fn pin_program(result: Result<(), aya::pin::PinError>, pin: &Path) {
 
 /// What a pinned program depends on: the object's bytes, the log level
 /// written into it, the session table size and the map layout.
-fn program_key(opts: &Options, layout: u64) -> Result<u64, DatapathError> {
-    let bytes = std::fs::read(&opts.object).map_err(|source| DatapathError::ObjectUnreadable {
-        path: opts.object.clone(),
-        source,
-    })?;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for x in b {
-            h ^= u64::from(*x);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&bytes);
-    eat(&[opts.log_level]);
-    eat(&opts.sessions.entries.to_le_bytes());
-    eat(&layout.to_le_bytes());
-    Ok(h)
+fn program_key(object: &[u8], opts: &Options, layout: u64) -> u64 {
+    maps::Fnv1a::default()
+        .write(object)
+        .write(&[opts.log_level])
+        .write(&opts.sessions.entries.to_le_bytes())
+        .write(&layout.to_le_bytes())
+        .finish()
 }
 
 /// Removes a pin that must not be reused, so the load creates the map anew.

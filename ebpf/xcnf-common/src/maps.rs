@@ -151,25 +151,44 @@ pub const NAT_STATS: MapName = MapName {
 /// recreated instead of being read the wrong way.
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// A fingerprint of every map's name, sizes and [`LAYOUT_VERSION`] (FNV-1a),
+/// FNV-1a, 64 bit: the fingerprints the agent records next to its pins
+/// (map layout, verified programs). Not for anything adversarial.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn write(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A fingerprint of every map's name, sizes and [`LAYOUT_VERSION`],
 /// recorded next to the pins by the agent that created them.
 pub fn layout_fingerprint() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&LAYOUT_VERSION.to_le_bytes());
+    let mut h = Fnv1a::default();
+    h.write(&LAYOUT_VERSION.to_le_bytes());
     for m in ALL {
-        eat(m.object.as_bytes());
-        eat(m.pin.as_bytes());
-        eat(&m.key_size.to_le_bytes());
-        eat(&m.value_size.to_le_bytes());
-        eat(&m.max_entries.to_le_bytes());
+        h.write(m.object.as_bytes())
+            .write(m.pin.as_bytes())
+            .write(&m.key_size.to_le_bytes())
+            .write(&m.value_size.to_le_bytes())
+            .write(&m.max_entries.to_le_bytes());
     }
-    h
+    h.finish()
 }
 
 pub const ALL: [MapName; 13] = [
