@@ -115,6 +115,25 @@ fn missing_interface_stays_pending_until_it_appears() {
     assert!(forwarded(&prefix, &chain) >= before + 3);
 }
 
+/// A CNF namespace with forwarding off drops everything it should pass on;
+/// the agent says so per interface instead of attaching silently.
+#[test]
+fn forwarding_off_is_reported_per_interface() {
+    let prefix = unique_prefix("fw");
+    let chain = Chain::new(&prefix);
+    chain.cnf.sysctl("net.ipv4.conf.c1.forwarding", "0");
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let warned = |ifname: &str| {
+        agent.log().lines().any(|l| {
+            l.contains("IPv4 forwarding is off")
+                && l.contains(&format!("net.ipv4.conf.{ifname}.forwarding=0"))
+        })
+    };
+    assert!(warned("c1"), "{}", agent.log());
+    assert!(!warned("c0"), "{}", agent.log());
+}
+
 #[test]
 fn missing_object_names_the_build_command() {
     let prefix = unique_prefix("mo");

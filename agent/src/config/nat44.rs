@@ -559,7 +559,12 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
             "{s:?} is not a port range (want first-last, e.g. \"1024-65535\")"
         ));
     }
-    let (lo, hi) = (parse_port(a)?, parse_port(b)?);
+    // Both ends are checked before returning, so "0-70000" names both.
+    let (lo, hi) = match (parse_port(a), parse_port(b)) {
+        (Ok(lo), Ok(hi)) => (lo, hi),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(lo), Err(hi)) => return Err(format!("{lo}; {hi}")),
+    };
     if lo > hi {
         return Err(format!("{s:?}: first port {lo} is above last port {hi}"));
     }
@@ -660,6 +665,10 @@ mod tests {
                 "spec.nat44.pools[0].ports: port 70000 is out of range 1-65535",
             ),
             (
+                "    pools: [{first: 80.80.80.100, ports: 0-70000}]\n",
+                "spec.nat44.pools[0].ports: port 0 is out of range 1-65535; port 70000 is out of range 1-65535",
+            ),
+            (
                 "    pools: [{first: 80.80.80.100, ports: 2000-1024}]\n",
                 "spec.nat44.pools[0].ports: \"2000-1024\": first port 2000 is above last port 1024",
             ),
@@ -669,7 +678,7 @@ mod tests {
             ),
             (
                 "    pools: [{first: 80.80.80.100, ports: 'low-high'}]\n",
-                "spec.nat44.pools[0].ports: \"low\" is not a port number",
+                "spec.nat44.pools[0].ports: \"low\" is not a port number; \"high\" is not a port number",
             ),
             (
                 "    pools:\n      - {first: 80.80.80.100, last: 80.80.80.105}\n      - {first: 80.80.80.105, last: 80.80.80.110}\n",

@@ -115,8 +115,15 @@ pub struct Spec {
 
 /// A logical interface. Exactly one of `kernel`, `nsm` and `memif` says how
 /// the interface comes to exist; everything else refers to it by `name`.
+// The API server enforces the "exactly one" itself (the CEL rule below), so
+// a resource with none or two is refused at `kubectl apply`, not only in the
+// agent's status.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.kernel) ? 1 : 0) + (has(self.nsm) ? 1 : 0) + (has(self.memif) ? 1 : 0) == 1",
+    "message": "exactly one of kernel, nsm and memif must be given"
+}]))]
 pub struct Interface {
     #[schemars(length(min = 1, max = 32), pattern(pattern::LABEL))]
     pub name: String,

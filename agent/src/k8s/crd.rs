@@ -5,6 +5,7 @@
 //! so the schema the API server enforces is always the one the agent parses.
 
 use kube::CustomResourceExt as _;
+use serde_json::Value;
 
 use super::{CnfConfiguration, K8sError};
 
@@ -17,10 +18,77 @@ const HEADER: &str = "\
 # regenerate; a test fails when this file and the types disagree.
 ";
 
+/// The `format` values the API server knows. Others (schemars writes
+/// `uint32`, `uint16`, `uint8` for Rust's unsigned integers) are accepted
+/// but draw an "unrecognized format" warning on every apply, and enforce
+/// nothing: the ranges next to them already do.
+const K8S_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "password",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+];
+
 /// The CRD as the YAML document committed under deploy/crd/.
 pub fn crd_yaml() -> Result<String, K8sError> {
-    let body = serde_yaml::to_string(&CnfConfiguration::crd()).map_err(K8sError::Yaml)?;
+    let mut crd = serde_json::to_value(CnfConfiguration::crd()).map_err(K8sError::Json)?;
+    if let Some(Value::Array(versions)) = crd.pointer_mut("/spec/versions") {
+        for v in versions {
+            if let Some(schema) = v.pointer_mut("/schema/openAPIV3Schema") {
+                to_k8s_dialect(schema);
+            }
+        }
+    }
+    let body = serde_yaml::to_string(&crd).map_err(K8sError::Yaml)?;
     Ok(format!("{HEADER}{body}"))
+}
+
+/// Rewrites what schemars generates into what the API server enforces as
+/// meant.
+///
+/// An `Option` of an enum comes out `nullable` with `null` among the enum
+/// values, and the API server then refuses an explicit `null` (it checks the
+/// enum against the value's type before nullability). Without `nullable` the
+/// server prunes the null instead, which is exactly "unset" — what the agent
+/// reads it as. Unknown formats are dropped (see [`K8S_FORMATS`]).
+fn to_k8s_dialect(schema: &mut Value) {
+    let Some(o) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(values)) = o.get_mut("enum")
+        && values.iter().any(Value::is_null)
+    {
+        values.retain(|v| !v.is_null());
+        o.remove("nullable");
+    }
+    if o.get("format")
+        .and_then(Value::as_str)
+        .is_some_and(|f| !K8S_FORMATS.contains(&f))
+    {
+        o.remove("format");
+    }
+    for (_, child) in o.iter_mut() {
+        match child {
+            Value::Object(_) => to_k8s_dialect(child),
+            Value::Array(items) => items.iter_mut().for_each(to_k8s_dialect),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -51,4 +51,6 @@ pub enum K8sError {
     },
     #[error("writing the CRD as YAML: {0}")]
     Yaml(serde_yaml::Error),
+    #[error("turning the CRD into JSON to rewrite its schema: {0}")]
+    Json(serde_json::Error),
 }

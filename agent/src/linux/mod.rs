@@ -29,6 +29,20 @@ pub use link::Link;
 pub use neigh::{Neighbor, NeighborState};
 pub use route::{Route, XCNF_RTPROT};
 
+/// Whether the kernel forwards IPv4 arriving on `ifname`
+/// (`net.ipv4.conf.<ifname>.forwarding`, read in the caller's network
+/// namespace). The datapath's FIB lookups report "forwarding disabled" for
+/// such an interface and hand the packet to a stack that drops it too, so
+/// everything not addressed to the CNF itself is lost.
+pub fn ipv4_forwarding(ifname: &str) -> Result<bool, LinuxError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+    let text = std::fs::read_to_string(&path).map_err(|source| LinuxError::Kernel {
+        op: format!("reading {path}"),
+        source,
+    })?;
+    Ok(text.trim() != "0")
+}
+
 /// A netlink handle bound to the network namespace of the thread that
 /// called [`Netlink::connect`].
 #[derive(Clone, Debug)]

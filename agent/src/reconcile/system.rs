@@ -22,7 +22,9 @@ use super::{
 use crate::{
     config::{Ipv4Prefix, MacAddr},
     datapath::{self, Datapath, Pins, Target},
-    linux::{Address, Link, LinuxError, Neighbor, NeighborState, Netlink, Route, XCNF_RTPROT},
+    linux::{
+        self, Address, Link, LinuxError, Neighbor, NeighborState, Netlink, Route, XCNF_RTPROT,
+    },
     nat::{NatPlan, sweep, tables::SessionMaps},
 };
 
@@ -300,6 +302,20 @@ impl System {
                 "native XDP on veth: the peer needs GRO on (or its own XDP program) to receive redirected frames, \
                  and senders need TX checksum offload off, because XDP frames lose CHECKSUM_PARTIAL; hook auto uses TC here"
             );
+        }
+        match linux::ipv4_forwarding(&link.name) {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                interface = %logical,
+                host_if = %link.name,
+                "IPv4 forwarding is off on this interface (net.ipv4.conf.{}.forwarding=0): \
+                 traffic through the CNF is dropped; enable it in the pod's network namespace \
+                 (pod securityContext.sysctls net.ipv4.ip_forward=1)",
+                link.name
+            ),
+            Err(e) => {
+                warn!(interface = %logical, error = %e, "cannot tell whether IPv4 forwarding is on")
+            }
         }
         let t = Target {
             name: logical.to_owned(),

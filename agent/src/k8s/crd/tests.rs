@@ -92,13 +92,44 @@ fn json_schema() -> Value {
     s
 }
 
-/// The schema's complaints about `doc`, each as `instance path: message`.
+/// The schema's complaints about `doc`, each as `instance path: message`,
+/// after the API server's pruning of nulls (see [`prune_nulls`]).
 fn schema_errors(doc: &Value) -> Vec<String> {
     let schema = json_schema();
+    let mut doc = doc.clone();
+    prune_nulls(&openapi_schema(), &mut doc);
     let v = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("schema: {e}"));
-    v.iter_errors(doc)
+    v.iter_errors(&doc)
         .map(|e| format!("{}: {e}", e.instance_path()))
         .collect()
+}
+
+/// Drops object fields that are `null` where the schema does not say
+/// `nullable`, as the API server does before validation (apiextensions v1
+/// structural pruning): for such fields an explicit null means unset.
+fn prune_nulls(schema: &Value, doc: &mut Value) {
+    match doc {
+        Value::Object(fields) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            fields.retain(|k, v| {
+                let nullable = props
+                    .and_then(|p| p.get(k))
+                    .is_some_and(|s| s.get("nullable") == Some(&json!(true)));
+                !v.is_null() || nullable
+            });
+            for (k, v) in fields.iter_mut() {
+                if let Some(s) = props.and_then(|p| p.get(k)) {
+                    prune_nulls(s, v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                items.iter_mut().for_each(|v| prune_nulls(s, v));
+            }
+        }
+        _ => {}
+    }
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -397,6 +428,25 @@ fn the_schema_accepts_edge_values_the_agent_accepts() {
             json!([{"protocol": "tcp", "address": "80.80.80.100", "port": 65535}]),
         ),
     ];
+    // Explicit nulls where the agent reads "unset": enums the API server
+    // prunes, optional objects it keeps as null.
+    let mut nulls = example();
+    for pointer in [
+        "/spec/interfaces/0/backend",
+        "/spec/interfaces/0/mtu",
+        "/spec/interfaces/0/datapath",
+        "/spec/nat44/mapping",
+        "/spec/nat44/timeouts",
+    ] {
+        let (parent, field) = pointer.rsplit_once('/').unwrap_or_default();
+        nulls
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("{parent} is not an object in the example"))
+            .insert(field.to_string(), Value::Null);
+    }
+    assert_eq!(agent_errors(&nulls), Vec::<String>::new());
+    assert_eq!(schema_errors(&nulls), Vec::<String>::new());
     for (pointer, value) in cases {
         let doc = edited(pointer, value.clone());
         assert_eq!(
@@ -500,18 +550,24 @@ fn the_crd_schema_is_structural() {
         if o.get("uniqueItems") == Some(&json!(true)) {
             errors.push(format!("{path}: uniqueItems"));
         }
+        // The API server checks enum values against the type before
+        // nullability, so a `null` entry makes an explicit null a refusal.
         if let Some(enums) = o.get("enum").and_then(Value::as_array) {
-            let nullable = o.get("nullable") == Some(&json!(true));
             for e in enums {
                 let fits = match o.get("type").and_then(Value::as_str) {
                     Some("string") => e.is_string(),
                     Some("integer") => e.is_i64() || e.is_u64(),
-                    _ => true,
-                } || (e.is_null() && nullable);
+                    _ => !e.is_null(),
+                };
                 if !fits {
                     errors.push(format!("{path}: enum value {e} does not fit the type"));
                 }
             }
+        }
+        if let Some(f) = o.get("format").and_then(Value::as_str)
+            && !K8S_FORMATS.contains(&f)
+        {
+            errors.push(format!("{path}: format {f:?} is unknown to the API server"));
         }
         if let Some(keys) = o
             .get("x-kubernetes-list-map-keys")
