@@ -348,9 +348,27 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "kernel: {hostIfName: c2}",
-        "memif: {socket: /run/m.sock, role: master}\n      backend: vpp",
-        "spec.interfaces[2].memif",
-        "not applied by this agent version yet",
+        "memif: {socket: run/m.sock, role: master}\n      backend: vpp",
+        "spec.interfaces[2].memif.socket",
+        "\"run/m.sock\" is not a socket: want an absolute path or @name (abstract)",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "memif: {socket: /run/m.sock, role: master}\n      backend: vpp\n      mtu: 9000",
+        "spec.interfaces[2].mtu",
+        "only applies to the ebpf backend",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "memif: {socket: /run/m.sock, role: master, id: 7}\n      backend: vpp\n    - name: m2\n      memif: {socket: /run/m.sock, role: slave, id: 7}\n      backend: vpp",
+        "spec.interfaces[3].memif.id",
+        "id 7 on socket \"/run/m.sock\" is already used by spec.interfaces[2]",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "memif: {socket: /run/m.sock, role: master, mode: tun}\n      backend: vpp",
+        "spec.interfaces[2].memif.mode",
+        "unknown variant `tun`",
     ),
     (
         "kernel: {hostIfName: c2}",
@@ -468,10 +486,7 @@ fn refused_interface_kinds_also_report_their_other_problems() {
     ));
     assert_eq!(
         got,
-        [
-            "spec.interfaces[2].backend: memif interfaces require backend: vpp",
-            "spec.interfaces[2].memif: memif interfaces is valid in the schema but not applied by this agent version yet",
-        ]
+        ["spec.interfaces[2].backend: memif interfaces require backend: vpp"]
     );
     let got = problems(&edit(
         "kernel: {hostIfName: c2}",
@@ -519,4 +534,84 @@ fn a_bad_config_reports_all_its_problems() {
         );
     }
     assert_eq!(got.len(), want.len(), "{got:#?}");
+}
+
+/// The VPP backend's own rules: what VPP cannot express is refused by name.
+#[test]
+fn vpp_interfaces_routes_and_nat_are_checked_for_what_vpp_can_do() {
+    const VPP: &str = r#"apiVersion: xcnf.io/v1alpha1
+kind: CNFConfiguration
+metadata: {name: cnf}
+spec:
+  interfaces:
+    - name: inside
+      memif: {socket: /run/vpp/memif-in.sock, role: master}
+      backend: vpp
+      ipAddresses: [192.168.100.1/24]
+    - name: outside
+      memif: {socket: "@nsm/outside", role: slave, id: 3, mode: ip}
+      backend: vpp
+      ipAddresses: [80.80.80.100/24]
+    - name: kern
+      kernel: {hostIfName: c2}
+  routes:
+    - {dst: 0.0.0.0/0, via: 80.80.80.1, interface: outside}
+  nat44:
+    inside: [inside]
+    outside: [outside]
+    pools:
+      - {first: 80.80.80.100, last: 80.80.80.105}
+    staticMappings:
+      - {protocol: tcp, external: "80.80.80.100:8080", local: "192.168.100.10:80"}
+      - {protocol: any, external: "80.80.80.101", local: "192.168.100.11"}
+    identityMappings:
+      - {protocol: udp, address: 80.80.80.100, port: 53}
+      - {protocol: any, address: 80.80.80.102}
+"#;
+    assert_eq!(problems(VPP), Vec::<String>::new());
+    let cases = [
+        (
+            "interface: outside}",
+            "interface: outside, metric: 10}",
+            "spec.routes[0].metric: \"outside\" is a vpp interface and VPP routes have no metric",
+        ),
+        (
+            "  nat44:\n",
+            "  neighbors:\n    - {interface: outside, ip: 80.80.80.1, mac: \"02:00:00:00:00:01\"}\n  nat44:\n",
+            "spec.neighbors[0].interface: \"outside\" is a vpp interface; static neighbours apply to kernel interfaces",
+        ),
+        (
+            "outside: [outside]",
+            "outside: [kern]",
+            "spec.nat44.outside[0]: \"kern\" uses backend ebpf but \"inside\" uses backend vpp: a NAT44 domain lives in one backend",
+        ),
+        (
+            "    pools:\n",
+            "    mapping: endpoint-independent\n    pools:\n",
+            "spec.nat44.mapping: the vpp backend (nat44-ed) is endpoint-dependent only",
+        ),
+        (
+            "last: 80.80.80.105}",
+            "last: 80.80.80.105, ports: 2000-3000}",
+            "spec.nat44.pools[0].ports: the vpp backend allocates ports itself",
+        ),
+        (
+            "{protocol: any, external: \"80.80.80.101\"",
+            "{protocol: icmp, external: \"80.80.80.101\"",
+            "spec.nat44.staticMappings[1].protocol: vpp address-only mappings translate every protocol",
+        ),
+        (
+            "{protocol: any, address: 80.80.80.102}",
+            "{protocol: icmp, address: 80.80.80.102}",
+            "spec.nat44.identityMappings[1].protocol: vpp identity mappings without a port exempt every protocol",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert_eq!(VPP.matches(from).count(), 1, "{from:?} must occur once");
+        let got = problems(&VPP.replacen(from, to, 1));
+        assert!(
+            got.len() == 1 && got[0].starts_with(want),
+            "{from:?} -> {to:?}: want one problem starting {want:?}, got {got:#?}"
+        );
+    }
 }

@@ -116,6 +116,8 @@ impl NatTimeouts {
 /// `spec.nat44` with every string parsed and every reference resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nat44Spec {
+    /// Where the domain lives: every inside and outside interface is in it.
+    pub backend: Backend,
     /// Indexes into `spec.interfaces`.
     pub inside: Vec<usize>,
     pub outside: Vec<usize>,
@@ -142,6 +144,11 @@ impl Nat44 {
                     format!("{name:?} is also listed in {P}.inside: an interface has one role"),
                 );
             }
+        }
+
+        let backend = domain_backend(&mut e, &inside, &outside, interfaces);
+        if backend == Backend::Vpp {
+            vpp_limits(&mut e, self);
         }
 
         let pools: Vec<(usize, PoolSpec)> = self
@@ -187,18 +194,106 @@ impl Nat44 {
             );
         }
 
+        // nat44-ed, VPP's NAT, is endpoint-dependent only.
+        let mapping = match backend {
+            Backend::Ebpf => self.mapping.unwrap_or_default(),
+            Backend::Vpp => NatMapping::EndpointDependent,
+        };
         let spec = Nat44Spec {
+            backend,
             inside,
             outside,
             pools: pools.into_iter().map(|(_, p)| p).collect(),
-            mapping: self.mapping.unwrap_or_default(),
+            mapping,
             statics: statics.into_iter().map(|(_, s)| s).collect(),
             identities: identities.into_iter().map(|(_, s)| s).collect(),
             timeouts,
             max_sessions,
         };
-        check_capacity(&mut e, &spec);
+        if backend == Backend::Ebpf {
+            check_capacity(&mut e, &spec);
+        }
         if e.0.is_empty() { Ok(spec) } else { Err(e.0) }
+    }
+}
+
+/// The one backend all of the domain's interfaces are in. A NAT44 domain
+/// cannot span eBPF and VPP: their session tables are separate, so a flow
+/// entering one and leaving through the other would never be translated
+/// back.
+fn domain_backend(
+    e: &mut Errors,
+    inside: &[usize],
+    outside: &[usize],
+    interfaces: &[Interface],
+) -> Backend {
+    let members: Vec<(&str, usize, usize)> = inside
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| ("inside", j, i))
+        .chain(outside.iter().enumerate().map(|(j, &i)| ("outside", j, i)))
+        .collect();
+    let Some(&(_, _, first)) = members.first() else {
+        return Backend::default();
+    };
+    let backend = interfaces[first].backend();
+    for &(field, j, i) in &members {
+        let b = interfaces[i].backend();
+        if b != backend {
+            e.push(
+                format!("{P}.{field}[{j}]"),
+                format!(
+                    "{:?} uses backend {} but {:?} uses backend {}: a NAT44 domain lives in one backend",
+                    interfaces[i].name,
+                    backend_name(b),
+                    interfaces[first].name,
+                    backend_name(backend)
+                ),
+            );
+        }
+    }
+    backend
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Ebpf => "ebpf",
+        Backend::Vpp => "vpp",
+    }
+}
+
+/// What VPP's nat44-ed cannot express, refused by name instead of being
+/// approximated.
+fn vpp_limits(e: &mut Errors, nat: &Nat44) {
+    if nat.mapping == Some(NatMapping::EndpointIndependent) {
+        e.push(
+            format!("{P}.mapping"),
+            "the vpp backend (nat44-ed) is endpoint-dependent only: set endpoint-dependent or leave it unset",
+        );
+    }
+    for (i, p) in nat.pools.iter().enumerate() {
+        if p.ports.is_some() {
+            e.push(
+                format!("{P}.pools[{i}].ports"),
+                "the vpp backend allocates ports itself (1024-65535): leave ports unset",
+            );
+        }
+    }
+    for (i, m) in nat.static_mappings.iter().enumerate() {
+        if m.protocol == Protocol::Icmp {
+            e.push(
+                format!("{P}.staticMappings[{i}].protocol"),
+                "vpp address-only mappings translate every protocol: use protocol any",
+            );
+        }
+    }
+    for (i, m) in nat.identity_mappings.iter().enumerate() {
+        if m.protocol == Protocol::Icmp {
+            e.push(
+                format!("{P}.identityMappings[{i}].protocol"),
+                "vpp identity mappings without a port exempt every protocol: use protocol any",
+            );
+        }
     }
 }
 
@@ -218,10 +313,9 @@ fn roles(e: &mut Errors, field: &str, names: &[String], interfaces: &[Interface]
             continue;
         }
         match interfaces.iter().position(|i| &i.name == name) {
-            None => e.push(path, format!("{name:?} is not the name of any spec.interfaces entry")),
-            Some(i) if interfaces[i].kernel.is_none() => e.push(
+            None => e.push(
                 path,
-                format!("{name:?} (spec.interfaces[{i}]) is not a kernel interface; NAT44 runs on kernel interfaces"),
+                format!("{name:?} is not the name of any spec.interfaces entry"),
             ),
             Some(i) => out.push(i),
         }
@@ -796,11 +890,10 @@ mod tests {
             replace("inside: [inside]", "inside: [inside, nope]"),
             ["spec.nat44.inside[1]: \"nope\" is not the name of any spec.interfaces entry"]
         );
+        // An NSM interface with the kernel mechanism is a kernel interface.
         assert_eq!(
             replace("outside: [outside]", "outside: [outside, mesh]"),
-            [
-                "spec.nat44.outside[1]: \"mesh\" (spec.interfaces[3]) is not a kernel interface; NAT44 runs on kernel interfaces"
-            ]
+            Vec::<String>::new()
         );
         assert_eq!(
             replace("outside: [outside]", "outside: [outside, inside]"),

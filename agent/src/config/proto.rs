@@ -107,6 +107,12 @@ fn interface_to_pb(i: &Interface) -> pb::Interface {
                 }
                 .into(),
                 id: m.id,
+                mode: match m.mode {
+                    None => pb_memif::Mode::Unspecified,
+                    Some(MemifMode::Ethernet) => pb_memif::Mode::Ethernet,
+                    Some(MemifMode::Ip) => pb_memif::Mode::Ip,
+                }
+                .into(),
             })
         })
     };
@@ -310,10 +316,16 @@ fn interface_from_pb(e: &mut Errors, i: usize, itf: pb::Interface) -> Interface 
                 }
                 None => MemifRole::default(),
             };
+            let mode = match known(e, || format!("{p}.memif.mode"), m.mode) {
+                Some(pb_memif::Mode::Ethernet) => Some(MemifMode::Ethernet),
+                Some(pb_memif::Mode::Ip) => Some(MemifMode::Ip),
+                Some(pb_memif::Mode::Unspecified) | None => None,
+            };
             out.memif = Some(MemifInterface {
                 socket: m.socket,
                 role,
                 id: m.id,
+                mode,
             });
         }
     }

@@ -152,6 +152,19 @@ impl Interface {
     pub fn is_enabled(&self) -> bool {
         self.enabled.unwrap_or(true)
     }
+
+    /// The backend that programs this interface, as its kind decides: a
+    /// memif (direct or from NSM) lives in VPP, a kernel interface in eBPF.
+    /// A contradicting `backend` field is a validation error of its own, so
+    /// checks that depend on the backend use this and do not repeat it.
+    pub fn backend(&self) -> Backend {
+        let memif = self.memif.is_some()
+            || self
+                .nsm
+                .as_ref()
+                .is_some_and(|n| n.mechanism == NsmMechanism::Memif);
+        if memif { Backend::Vpp } else { Backend::Ebpf }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -209,11 +222,25 @@ pub struct Ipam {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemifInterface {
+    /// The control socket: an absolute path, or `@name` for an abstract
+    /// socket (as NSM hands them out).
     #[schemars(length(min = 1))]
     pub socket: String,
     pub role: MemifRole,
     #[serde(default)]
     pub id: u32,
+    /// `ethernet` (default) carries frames; `ip` carries bare IPv4 packets
+    /// and needs no neighbour resolution, but both ends must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MemifMode>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemifMode {
+    #[default]
+    Ethernet,
+    Ip,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -96,6 +96,7 @@ impl Config {
 
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut host_names: HashMap<&str, usize> = HashMap::new();
+        let mut memifs: HashMap<(&str, u32), usize> = HashMap::new();
         for (i, itf) in self.spec.interfaces.iter().enumerate() {
             let p = format!("spec.interfaces[{i}]");
             e.check(format!("{p}.name"), check_label(&itf.name, 32));
@@ -141,14 +142,31 @@ impl Config {
                 }
                 e.push(format!("{p}.nsm"), format!("NSM interfaces {NOT_YET}"));
             }
-            if itf.memif.is_some() {
+            if let Some(m) = &itf.memif {
                 if backend != Backend::Vpp {
                     e.push(
                         format!("{p}.backend"),
                         "memif interfaces require backend: vpp",
                     );
                 }
-                e.push(format!("{p}.memif"), format!("memif interfaces {NOT_YET}"));
+                e.check(format!("{p}.memif.socket"), check_memif_socket(&m.socket));
+                // VPP keys a memif by (socket, id): a second one is refused
+                // by VPP mid-transaction, so it is refused here by name.
+                if let Some(first) = memifs.insert((m.socket.as_str(), m.id), i) {
+                    e.push(
+                        format!("{p}.memif.id"),
+                        format!(
+                            "id {} on socket {:?} is already used by spec.interfaces[{first}]",
+                            m.id, m.socket
+                        ),
+                    );
+                }
+            }
+            if itf.backend() == Backend::Vpp && itf.mtu.is_some() {
+                e.push(
+                    format!("{p}.mtu"),
+                    "only applies to the ebpf backend (a memif's MTU follows its buffer size)",
+                );
             }
             if let Some(d) = &itf.datapath {
                 if d.xdp_mode.is_some() && d.hook == Hook::Tc {
@@ -162,6 +180,7 @@ impl Config {
                 }
             }
         }
+        self.check_vpp_l3(&mut e);
         let l3 = self.spec.resolve_l3().map_err(|errors| e.0.extend(errors));
         let nat = match &self.spec.nat44 {
             Some(nat) => nat
@@ -175,6 +194,57 @@ impl Config {
             _ => Err(e.0),
         }
     }
+}
+
+impl Config {
+    /// Routes and neighbours on VPP interfaces: VPP routes have no metric
+    /// (the kernel's tie-breaker), and static neighbours are a kernel-only
+    /// item in this agent.
+    fn check_vpp_l3(&self, e: &mut Errors) {
+        let on_vpp = |name: &str| {
+            self.spec
+                .interfaces
+                .iter()
+                .any(|i| i.name == name && i.backend() == Backend::Vpp)
+        };
+        for (i, r) in self.spec.routes.iter().enumerate() {
+            if r.metric.is_some() && on_vpp(&r.interface) {
+                e.push(
+                    format!("spec.routes[{i}].metric"),
+                    format!(
+                        "{:?} is a vpp interface and VPP routes have no metric",
+                        r.interface
+                    ),
+                );
+            }
+        }
+        for (i, n) in self.spec.neighbors.iter().enumerate() {
+            if on_vpp(&n.interface) {
+                e.push(
+                    format!("spec.neighbors[{i}].interface"),
+                    format!(
+                        "{:?} is a vpp interface; static neighbours apply to kernel interfaces (VPP resolves its own)",
+                        n.interface
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A memif control socket: an absolute path, or `@name` (abstract).
+fn check_memif_socket(s: &str) -> Result<(), String> {
+    let name = s.strip_prefix('@');
+    let ok = match name {
+        Some(n) => !n.is_empty() && n.len() < 107,
+        None => s.starts_with('/') && s.len() < 108 && !s.ends_with('/'),
+    };
+    if s.bytes().any(|b| b == 0 || b.is_ascii_control()) || !ok {
+        return Err(format!(
+            "{s:?} is not a socket: want an absolute path or @name (abstract), under 108 bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// What validation resolved: the typed L3 view and the NAT44 spec, so the

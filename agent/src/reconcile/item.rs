@@ -6,8 +6,12 @@
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
+use super::vpp::VppNatPlan;
 use crate::{
-    config::{Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr, Resolved},
+    config::{
+        Backend, Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr, MemifMode, MemifRole,
+        Resolved,
+    },
     nat::NatPlan,
 };
 
@@ -27,6 +31,14 @@ pub enum ItemKey {
     Nat,
     /// The eBPF program attached to a logical interface, with its NAT role.
     Attach(String),
+    /// A memif in VPP, with its admin state.
+    VppInterface(String),
+    /// An address on a VPP interface.
+    VppAddress(String, Ipv4Prefix),
+    /// A route in VPP's default FIB (VPP routes have no metric).
+    VppRoute(Ipv4Prefix),
+    /// VPP's NAT44 (nat44-ed): plugin, pools, roles, mappings, timeouts.
+    VppNat,
 }
 
 impl fmt::Display for ItemKey {
@@ -38,6 +50,10 @@ impl fmt::Display for ItemKey {
             Self::Neighbor(n, ip) => write!(f, "neighbor/{n}/{ip}"),
             Self::Nat => f.write_str("nat44"),
             Self::Attach(n) => write!(f, "datapath/{n}"),
+            Self::VppInterface(n) => write!(f, "vpp/interface/{n}"),
+            Self::VppAddress(n, p) => write!(f, "vpp/address/{n}/{p}"),
+            Self::VppRoute(dst) => write!(f, "vpp/route/{dst}"),
+            Self::VppNat => f.write_str("vpp/nat44"),
         }
     }
 }
@@ -48,10 +64,10 @@ impl ItemKey {
     /// interface gets a NAT role. Removal runs in the reverse order.
     pub fn phase(&self) -> u8 {
         match self {
-            Self::Link(_) => 0,
-            Self::Address(..) => 1,
-            Self::Route { .. } | Self::Neighbor(..) => 2,
-            Self::Nat => 3,
+            Self::Link(_) | Self::VppInterface(_) => 0,
+            Self::Address(..) | Self::VppAddress(..) => 1,
+            Self::Route { .. } | Self::Neighbor(..) | Self::VppRoute(_) => 2,
+            Self::Nat | Self::VppNat => 3,
             Self::Attach(_) => 4,
         }
     }
@@ -59,8 +75,13 @@ impl ItemKey {
     /// The logical interface this item lives on, if any.
     pub fn interface(&self) -> Option<&str> {
         match self {
-            Self::Link(n) | Self::Address(n, _) | Self::Neighbor(n, _) | Self::Attach(n) => Some(n),
-            Self::Route { .. } | Self::Nat => None,
+            Self::Link(n)
+            | Self::Address(n, _)
+            | Self::Neighbor(n, _)
+            | Self::Attach(n)
+            | Self::VppInterface(n)
+            | Self::VppAddress(n, _) => Some(n),
+            Self::Route { .. } | Self::Nat | Self::VppRoute(_) | Self::VppNat => None,
         }
     }
 }
@@ -74,6 +95,18 @@ pub enum Item {
     Neighbor { mac: MacAddr },
     Nat(Box<NatPlan>),
     Attach(AttachSpec),
+    Memif(MemifSpec),
+    VppNat(Box<VppNatPlan>),
+}
+
+/// A memif as VPP creates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifSpec {
+    pub socket: String,
+    pub role: MemifRole,
+    pub id: u32,
+    pub mode: MemifMode,
+    pub up: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +139,17 @@ impl Item {
             (ItemKey::Address(n, _) | ItemKey::Neighbor(n, _) | ItemKey::Attach(n), _) => {
                 vec![ItemKey::Link(n.clone())]
             }
+            (ItemKey::VppAddress(n, _), _) => vec![ItemKey::VppInterface(n.clone())],
+            (ItemKey::VppRoute(_), Item::Route(r)) => {
+                vec![ItemKey::VppInterface(r.interface.clone())]
+            }
             (_, Item::Route(r)) => vec![ItemKey::Link(r.interface.clone())],
+            (_, Item::VppNat(p)) => p
+                .inside
+                .iter()
+                .chain(&p.outside)
+                .map(|n| ItemKey::VppInterface(n.clone()))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -142,6 +185,23 @@ impl Item {
                 };
                 format!("host {}, {role}", a.host_if_name)
             }
+            Self::Memif(m) => format!(
+                "memif {} id {} on {}, {}",
+                match m.role {
+                    MemifRole::Master => "master",
+                    MemifRole::Slave => "slave",
+                },
+                m.id,
+                m.socket,
+                if m.up { "up" } else { "down" }
+            ),
+            Self::VppNat(p) => format!(
+                "{} pool ranges, {} static and {} identity mappings, max {} sessions",
+                p.ranges.len(),
+                p.statics.len(),
+                p.identities.len(),
+                p.max_sessions
+            ),
         }
     }
 }
@@ -159,15 +219,35 @@ pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
 /// [`items`] of a config [`Config::resolve`] has already checked.
 pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
     let mut out = Items::new();
-    let nat = match &resolved.nat44 {
-        Some(spec) => NatPlan::from_spec(cfg, spec),
-        None => NatPlan::disabled(),
+    let (nat, vpp_nat) = match &resolved.nat44 {
+        Some(spec) if spec.backend == Backend::Vpp => (
+            NatPlan::disabled(),
+            Some(VppNatPlan::from_spec(&cfg.spec.interfaces, spec)),
+        ),
+        Some(spec) => (NatPlan::from_spec(cfg, spec), None),
+        None => (NatPlan::disabled(), None),
     };
     let l3 = &resolved.l3;
     let ifs = &cfg.spec.interfaces;
     for (itf, l3i) in ifs.iter().zip(&l3.interfaces) {
-        // nsm and memif interfaces are refused by validation until the NSM
-        // and VPP backends exist; only kernel interfaces become items.
+        if let Some(m) = &itf.memif {
+            out.insert(
+                ItemKey::VppInterface(itf.name.clone()),
+                Item::Memif(MemifSpec {
+                    socket: m.socket.clone(),
+                    role: m.role,
+                    id: m.id,
+                    mode: m.mode.unwrap_or_default(),
+                    up: itf.is_enabled(),
+                }),
+            );
+            for p in &l3i.addresses {
+                out.insert(ItemKey::VppAddress(itf.name.clone(), *p), Item::Address);
+            }
+            continue;
+        }
+        // nsm interfaces are refused by validation until the NSM backend
+        // exists; only kernel interfaces become kernel items.
         let Some(k) = &itf.kernel else { continue };
         out.insert(
             ItemKey::Link(itf.name.clone()),
@@ -193,6 +273,17 @@ pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
     }
     for r in &l3.routes {
         let (dst, metric) = r.key();
+        let itf = &ifs[r.interface];
+        if itf.backend() == Backend::Vpp {
+            out.insert(
+                ItemKey::VppRoute(dst),
+                Item::Route(RouteVia {
+                    interface: itf.name.clone(),
+                    via: r.via,
+                }),
+            );
+            continue;
+        }
         out.insert(
             ItemKey::Route { dst, metric },
             Item::Route(RouteVia {
@@ -209,6 +300,9 @@ pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
     }
     if nat.enabled() {
         out.insert(ItemKey::Nat, Item::Nat(Box::new(nat)));
+    }
+    if let Some(p) = vpp_nat {
+        out.insert(ItemKey::VppNat, Item::VppNat(Box::new(p)));
     }
     out
 }

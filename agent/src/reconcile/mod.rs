@@ -17,6 +17,7 @@ pub mod item;
 pub mod plan;
 pub mod status;
 pub mod system;
+pub mod vpp;
 
 pub use backend::{Backend, Outcome, StepError};
 pub use engine::{Engine, new};
