@@ -72,6 +72,14 @@ impl ItemKey {
         }
     }
 
+    /// Whether VPP holds this item (rather than the kernel or eBPF).
+    pub fn is_vpp(&self) -> bool {
+        matches!(
+            self,
+            Self::VppInterface(_) | Self::VppAddress(..) | Self::VppRoute(_) | Self::VppNat
+        )
+    }
+
     /// The logical interface this item lives on, if any.
     pub fn interface(&self) -> Option<&str> {
         match self {

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::{
     backend::{Backend, Outcome, StepError},
     item::{AttachSpec, Item, ItemKey, Items, LinkSpec, RouteVia},
+    vpp::{SharedVppApi, Vpp},
 };
 use crate::{
     config::{Ipv4Prefix, MacAddr},
@@ -81,7 +82,16 @@ pub struct System {
         tokio::task::JoinHandle<()>,
     )>,
     on_load: Option<OnLoad>,
+    /// Opens the VPP connection when the config first has VPP items.
+    vpp_connect: Option<VppConnect>,
+    vpp: Option<Vpp>,
 }
+
+/// Opens a connection to VPP's binary API; it connects (and reconnects) in
+/// the background and reports itself unreachable until it has.
+pub type VppConnect = Box<dyn FnMut() -> SharedVppApi + Send + Sync>;
+
+const NO_VPP: &str = "this agent has no VPP API socket configured (--vpp-api-socket)";
 
 fn step(e: impl std::fmt::Display) -> StepError {
     StepError::new(e)
@@ -114,7 +124,14 @@ impl System {
             nat: None,
             sweeper: None,
             on_load: None,
+            vpp_connect: None,
+            vpp: None,
         }
+    }
+
+    /// How to reach VPP for `backend: vpp` interfaces.
+    pub fn with_vpp(&mut self, connect: VppConnect) {
+        self.vpp_connect = Some(connect);
     }
 
     /// Runs `f` on the datapath right after it is loaded (the eBPF log forwarder).
@@ -531,6 +548,14 @@ impl System {
 impl Backend for System {
     async fn prepare(&mut self, items: &Items) -> Result<(), StepError> {
         self.refresh().await?;
+        // The VPP connection starts with the first VPP item, like the
+        // datapath: a CNF without memifs never looks for VPP.
+        if self.vpp.is_none()
+            && items.keys().any(ItemKey::is_vpp)
+            && let Some(connect) = &mut self.vpp_connect
+        {
+            self.vpp = Some(Vpp::new(connect()));
+        }
         let nat = items.get(&ItemKey::Nat).and_then(|i| match i {
             Item::Nat(p) => Some(p.as_ref().clone()),
             _ => None,
@@ -545,6 +570,12 @@ impl Backend for System {
     }
 
     async fn create(&mut self, key: &ItemKey, item: &Item) -> Result<Outcome, StepError> {
+        if key.is_vpp() {
+            return match &mut self.vpp {
+                Some(v) => v.create(key, item).await,
+                None => Ok(Outcome::Pending(NO_VPP.into())),
+            };
+        }
         match (key, item) {
             (ItemKey::Link(n), Item::Link(l)) => self.apply_link(n, l).await,
             (ItemKey::Address(n, p), Item::Address) => self.add_address(n, *p).await,
@@ -566,6 +597,12 @@ impl Backend for System {
         old: &Item,
         new: &Item,
     ) -> Result<Outcome, StepError> {
+        if key.is_vpp() {
+            return match &mut self.vpp {
+                Some(v) => v.update(key, old, new).await,
+                None => Ok(Outcome::Pending(NO_VPP.into())),
+            };
+        }
         match (key, old, new) {
             (ItemKey::Link(n), Item::Link(o), Item::Link(l)) => {
                 if o.host_if_name != l.host_if_name {
@@ -598,6 +635,12 @@ impl Backend for System {
     }
 
     async fn delete(&mut self, key: &ItemKey, old: &Item) -> Result<(), StepError> {
+        if key.is_vpp() {
+            return match &mut self.vpp {
+                Some(v) => v.delete(key, old).await,
+                None => Ok(()),
+            };
+        }
         match (key, old) {
             (ItemKey::Link(n), Item::Link(l)) => {
                 self.restore_link(&l.host_if_name).await?;
@@ -630,6 +673,9 @@ impl Backend for System {
     }
 
     async fn in_place(&mut self, key: &ItemKey, item: &Item) -> Result<bool, StepError> {
+        if key.is_vpp() {
+            return Ok(self.vpp.as_mut().is_some_and(|v| v.in_place(key)));
+        }
         let index = |s: &Self, logical: &str| {
             s.hosts
                 .get(logical)

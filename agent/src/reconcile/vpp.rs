@@ -12,6 +12,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
     net::Ipv4Addr,
+    pin::Pin,
 };
 
 use tracing::info;
@@ -77,55 +78,41 @@ pub struct MemifCreate {
 }
 
 type R<T> = Result<T, VppFault>;
+/// A boxed call, so the API can be a trait object ([`SharedVppApi`]).
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = R<T>> + Send + 'a>>;
 
 /// What the VPP backend needs from a VPP connection, one call per VPP
-/// message (or dump). Implemented over the binary-API client.
+/// message (or dump). Implemented over the binary-API client; a trait so
+/// the reconciler does not depend on the wire client's types.
 pub trait VppApi: Send + Sync {
     /// The connection's generation, bumped on every (re)connect; `None`
     /// while VPP is unreachable.
     fn epoch(&self) -> Option<u64>;
-    fn memif_socket(
-        &self,
-        socket_id: u32,
-        path: &str,
-        add: bool,
-    ) -> impl Future<Output = R<()>> + Send;
+    fn memif_socket<'a>(&'a self, socket_id: u32, path: &'a str, add: bool) -> Call<'a, ()>;
     /// Returns the new sw_if_index.
-    fn memif_create(&self, m: &MemifCreate) -> impl Future<Output = R<u32>> + Send;
-    fn memif_delete(&self, sw_if_index: u32) -> impl Future<Output = R<()>> + Send;
-    fn set_flags(&self, sw_if_index: u32, up: bool) -> impl Future<Output = R<()>> + Send;
-    fn address(
-        &self,
-        sw_if_index: u32,
-        p: Ipv4Prefix,
-        add: bool,
-    ) -> impl Future<Output = R<()>> + Send;
+    fn memif_create<'a>(&'a self, m: &'a MemifCreate) -> Call<'a, u32>;
+    fn memif_delete(&self, sw_if_index: u32) -> Call<'_, ()>;
+    fn set_flags(&self, sw_if_index: u32, up: bool) -> Call<'_, ()>;
+    fn address(&self, sw_if_index: u32, p: Ipv4Prefix, add: bool) -> Call<'_, ()>;
     fn route(
         &self,
         dst: Ipv4Prefix,
         via: Option<Ipv4Addr>,
         sw_if_index: u32,
         add: bool,
-    ) -> impl Future<Output = R<()>> + Send;
+    ) -> Call<'_, ()>;
     /// (sw_if_index, name) of every interface, for adoption.
-    fn interfaces(&self) -> impl Future<Output = R<Vec<(u32, String)>>> + Send;
-    fn nat_enable(&self, max_sessions: u32, enable: bool) -> impl Future<Output = R<()>> + Send;
-    fn nat_range(
-        &self,
-        first: Ipv4Addr,
-        last: Ipv4Addr,
-        add: bool,
-    ) -> impl Future<Output = R<()>> + Send;
-    fn nat_feature(
-        &self,
-        sw_if_index: u32,
-        inside: bool,
-        add: bool,
-    ) -> impl Future<Output = R<()>> + Send;
-    fn nat_static(&self, s: &StaticSpec, add: bool) -> impl Future<Output = R<()>> + Send;
-    fn nat_identity(&self, i: &IdentitySpec, add: bool) -> impl Future<Output = R<()>> + Send;
-    fn nat_timeouts(&self, t: &NatTimeouts) -> impl Future<Output = R<()>> + Send;
+    fn interfaces(&self) -> Call<'_, Vec<(u32, String)>>;
+    fn nat_enable(&self, max_sessions: u32, enable: bool) -> Call<'_, ()>;
+    fn nat_range(&self, first: Ipv4Addr, last: Ipv4Addr, add: bool) -> Call<'_, ()>;
+    fn nat_feature(&self, sw_if_index: u32, inside: bool, add: bool) -> Call<'_, ()>;
+    fn nat_static<'a>(&'a self, s: &'a StaticSpec, add: bool) -> Call<'a, ()>;
+    fn nat_identity<'a>(&'a self, i: &'a IdentitySpec, add: bool) -> Call<'a, ()>;
+    fn nat_timeouts<'a>(&'a self, t: &'a NatTimeouts) -> Call<'a, ()>;
 }
+
+/// The connection the system backend holds.
+pub type SharedVppApi = std::sync::Arc<dyn VppApi>;
 
 /// The name VPP gives a memif: `memif<socket id>/<id>`.
 pub fn memif_name(socket_id: u32, id: u32) -> String {
@@ -134,8 +121,8 @@ pub fn memif_name(socket_id: u32, id: u32) -> String {
 
 /// The VPP items' state: which memif is which sw_if_index, which socket
 /// filename has which socket id, and the epoch everything was applied in.
-pub struct Vpp<A> {
-    api: A,
+pub struct Vpp {
+    api: SharedVppApi,
     /// Socket filenames registered in this epoch.
     sockets: BTreeSet<String>,
     /// Logical interface → sw_if_index.
@@ -174,8 +161,8 @@ macro_rules! vpp {
     };
 }
 
-impl<A: VppApi> Vpp<A> {
-    pub fn new(api: A) -> Self {
+impl Vpp {
+    pub fn new(api: SharedVppApi) -> Self {
         Self {
             api,
             sockets: BTreeSet::new(),
@@ -185,7 +172,7 @@ impl<A: VppApi> Vpp<A> {
         }
     }
 
-    pub fn api(&self) -> &A {
+    pub fn api(&self) -> &SharedVppApi {
         &self.api
     }
 
