@@ -70,10 +70,8 @@ pub async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
             deferred.extend(replies);
             continue;
         }
-        for r in replies
-            .iter()
-            .chain(deferred.drain(..).collect::<Vec<_>>().iter())
-        {
+        let held = std::mem::take(&mut deferred);
+        for r in replies.iter().chain(&held) {
             if write_msg(&mut stream, r).await.is_err() {
                 return;
             }
