@@ -166,8 +166,9 @@ fn handle(
                 .0,
         ],
         "sockclnt_delete" => {
+            // VPP answers 1 when it deleted the registration, then closes.
             let _index = r.u32()?;
-            vec![reply_to(name, context).i32(forced.unwrap_or(0)).0]
+            vec![reply_to(name, context).i32(forced.unwrap_or(1)).0]
         }
         "show_version" => vec![
             reply_to(name, context)

@@ -95,8 +95,10 @@ fn sockclnt_delete() {
         enc(&SockclntDelete { index: 0x8000_0005 }),
         with_hdr(&[0x80, 0, 0, 5])
     );
-    let r: SockclntDeleteReply = dec(&[0, 0x42, 0, 0, 0, 7, 0, 0, 0, 0]);
-    assert_eq!(r.response, 0);
+    let r: SockclntDeleteReply = dec(&[0, 0x42, 0, 0, 0, 7, 0, 0, 0, 1]);
+    assert_eq!((r.response, r.retval()), (1, 0));
+    let r: SockclntDeleteReply = dec(&[0, 0x42, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(r.retval(), -1);
 }
 
 #[test]

@@ -92,7 +92,8 @@ impl Request for SockclntDelete {
     }
 }
 
-/// `{i32 response}`.
+/// `{i32 response}`: VPP answers 1 when it deleted the registration
+/// ("non-negative = success"), -1 for an unknown one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockclntDeleteReply {
     pub response: i32,
@@ -109,7 +110,7 @@ impl Reply for SockclntDeleteReply {
         Ok(Self { response: r.i32()? })
     }
     fn retval(&self) -> i32 {
-        self.response
+        self.response.min(0)
     }
 }
 
