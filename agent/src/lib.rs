@@ -11,3 +11,4 @@ pub mod linux;
 pub mod nat;
 pub mod reconcile;
 pub mod source;
+pub mod vpp;

@@ -16,6 +16,7 @@ pub mod kube_double;
 pub mod netns;
 pub mod packet;
 pub mod testrun;
+pub mod vpp_double;
 
 use std::path::PathBuf;
 
