@@ -16,7 +16,7 @@ use xcnf_agent::{
         self,
         system::{DatapathSettings, System},
     },
-    source,
+    source, vpp,
 };
 
 /// xcnf CNF agent: attaches XDP/TC forwarding to the interfaces in its config.
@@ -62,6 +62,10 @@ struct Args {
     /// The eBPF object; by default searched next to the binary and in the build tree.
     #[arg(long, env = "XCNF_EBPF_OBJECT")]
     ebpf_object: Option<PathBuf>,
+    /// VPP's binary-API socket, for `backend: vpp` (memif) interfaces. The
+    /// agent connects only when the config has such interfaces.
+    #[arg(long, env = "XCNF_VPP_API_SOCKET", default_value = xcnf_agent::vpp::DEFAULT_SOCKET)]
+    vpp_api_socket: PathBuf,
     /// On exit, leave links and maps pinned so forwarding continues.
     #[arg(long, env = "XCNF_KEEP_DATAPATH")]
     keep_datapath: bool,
@@ -225,6 +229,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.ebpf_log_level.as_u8() > 0 {
         system.on_load(spawn_ebpf_logger);
     }
+    // Kernel and VPP changes both end in a resync; one queued notification
+    // is enough, as the engine reads the whole state when it resyncs.
+    let (changes_tx, changes) = tokio::sync::mpsc::channel::<()>(1);
+    system.with_vpp(vpp_connector(
+        instance.clone(),
+        args.vpp_api_socket.clone(),
+        changes_tx.clone(),
+    ));
     let (mut engine, handle, commands) = reconcile::new(system, Some(store.clone()));
     let mut started = engine.start(initial).await;
     if let (Err(e), Some(source), Some(_)) = (&started, k8s_source.as_mut(), &cr_config) {
@@ -261,7 +273,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|s| format!("{} {}", s.key, s.state))
         .collect();
 
-    let (changes_tx, changes) = tokio::sync::mpsc::channel(1);
     match Events::subscribe() {
         Ok(mut events) => {
             tokio::spawn(async move {
@@ -423,4 +434,44 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
         _ = int.recv() => info!("SIGINT received"),
     }
     Ok(())
+}
+
+/// Opens the VPP connection when the config first needs it. Every new
+/// epoch (VPP came up, or came back after a restart with its configuration
+/// lost) and every loss of the connection triggers a resync.
+fn vpp_connector(
+    instance: String,
+    socket: PathBuf,
+    changes: tokio::sync::mpsc::Sender<()>,
+) -> reconcile::system::VppConnect {
+    Box::new(move || {
+        info!(socket = %socket.display(), "connecting to VPP's API");
+        let conn = vpp::VppConnection::start(
+            socket.clone(),
+            vpp::ClientOptions {
+                client_name: format!("xcnf-agent-{instance}"),
+                ..vpp::ClientOptions::default()
+            },
+            vpp::Backoff::default(),
+        );
+        let mut status = conn.subscribe();
+        let changes = changes.clone();
+        tokio::spawn(async move {
+            let mut last = status.borrow().clone();
+            while status.changed().await.is_ok() {
+                let now = status.borrow_and_update().clone();
+                let first_failure = now.error.is_some() && last.error.is_none();
+                if now.connected != last.connected || now.epoch != last.epoch || first_failure {
+                    match (&now.connected, &now.error) {
+                        (true, _) => info!(epoch = now.epoch, "connected to VPP"),
+                        (false, Some(e)) => warn!(error = %e, "VPP not reachable"),
+                        (false, None) => warn!("VPP not reachable"),
+                    }
+                    let _ = changes.try_send(());
+                }
+                last = now;
+            }
+        });
+        std::sync::Arc::new(conn)
+    })
 }

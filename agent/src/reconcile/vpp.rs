@@ -58,14 +58,17 @@ impl VppNatPlan {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VppFault {
     /// No connection to VPP: the item waits (Pending) for VPP to come up.
-    #[error("VPP API socket not reachable: {0}")]
+    #[error("{0}")]
     Unreachable(String),
     /// VPP answered with an error: the step failed.
     #[error("{0}")]
     Refused(String),
-    /// VPP already has it (an earlier agent made it in this VPP).
-    #[error("{0}: already exists")]
+    /// VPP already has what was to be added.
+    #[error("{0}")]
     Exists(String),
+    /// VPP no longer has what was to be removed.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// A memif to create.
@@ -88,6 +91,8 @@ pub trait VppApi: Send + Sync {
     /// The connection's generation, bumped on every (re)connect; `None`
     /// while VPP is unreachable.
     fn epoch(&self) -> Option<u64>;
+    /// Why VPP is unreachable, if it is.
+    fn unreachable_reason(&self) -> Option<String>;
     fn memif_socket<'a>(&'a self, socket_id: u32, path: &'a str, add: bool) -> Call<'a, ()>;
     /// Returns the new sw_if_index.
     fn memif_create<'a>(&'a self, m: &'a MemifCreate) -> Call<'a, u32>;
@@ -125,6 +130,9 @@ pub struct Vpp {
     api: SharedVppApi,
     /// Socket filenames registered in this epoch.
     sockets: BTreeSet<String>,
+    /// Logical memif → its socket filename, to unregister a socket with
+    /// its last memif.
+    memif_sockets: BTreeMap<String, String>,
     /// Logical interface → sw_if_index.
     ifaces: BTreeMap<String, u32>,
     /// Items applied in this epoch.
@@ -144,21 +152,45 @@ pub fn socket_id(path: &str) -> u32 {
     (h.finish() as u32 & 0x7fff_ffff) + 1
 }
 
-fn pending(f: VppFault) -> Result<Outcome, StepError> {
-    match f {
-        VppFault::Unreachable(_) => Ok(Outcome::Pending(f.to_string())),
-        VppFault::Refused(_) | VppFault::Exists(_) => Err(StepError(f.to_string())),
+/// Why a VPP step stopped before it was done.
+enum Halt {
+    Fault(VppFault),
+    /// Waits for something outside this step (the interface it is on).
+    Wait(String),
+}
+
+impl From<VppFault> for Halt {
+    fn from(f: VppFault) -> Self {
+        Self::Fault(f)
     }
 }
 
-/// Runs a VPP call inside a step: unreachable → Pending, refused → error.
-macro_rules! vpp {
-    ($e:expr) => {
-        match $e.await {
-            Ok(v) => v,
-            Err(f) => return pending(f),
-        }
-    };
+/// A step's result as the reconciler takes it: VPP unreachable or a missing
+/// dependency is Pending, anything else VPP refused is a failed step.
+fn outcome(r: Result<(), Halt>) -> Result<Outcome, StepError> {
+    match r {
+        Ok(()) => Ok(Outcome::Done),
+        Err(Halt::Wait(why)) => Ok(Outcome::Pending(why)),
+        Err(Halt::Fault(f @ VppFault::Unreachable(_))) => Ok(Outcome::Pending(f.to_string())),
+        Err(Halt::Fault(f)) => Err(StepError(f.to_string())),
+    }
+}
+
+/// An add that finds its object already there (the agent reconnected to a
+/// VPP that kept its configuration) has done what it was for.
+async fn add(call: Call<'_, ()>) -> R<()> {
+    match call.await {
+        Err(VppFault::Exists(_)) => Ok(()),
+        r => r,
+    }
+}
+
+/// A delete that finds its object gone has done what it was for.
+async fn del(call: Call<'_, ()>) -> R<()> {
+    match call.await {
+        Err(VppFault::Gone(_)) => Ok(()),
+        r => r,
+    }
 }
 
 impl Vpp {
@@ -166,6 +198,7 @@ impl Vpp {
         Self {
             api,
             sockets: BTreeSet::new(),
+            memif_sockets: BTreeMap::new(),
             ifaces: BTreeMap::new(),
             applied: BTreeSet::new(),
             epoch: None,
@@ -176,19 +209,20 @@ impl Vpp {
         &self.api
     }
 
-    /// Forgets state from an earlier connection: after a VPP restart none of
-    /// it exists any more.
+    /// Forgets what belongs to an earlier connection: the VPP on the other
+    /// end may have restarted and lost all of it.
     fn sync_epoch(&mut self) -> Option<u64> {
         let now = self.api.epoch();
         if now != self.epoch {
-            if self.epoch.is_some() {
+            if self.epoch.is_some() && now.is_some() {
                 info!(
                     old = ?self.epoch,
                     new = ?now,
-                    "VPP connection changed: re-applying every VPP item"
+                    "new VPP connection: re-applying every VPP item"
                 );
             }
             self.sockets.clear();
+            self.memif_sockets.clear();
             self.ifaces.clear();
             self.applied.clear();
             self.epoch = now;
@@ -196,19 +230,17 @@ impl Vpp {
         now
     }
 
-    fn sw_if_index(&self, logical: &str) -> Result<u32, Outcome> {
-        self.ifaces.get(logical).copied().ok_or_else(|| {
-            Outcome::Pending(format!("VPP interface {logical:?} is not created yet"))
-        })
+    fn sw_if_index(&self, logical: &str) -> Result<u32, Halt> {
+        self.ifaces
+            .get(logical)
+            .copied()
+            .ok_or_else(|| Halt::Wait(format!("waiting for vpp/interface/{logical}")))
     }
 
     async fn register_socket(&mut self, path: &str) -> R<u32> {
         let id = socket_id(path);
         if !self.sockets.contains(path) {
-            match self.api.memif_socket(id, path, true).await {
-                Ok(()) | Err(VppFault::Exists(_)) => {}
-                Err(f) => return Err(f),
-            }
+            add(self.api.memif_socket(id, path, true)).await?;
             self.sockets.insert(path.to_owned());
         }
         Ok(id)
@@ -216,161 +248,190 @@ impl Vpp {
 
     pub async fn create(&mut self, key: &ItemKey, item: &Item) -> Result<Outcome, StepError> {
         if self.sync_epoch().is_none() {
-            return Ok(Outcome::Pending(
-                VppFault::Unreachable("not connected".into()).to_string(),
-            ));
+            let why = self
+                .api
+                .unreachable_reason()
+                .unwrap_or_else(|| "VPP API socket not reachable yet".into());
+            return Ok(Outcome::Pending(why));
         }
-        let outcome = self.create_inner(key, item).await?;
-        if outcome == Outcome::Done {
+        let r = match (key, item) {
+            (ItemKey::VppInterface(n), Item::Memif(m)) => self.create_memif(n, m).await,
+            (ItemKey::VppAddress(n, p), Item::Address) => match self.sw_if_index(n) {
+                Ok(sw) => add(self.api.address(sw, *p, true))
+                    .await
+                    .map_err(Halt::from),
+                Err(h) => Err(h),
+            },
+            (ItemKey::VppRoute(dst), Item::Route(r)) => self.route(*dst, r).await,
+            (ItemKey::VppNat, Item::VppNat(p)) => self.create_nat(p).await,
+            _ => return Err(StepError(format!("{key}: not a VPP item"))),
+        };
+        let o = outcome(r)?;
+        if o == Outcome::Done {
             self.applied.insert(key.clone());
         }
-        Ok(outcome)
+        Ok(o)
     }
 
-    async fn create_inner(&mut self, key: &ItemKey, item: &Item) -> Result<Outcome, StepError> {
-        match (key, item) {
-            (ItemKey::VppInterface(n), Item::Memif(m)) => self.create_memif(n, m).await,
-            (ItemKey::VppAddress(n, p), Item::Address) => {
-                let sw = match self.sw_if_index(n) {
-                    Ok(sw) => sw,
-                    Err(o) => return Ok(o),
-                };
-                vpp!(self.api.address(sw, *p, true));
-                Ok(Outcome::Done)
-            }
-            (ItemKey::VppRoute(dst), Item::Route(r)) => self.route(*dst, r, true).await,
-            (ItemKey::VppNat, Item::VppNat(p)) => self.create_nat(p).await,
-            _ => Err(StepError(format!("{key}: not a VPP item"))),
-        }
-    }
-
-    async fn create_memif(&mut self, logical: &str, m: &MemifSpec) -> Result<Outcome, StepError> {
-        let socket_id = vpp!(self.register_socket(&m.socket));
+    async fn create_memif(&mut self, logical: &str, m: &MemifSpec) -> Result<(), Halt> {
+        let socket_id = self.register_socket(&m.socket).await?;
         let want = memif_name(socket_id, m.id);
-        // Adopt a memif an earlier agent made in this VPP (same socket and
-        // id is the same memif): creating it again would be refused.
-        let existing = vpp!(self.api.interfaces());
-        let sw = match existing.iter().find(|(_, name)| *name == want) {
-            Some((sw, _)) => *sw,
-            None => vpp!(self.api.memif_create(&MemifCreate {
-                socket_id,
-                role: m.role,
-                id: m.id,
-                mode: m.mode,
-            })),
+        // Adopt a memif an earlier run made in this VPP (the same socket and
+        // id are the same memif): VPP would refuse a second one.
+        let existing = self.api.interfaces().await?;
+        let (sw, made) = match existing.iter().find(|(_, name)| *name == want) {
+            Some((sw, _)) => (*sw, false),
+            None => {
+                let sw = self
+                    .api
+                    .memif_create(&MemifCreate {
+                        socket_id,
+                        role: m.role,
+                        id: m.id,
+                        mode: m.mode,
+                    })
+                    .await?;
+                (sw, true)
+            }
         };
-        vpp!(self.api.set_flags(sw, m.up));
+        if let Err(f) = self.api.set_flags(sw, m.up).await {
+            if made {
+                // Not half-made: the memif goes with the failed step.
+                let _ = self.api.memif_delete(sw).await;
+            }
+            return Err(f.into());
+        }
         self.ifaces.insert(logical.to_owned(), sw);
-        Ok(Outcome::Done)
+        self.memif_sockets
+            .insert(logical.to_owned(), m.socket.clone());
+        Ok(())
     }
 
-    async fn route(
-        &mut self,
-        dst: Ipv4Prefix,
-        r: &RouteVia,
-        add: bool,
-    ) -> Result<Outcome, StepError> {
-        let sw = match self.sw_if_index(&r.interface) {
-            Ok(sw) => sw,
-            Err(o) => return Ok(o),
-        };
-        vpp!(self.api.route(dst, r.via, sw, add));
-        Ok(Outcome::Done)
+    /// Deletes a memif, and its socket registration with the last memif on it.
+    async fn delete_memif(&mut self, logical: &str) -> R<()> {
+        if let Some(sw) = self.ifaces.remove(logical) {
+            del(self.api.memif_delete(sw)).await?;
+        }
+        if let Some(socket) = self.memif_sockets.remove(logical)
+            && !self.memif_sockets.values().any(|s| *s == socket)
+        {
+            self.sockets.remove(&socket);
+            del(self.api.memif_socket(socket_id(&socket), &socket, false)).await?;
+        }
+        Ok(())
     }
 
-    async fn features(&mut self, p: &VppNatPlan, add: bool) -> Result<Outcome, StepError> {
+    async fn route(&mut self, dst: Ipv4Prefix, r: &RouteVia) -> Result<(), Halt> {
+        let sw = self.sw_if_index(&r.interface)?;
+        add(self.api.route(dst, r.via, sw, true)).await?;
+        Ok(())
+    }
+
+    /// The inside and outside features, by sw_if_index.
+    fn roles(&self, p: &VppNatPlan) -> Result<BTreeSet<(u32, bool)>, Halt> {
+        let mut out = BTreeSet::new();
         for (names, inside) in [(&p.inside, true), (&p.outside, false)] {
             for n in names {
-                let sw = match self.sw_if_index(n) {
-                    Ok(sw) => sw,
-                    Err(o) => return Ok(o),
-                };
-                vpp!(self.api.nat_feature(sw, inside, add));
+                out.insert((self.sw_if_index(n)?, inside));
             }
         }
-        Ok(Outcome::Done)
+        Ok(out)
     }
 
-    async fn create_nat(&mut self, p: &VppNatPlan) -> Result<Outcome, StepError> {
-        vpp!(self.api.nat_enable(p.max_sessions, true));
-        vpp!(self.api.nat_timeouts(&p.timeouts));
-        for &(first, last) in &p.ranges {
-            vpp!(self.api.nat_range(first, last, true));
+    /// Programs nat44-ed from scratch. On failure the plugin is disabled
+    /// again, which drops whatever part was made.
+    async fn create_nat(&mut self, p: &VppNatPlan) -> Result<(), Halt> {
+        let roles = self.roles(p)?;
+        add(self.api.nat_enable(p.max_sessions, true)).await?;
+        let r = self.program_nat(p, &roles).await;
+        if r.is_err() {
+            let _ = self.api.nat_enable(0, false).await;
         }
-        if let o @ Outcome::Pending(_) = self.features(p, true).await? {
-            return Ok(o);
+        r.map_err(Halt::from)
+    }
+
+    async fn program_nat(&self, p: &VppNatPlan, roles: &BTreeSet<(u32, bool)>) -> R<()> {
+        self.api.nat_timeouts(&p.timeouts).await?;
+        for &(first, last) in &p.ranges {
+            add(self.api.nat_range(first, last, true)).await?;
+        }
+        for &(sw, inside) in roles {
+            add(self.api.nat_feature(sw, inside, true)).await?;
         }
         for s in &p.statics {
-            vpp!(self.api.nat_static(s, true));
+            add(self.api.nat_static(s, true)).await?;
         }
         for i in &p.identities {
-            vpp!(self.api.nat_identity(i, true));
+            add(self.api.nat_identity(i, true)).await?;
         }
-        Ok(Outcome::Done)
+        Ok(())
     }
 
     /// A changed NAT plan as the difference: one mapping more is one call,
-    /// and existing sessions survive. A new session limit means re-enabling
-    /// the plugin, which drops everything, so then it is re-created whole.
-    async fn update_nat(
-        &mut self,
-        old: &VppNatPlan,
-        new: &VppNatPlan,
-    ) -> Result<Outcome, StepError> {
+    /// and existing sessions survive. A new session limit needs the plugin
+    /// re-enabled, which drops everything, so then it is made again whole;
+    /// so is the old plan when a difference fails halfway, as the step must
+    /// not leave a mix of both.
+    async fn update_nat(&mut self, old: &VppNatPlan, new: &VppNatPlan) -> Result<(), Halt> {
+        let (old_roles, new_roles) = (self.roles(old)?, self.roles(new)?);
         if old.max_sessions != new.max_sessions {
-            vpp!(self.api.nat_enable(0, false));
+            del(self.api.nat_enable(0, false)).await?;
             return self.create_nat(new).await;
         }
-        if old.timeouts != new.timeouts {
-            vpp!(self.api.nat_timeouts(&new.timeouts));
+        match self.nat_difference(old, new, &old_roles, &new_roles).await {
+            Ok(()) => Ok(()),
+            Err(f @ VppFault::Unreachable(_)) => Err(f.into()),
+            Err(f) => {
+                let _ = self.api.nat_enable(0, false).await;
+                let _ = self.create_nat(old).await;
+                Err(f.into())
+            }
         }
+    }
+
+    async fn nat_difference(
+        &self,
+        old: &VppNatPlan,
+        new: &VppNatPlan,
+        old_roles: &BTreeSet<(u32, bool)>,
+        new_roles: &BTreeSet<(u32, bool)>,
+    ) -> R<()> {
         for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
-            vpp!(self.api.nat_static(s, false));
+            del(self.api.nat_static(s, false)).await?;
         }
         for i in old
             .identities
             .iter()
             .filter(|i| !new.identities.contains(i))
         {
-            vpp!(self.api.nat_identity(i, false));
+            del(self.api.nat_identity(i, false)).await?;
         }
-        let roles = |p: &VppNatPlan| -> BTreeSet<(String, bool)> {
-            p.inside
-                .iter()
-                .map(|n| (n.clone(), true))
-                .chain(p.outside.iter().map(|n| (n.clone(), false)))
-                .collect()
-        };
-        let (old_roles, new_roles) = (roles(old), roles(new));
-        for (n, inside) in old_roles.difference(&new_roles) {
-            if let Ok(sw) = self.sw_if_index(n) {
-                vpp!(self.api.nat_feature(sw, *inside, false));
-            }
+        for &(sw, inside) in old_roles.difference(new_roles) {
+            del(self.api.nat_feature(sw, inside, false)).await?;
         }
-        for r in old.ranges.iter().filter(|r| !new.ranges.contains(r)) {
-            vpp!(self.api.nat_range(r.0, r.1, false));
+        for &(a, b) in old.ranges.iter().filter(|r| !new.ranges.contains(r)) {
+            del(self.api.nat_range(a, b, false)).await?;
         }
-        for r in new.ranges.iter().filter(|r| !old.ranges.contains(r)) {
-            vpp!(self.api.nat_range(r.0, r.1, true));
+        if old.timeouts != new.timeouts {
+            self.api.nat_timeouts(&new.timeouts).await?;
         }
-        for (n, inside) in new_roles.difference(&old_roles) {
-            let sw = match self.sw_if_index(n) {
-                Ok(sw) => sw,
-                Err(o) => return Ok(o),
-            };
-            vpp!(self.api.nat_feature(sw, *inside, true));
+        for &(a, b) in new.ranges.iter().filter(|r| !old.ranges.contains(r)) {
+            add(self.api.nat_range(a, b, true)).await?;
+        }
+        for &(sw, inside) in new_roles.difference(old_roles) {
+            add(self.api.nat_feature(sw, inside, true)).await?;
         }
         for s in new.statics.iter().filter(|s| !old.statics.contains(s)) {
-            vpp!(self.api.nat_static(s, true));
+            add(self.api.nat_static(s, true)).await?;
         }
         for i in new
             .identities
             .iter()
             .filter(|i| !old.identities.contains(i))
         {
-            vpp!(self.api.nat_identity(i, true));
+            add(self.api.nat_identity(i, true)).await?;
         }
-        Ok(Outcome::Done)
+        Ok(())
     }
 
     pub async fn update(
@@ -379,62 +440,63 @@ impl Vpp {
         old: &Item,
         new: &Item,
     ) -> Result<Outcome, StepError> {
-        let same_epoch = self.epoch.is_some() && self.sync_epoch() == self.epoch;
-        match (key, old, new) {
-            (ItemKey::VppNat, Item::VppNat(o), Item::VppNat(n)) if same_epoch => {
-                self.update_nat(o, n).await
-            }
-            (ItemKey::VppInterface(name), Item::Memif(o), Item::Memif(n))
-                if same_epoch
-                    && o.socket == n.socket
-                    && o.id == n.id
-                    && o.role == n.role
-                    && o.mode == n.mode =>
-            {
-                let sw = match self.sw_if_index(name) {
-                    Ok(sw) => sw,
-                    Err(o) => return Ok(o),
-                };
-                vpp!(self.api.set_flags(sw, n.up));
-                Ok(Outcome::Done)
-            }
-            _ => {
-                self.delete(key, old).await?;
-                self.create(key, new).await
+        // Only what was applied in this connection can be changed in place;
+        // anything else is made anew.
+        let epoch = self.epoch;
+        let live = self.sync_epoch().is_some() && self.sync_epoch() == epoch;
+        if live && self.applied.contains(key) {
+            let r = match (key, old, new) {
+                (ItemKey::VppNat, Item::VppNat(o), Item::VppNat(n)) => {
+                    Some(self.update_nat(o, n).await)
+                }
+                (ItemKey::VppInterface(name), Item::Memif(o), Item::Memif(n))
+                    if (&o.socket, o.id, o.role, o.mode) == (&n.socket, n.id, n.role, n.mode) =>
+                {
+                    Some(match self.sw_if_index(name) {
+                        Ok(sw) => self.api.set_flags(sw, n.up).await.map_err(Halt::from),
+                        Err(h) => Err(h),
+                    })
+                }
+                _ => None,
+            };
+            if let Some(r) = r {
+                let o = outcome(r)?;
+                if o != Outcome::Done {
+                    self.applied.remove(key);
+                }
+                return Ok(o);
             }
         }
+        self.delete(key, old).await?;
+        self.create(key, new).await
     }
 
     /// Removes what `create` made. With VPP unreachable there is nothing to
-    /// remove from: a VPP that comes back has lost it anyway, or keeps it
-    /// until the agent's first resync against it finds it unowned.
+    /// remove from: a restarted VPP has lost it, and one that kept it is
+    /// brought in line by the first resync after the reconnect.
     pub async fn delete(&mut self, key: &ItemKey, old: &Item) -> Result<(), StepError> {
-        self.applied.remove(key);
-        if self.sync_epoch().is_none() {
+        let was_applied = self.applied.remove(key);
+        if self.sync_epoch().is_none() || !was_applied {
             return Ok(());
         }
-        let refused = |f: VppFault| match f {
-            VppFault::Unreachable(_) => Ok(()),
-            f => Err(StepError(f.to_string())),
-        };
         let r = match (key, old) {
-            (ItemKey::VppInterface(n), Item::Memif(_)) => match self.ifaces.remove(n) {
-                Some(sw) => self.api.memif_delete(sw).await,
-                None => Ok(()),
-            },
+            (ItemKey::VppInterface(n), Item::Memif(_)) => self.delete_memif(n).await,
             (ItemKey::VppAddress(n, p), Item::Address) => match self.ifaces.get(n) {
-                Some(&sw) => self.api.address(sw, *p, false).await,
+                Some(&sw) => del(self.api.address(sw, *p, false)).await,
                 None => Ok(()),
             },
             (ItemKey::VppRoute(dst), Item::Route(r)) => match self.ifaces.get(&r.interface) {
-                Some(&sw) => self.api.route(*dst, r.via, sw, false).await,
+                Some(&sw) => del(self.api.route(*dst, r.via, sw, false)).await,
                 None => Ok(()),
             },
             // Disabling the plugin drops its whole configuration.
-            (ItemKey::VppNat, Item::VppNat(_)) => self.api.nat_enable(0, false).await,
+            (ItemKey::VppNat, Item::VppNat(_)) => del(self.api.nat_enable(0, false)).await,
             _ => return Err(StepError(format!("{key}: not a VPP item"))),
         };
-        r.or_else(refused)
+        match r {
+            Ok(()) | Err(VppFault::Unreachable(_)) => Ok(()),
+            Err(f) => Err(StepError(f.to_string())),
+        }
     }
 
     /// An item is in place if it was applied in the current connection.

@@ -6,6 +6,23 @@
 
 use std::{io, path::PathBuf, time::Duration};
 
+/// VPP's "it is already there" codes (`VNET_API_ERROR_*`): an add that a
+/// reconciler repeats after reconnecting to a VPP that kept its
+/// configuration finds what it is adding, which is what it wanted.
+pub const ALREADY_THERE: &[i32] = &[
+    -81,  // VALUE_EXIST
+    -116, // ENTRY_ALREADY_EXISTS
+    -127, // DUPLICATE_IF_ADDRESS
+    -170, // FEATURE_ALREADY_ENABLED
+];
+
+/// VPP's "it is not there" codes: a delete of something already gone.
+pub const ALREADY_GONE: &[i32] = &[
+    -6,   // NO_SUCH_ENTRY
+    -60,  // ADDRESS_NOT_FOUND_FOR_INTERFACE
+    -169, // FEATURE_ALREADY_DISABLED
+];
+
 /// Errors from the VPP binary-API client.
 ///
 /// The variants a caller branches on are separate: `NotConnected` and

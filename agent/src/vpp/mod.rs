@@ -13,6 +13,7 @@ pub mod client;
 pub mod error;
 pub mod msg;
 pub mod ops;
+pub mod reconcile;
 pub mod supervisor;
 pub mod wire;
 
