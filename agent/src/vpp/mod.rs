@@ -20,6 +20,6 @@ pub use client::{Client, ClientOptions, DEFAULT_SOCKET};
 pub use error::VppError;
 pub use ops::{
     IdentityMapping, InterfaceDetails, MemifMode, MemifRole, MemifSpec, NatProto, NatSession,
-    NatSide, RouteSpec, StaticMapping, SwIfIndex, Version,
+    NatSide, RouteSpec, StaticMapping, SwIfIndex, Version, memif_socket_filename,
 };
 pub use supervisor::{Backoff, VppConnection, VppStatus};

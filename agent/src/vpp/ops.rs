@@ -233,6 +233,25 @@ pub struct NatSession {
     pub is_timed_out: bool,
 }
 
+/// The memif socket filename VPP understands for `socketfile` as NSM and
+/// the kernel write abstract sockets: `@name` becomes `abstract:name`, since
+/// VPP does not know the `@` form and would read it as a path under its
+/// runtime dir. With `netns` (a path, or a name under /var/run/netns) VPP
+/// creates or connects the abstract socket in that network namespace; VPP
+/// honours that only for abstract sockets, so other names pass unchanged.
+pub fn memif_socket_filename(socketfile: &str, netns: Option<&str>) -> String {
+    let abstract_name = socketfile
+        .strip_prefix('@')
+        .or_else(|| socketfile.strip_prefix("abstract:"));
+    match (abstract_name, netns) {
+        (Some(name), Some(ns)) if !name.contains(",netns_") => {
+            format!("abstract:{name},netns_name={ns}")
+        }
+        (Some(name), _) => format!("abstract:{name}"),
+        (None, _) => socketfile.to_owned(),
+    }
+}
+
 /// The timeouts as VPP takes them: whole seconds, at most `u32::MAX`.
 fn secs(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
@@ -553,5 +572,49 @@ fn session(vrf_id: u32, s: &Nat44UserSessionV3Details) -> NatSession {
         total_pkts: s.total_pkts,
         seconds_since_last_heard: s.time_since_last_heard,
         is_timed_out: s.is_timed_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nsm_abstract_socket_names_become_vpp_abstract_names() {
+        assert_eq!(
+            memif_socket_filename("@/tmp/memif/c1/memif.socket", None),
+            "abstract:/tmp/memif/c1/memif.socket"
+        );
+        assert_eq!(
+            memif_socket_filename("@sock", Some("/proc/42/ns/net")),
+            "abstract:sock,netns_name=/proc/42/ns/net"
+        );
+        assert_eq!(
+            memif_socket_filename("abstract:sock,netns_name=cli", Some("other")),
+            "abstract:sock,netns_name=cli"
+        );
+        assert_eq!(
+            memif_socket_filename("/run/vpp/memif.sock", Some("ignored")),
+            "/run/vpp/memif.sock"
+        );
+        assert_eq!(memif_socket_filename("memif.sock", None), "memif.sock");
+    }
+
+    #[test]
+    fn config_protocols_map_to_ip_protocol_numbers() {
+        assert_eq!(
+            NatProto::from_config(Protocol::Tcp).map(NatProto::number),
+            Some(6)
+        );
+        assert_eq!(
+            NatProto::from_config(Protocol::Udp).map(NatProto::number),
+            Some(17)
+        );
+        assert_eq!(
+            NatProto::from_config(Protocol::Icmp).map(NatProto::number),
+            Some(1)
+        );
+        assert_eq!(NatProto::from_config(Protocol::Any), None);
+        assert_eq!(NatProto::from_number(17), Some(NatProto::Udp));
     }
 }
