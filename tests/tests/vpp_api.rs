@@ -805,3 +805,33 @@ async fn nat44_sessions_lists_every_users_sessions() {
     assert_eq!(f.double.count("nat44_user_session_v3_dump"), 2);
     assert_eq!(f.double.count("control_ping"), 3);
 }
+
+#[tokio::test]
+async fn the_supervisor_reports_an_incompatible_vpp_and_keeps_trying() {
+    let f = fixture("supcrc");
+    f.double.set_crc("ip_route_add_del", "12345678");
+    let conn = supervise(&f);
+    let mut status = conn.subscribe();
+    let s = within(
+        "the CRC error in the status",
+        status.wait_for(|s| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| e.contains("ip_route_add_del"))
+        }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .clone();
+    assert_eq!((s.epoch, s.connected), (0, false));
+    let e = conn
+        .client()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("12345678") && e.contains("b8ecfe0d"), "{e}");
+    // Once VPP is replaced by a compatible one, the supervisor gets in.
+    f.double.set_crc("ip_route_add_del", "b8ecfe0d");
+    let s = within("connect", conn.connected_since(1)).await;
+    assert_eq!(s.epoch, 1);
+}
