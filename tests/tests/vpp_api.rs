@@ -684,6 +684,36 @@ async fn nat44_chain_over_memif_is_recorded() {
         }
     );
 
+    // What adoption after an agent restart reads back.
+    let sockets = ok(c.memif_sockets().await, "memif sockets");
+    assert_eq!(
+        sockets,
+        vec![
+            (0, DEFAULT_MEMIF_SOCKET.to_owned()),
+            (1, "/run/xcnf/out.sock".to_owned()),
+            (10, "abstract:xcnf-in,netns_name=/run/netns/cli".to_owned()),
+        ]
+    );
+    let memifs = ok(c.memifs().await, "memifs");
+    let seen: Vec<_> = memifs
+        .iter()
+        .map(|m| (m.sw_if_index, m.role, m.mode, m.id, m.socket_id, m.admin_up))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (inside, MemifRole::Slave, MemifMode::Ip, 0, 10, true),
+            (
+                outside,
+                MemifRole::Master,
+                MemifMode::Ip,
+                0,
+                outside_sock,
+                true
+            ),
+        ]
+    );
+
     // Tearing down in reverse leaves VPP as it started (the default
     // socket and local0), except for the timeouts, which VPP keeps.
     ok(

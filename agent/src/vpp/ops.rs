@@ -16,7 +16,10 @@ use super::{
         ip::{
             FIB_PATH_FLAG_NONE, FIB_PATH_NH_PROTO_IP4, FIB_PATH_TYPE_NORMAL, FibPath, IpRouteAddDel,
         },
-        memif::{self, MemifCreateV2, MemifDelete, MemifSocketFilenameAddDelV2, SOCKET_ID_AUTO},
+        memif::{
+            self, MemifCreateV2, MemifDelete, MemifDetails, MemifDump, MemifSocketFilenameAddDelV2,
+            MemifSocketFilenameDump, SOCKET_ID_AUTO,
+        },
         nat44::{
             self, Nat44AddDelAddressRange, Nat44AddDelIdentityMapping, Nat44AddDelStaticMappingV2,
             Nat44EdPluginEnableDisable, Nat44InterfaceAddDelFeature, Nat44UserDump,
@@ -100,6 +103,45 @@ impl MemifSpec {
             hw_addr: None,
             secret: None,
         }
+    }
+}
+
+/// A memif as VPP reports it, for adoption: which socket, id, role and
+/// mode an existing interface has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifInfo {
+    pub sw_if_index: SwIfIndex,
+    pub name: String,
+    pub role: MemifRole,
+    pub mode: MemifMode,
+    pub id: u32,
+    pub socket_id: u32,
+    pub mac: MacAddr,
+    pub admin_up: bool,
+    pub link_up: bool,
+}
+
+impl MemifInfo {
+    /// `None` for a mode xcnf does not create (punt/inject).
+    fn from_details(d: MemifDetails) -> Option<Self> {
+        Some(Self {
+            sw_if_index: SwIfIndex(d.sw_if_index),
+            name: d.if_name,
+            role: match d.role {
+                memif::ROLE_MASTER => MemifRole::Master,
+                _ => MemifRole::Slave,
+            },
+            mode: match d.mode {
+                memif::MODE_ETHERNET => MemifMode::Ethernet,
+                memif::MODE_IP => MemifMode::Ip,
+                _ => return None,
+            },
+            id: d.id,
+            socket_id: d.socket_id,
+            mac: MacAddr(d.hw_addr),
+            admin_up: d.flags & IF_STATUS_ADMIN_UP != 0,
+            link_up: d.flags & IF_STATUS_LINK_UP != 0,
+        })
     }
 }
 
@@ -337,6 +379,26 @@ impl Client {
             })
             .await,
         )
+    }
+
+    /// The memif socket files VPP knows: id → filename (id 0 is VPP's
+    /// default socket, always there).
+    pub async fn memif_sockets(&self) -> Result<Vec<(u32, String)>, VppError> {
+        let all = self.dump(&MemifSocketFilenameDump).await?;
+        Ok(all
+            .into_iter()
+            .map(|d| (d.socket_id, d.socket_filename))
+            .collect())
+    }
+
+    /// Every memif interface (punt/inject ones left out). The ring and
+    /// buffer sizes are not reported: VPP shows the negotiated ones.
+    pub async fn memifs(&self) -> Result<Vec<MemifInfo>, VppError> {
+        let all = self.dump(&MemifDump).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(MemifInfo::from_details)
+            .collect())
     }
 
     /// Admin up or down.
