@@ -11,8 +11,8 @@ use std::{
 use xcnf_agent::{
     config::{Ipv4Prefix, NatTimeouts},
     vpp::{
-        Backoff, Client, ClientOptions, IdentityMapping, MemifMode, MemifRole, MemifSpec, NatProto,
-        NatSide, RouteSpec, StaticMapping, SwIfIndex, VppConnection, VppError,
+        Backoff, Client, ClientOptions, IdentityMapping, Ipv4Route, MemifMode, MemifRole,
+        MemifSpec, NatProto, NatSide, StaticMapping, SwIfIndex, VppConnection, VppError,
     },
 };
 use xcnf_tests::{
@@ -502,7 +502,7 @@ async fn nat44_chain_over_memif_is_recorded() {
         c.add_del_address(outside, pfx("80.80.80.1/24"), true).await,
         "addr out",
     );
-    let route = RouteSpec {
+    let route = Ipv4Route {
         prefix: pfx("10.10.0.0/16"),
         via: Some(Ipv4Addr::new(192, 168, 100, 2)),
         sw_if_index: Some(inside),

@@ -19,7 +19,7 @@ pub mod wire;
 pub use client::{Client, ClientOptions, DEFAULT_SOCKET};
 pub use error::VppError;
 pub use ops::{
-    IdentityMapping, InterfaceDetails, MemifInfo, MemifMode, MemifRole, MemifSpec, NatProto,
-    NatSession, NatSide, RouteSpec, StaticMapping, SwIfIndex, Version, memif_socket_filename,
+    IdentityMapping, InterfaceDetails, Ipv4Route, MemifInfo, MemifMode, MemifRole, MemifSpec,
+    NatProto, NatSession, NatSide, StaticMapping, SwIfIndex, Version, memif_socket_filename,
 };
 pub use supervisor::{Backoff, VppConnection, VppStatus};

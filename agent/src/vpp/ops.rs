@@ -183,7 +183,7 @@ impl From<SwInterfaceDetails> for InterfaceDetails {
 /// An IPv4 route in the default table: via a gateway, out of an
 /// interface, or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
+pub struct Ipv4Route {
     /// Must be a network (no host bits), as VPP stores it.
     pub prefix: Ipv4Prefix,
     pub via: Option<Ipv4Addr>,
@@ -435,7 +435,7 @@ impl Client {
         Ok(all.into_iter().map(InterfaceDetails::from).collect())
     }
 
-    pub async fn route_add_del(&self, route: &RouteSpec, add: bool) -> Result<(), VppError> {
+    pub async fn route_add_del(&self, route: &Ipv4Route, add: bool) -> Result<(), VppError> {
         let path = FibPath {
             sw_if_index: route.sw_if_index.map_or(NONE, |i| i.0),
             table_id: route.table_id,
