@@ -11,8 +11,8 @@ use std::{
 use xcnf_agent::{
     config::{Ipv4Prefix, NatTimeouts},
     vpp::{
-        Backoff, Client, ClientOptions, IdentityMapping, MemifMode, MemifRole, MemifSpec, NatProto,
-        NatSide, RouteSpec, StaticMapping, SwIfIndex, VppConnection, VppError,
+        Backoff, Client, ClientOptions, IdentityMapping, Ipv4Route, MemifMode, MemifRole,
+        MemifSpec, NatProto, NatSide, StaticMapping, SwIfIndex, VppConnection, VppError,
     },
 };
 use xcnf_tests::{
@@ -502,7 +502,7 @@ async fn nat44_chain_over_memif_is_recorded() {
         c.add_del_address(outside, pfx("80.80.80.1/24"), true).await,
         "addr out",
     );
-    let route = RouteSpec {
+    let route = Ipv4Route {
         prefix: pfx("10.10.0.0/16"),
         via: Some(Ipv4Addr::new(192, 168, 100, 2)),
         sw_if_index: Some(inside),
@@ -684,6 +684,36 @@ async fn nat44_chain_over_memif_is_recorded() {
         }
     );
 
+    // What adoption after an agent restart reads back.
+    let sockets = ok(c.memif_sockets().await, "memif sockets");
+    assert_eq!(
+        sockets,
+        vec![
+            (0, DEFAULT_MEMIF_SOCKET.to_owned()),
+            (1, "/run/xcnf/out.sock".to_owned()),
+            (10, "abstract:xcnf-in,netns_name=/run/netns/cli".to_owned()),
+        ]
+    );
+    let memifs = ok(c.memifs().await, "memifs");
+    let seen: Vec<_> = memifs
+        .iter()
+        .map(|m| (m.sw_if_index, m.role, m.mode, m.id, m.socket_id, m.admin_up))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (inside, MemifRole::Slave, MemifMode::Ip, 0, 10, true),
+            (
+                outside,
+                MemifRole::Master,
+                MemifMode::Ip,
+                0,
+                outside_sock,
+                true
+            ),
+        ]
+    );
+
     // Tearing down in reverse leaves VPP as it started (the default
     // socket and local0), except for the timeouts, which VPP keeps.
     ok(
@@ -804,4 +834,34 @@ async fn nat44_sessions_lists_every_users_sessions() {
     assert_eq!(f.double.count("nat44_user_dump"), 1);
     assert_eq!(f.double.count("nat44_user_session_v3_dump"), 2);
     assert_eq!(f.double.count("control_ping"), 3);
+}
+
+#[tokio::test]
+async fn the_supervisor_reports_an_incompatible_vpp_and_keeps_trying() {
+    let f = fixture("supcrc");
+    f.double.set_crc("ip_route_add_del", "12345678");
+    let conn = supervise(&f);
+    let mut status = conn.subscribe();
+    let s = within(
+        "the CRC error in the status",
+        status.wait_for(|s| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| e.contains("ip_route_add_del"))
+        }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .clone();
+    assert_eq!((s.epoch, s.connected), (0, false));
+    let e = conn
+        .client()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("12345678") && e.contains("b8ecfe0d"), "{e}");
+    // Once VPP is replaced by a compatible one, the supervisor gets in.
+    f.double.set_crc("ip_route_add_del", "b8ecfe0d");
+    let s = within("connect", conn.connected_since(1)).await;
+    assert_eq!(s.epoch, 1);
 }

@@ -106,6 +106,10 @@ pub trait VppApi: Send + Sync {
         sw_if_index: u32,
         add: bool,
     ) -> Call<'_, ()>;
+    /// (socket id, filename) of every memif socket, for adoption.
+    fn memif_sockets(&self) -> Call<'_, Vec<(u32, String)>>;
+    /// A config socket as VPP names it in [`VppApi::memif_sockets`].
+    fn vpp_socket_name(&self, socket: &str) -> String;
     /// (sw_if_index, name) of every interface, for adoption.
     fn interfaces(&self) -> Call<'_, Vec<(u32, String)>>;
     fn nat_enable(&self, max_sessions: u32, enable: bool) -> Call<'_, ()>;
@@ -128,8 +132,8 @@ pub fn memif_name(socket_id: u32, id: u32) -> String {
 /// filename has which socket id, and the epoch everything was applied in.
 pub struct Vpp {
     api: SharedVppApi,
-    /// Socket filenames registered in this epoch.
-    sockets: BTreeSet<String>,
+    /// Socket filename → VPP socket id, for the sockets in use this epoch.
+    sockets: BTreeMap<String, u32>,
     /// Logical memif → its socket filename, to unregister a socket with
     /// its last memif.
     memif_sockets: BTreeMap<String, String>,
@@ -197,7 +201,7 @@ impl Vpp {
     pub fn new(api: SharedVppApi) -> Self {
         Self {
             api,
-            sockets: BTreeSet::new(),
+            sockets: BTreeMap::new(),
             memif_sockets: BTreeMap::new(),
             ifaces: BTreeMap::new(),
             applied: BTreeSet::new(),
@@ -237,12 +241,23 @@ impl Vpp {
             .ok_or_else(|| Halt::Wait(format!("waiting for vpp/interface/{logical}")))
     }
 
+    /// The socket's id in VPP: the one it is registered under already (by
+    /// an earlier run, or by hand), else [`socket_id`] of its name.
     async fn register_socket(&mut self, path: &str) -> R<u32> {
-        let id = socket_id(path);
-        if !self.sockets.contains(path) {
-            add(self.api.memif_socket(id, path, true)).await?;
-            self.sockets.insert(path.to_owned());
+        if let Some(id) = self.sockets.get(path) {
+            return Ok(*id);
         }
+        let name = self.api.vpp_socket_name(path);
+        let known = self.api.memif_sockets().await?;
+        let id = match known.iter().find(|(_, f)| *f == name) {
+            Some((id, _)) => *id,
+            None => {
+                let id = socket_id(path);
+                add(self.api.memif_socket(id, path, true)).await?;
+                id
+            }
+        };
+        self.sockets.insert(path.to_owned(), id);
         Ok(id)
     }
 
@@ -314,9 +329,9 @@ impl Vpp {
         }
         if let Some(socket) = self.memif_sockets.remove(logical)
             && !self.memif_sockets.values().any(|s| *s == socket)
+            && let Some(id) = self.sockets.remove(&socket)
         {
-            self.sockets.remove(&socket);
-            del(self.api.memif_socket(socket_id(&socket), &socket, false)).await?;
+            del(self.api.memif_socket(id, &socket, false)).await?;
         }
         Ok(())
     }

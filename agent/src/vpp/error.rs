@@ -68,8 +68,6 @@ pub enum VppError {
         crc: u32,
         api: &'static str,
     },
-    #[error("VPP sent message id {id}, which its message table does not name")]
-    UnknownMessage { id: u16 },
     #[error("{msg}: expected reply {expected}, VPP answered with {got}")]
     UnexpectedReply {
         msg: &'static str,

@@ -20,7 +20,7 @@ pub mod wire;
 pub use client::{Client, ClientOptions, DEFAULT_SOCKET};
 pub use error::VppError;
 pub use ops::{
-    IdentityMapping, InterfaceDetails, MemifMode, MemifRole, MemifSpec, NatProto, NatSession,
-    NatSide, RouteSpec, StaticMapping, SwIfIndex, Version,
+    IdentityMapping, InterfaceDetails, Ipv4Route, MemifInfo, MemifMode, MemifRole, MemifSpec,
+    NatProto, NatSession, NatSide, StaticMapping, SwIfIndex, Version, memif_socket_filename,
 };
 pub use supervisor::{Backoff, VppConnection, VppStatus};

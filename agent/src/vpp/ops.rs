@@ -16,7 +16,10 @@ use super::{
         ip::{
             FIB_PATH_FLAG_NONE, FIB_PATH_NH_PROTO_IP4, FIB_PATH_TYPE_NORMAL, FibPath, IpRouteAddDel,
         },
-        memif::{self, MemifCreateV2, MemifDelete, MemifSocketFilenameAddDelV2, SOCKET_ID_AUTO},
+        memif::{
+            self, MemifCreateV2, MemifDelete, MemifDetails, MemifDump, MemifSocketFilenameAddDelV2,
+            MemifSocketFilenameDump, SOCKET_ID_AUTO,
+        },
         nat44::{
             self, Nat44AddDelAddressRange, Nat44AddDelIdentityMapping, Nat44AddDelStaticMappingV2,
             Nat44EdPluginEnableDisable, Nat44InterfaceAddDelFeature, Nat44UserDump,
@@ -103,6 +106,45 @@ impl MemifSpec {
     }
 }
 
+/// A memif as VPP reports it, for adoption: which socket, id, role and
+/// mode an existing interface has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifInfo {
+    pub sw_if_index: SwIfIndex,
+    pub name: String,
+    pub role: MemifRole,
+    pub mode: MemifMode,
+    pub id: u32,
+    pub socket_id: u32,
+    pub mac: MacAddr,
+    pub admin_up: bool,
+    pub link_up: bool,
+}
+
+impl MemifInfo {
+    /// `None` for a mode xcnf does not create (punt/inject).
+    fn from_details(d: MemifDetails) -> Option<Self> {
+        Some(Self {
+            sw_if_index: SwIfIndex(d.sw_if_index),
+            name: d.if_name,
+            role: match d.role {
+                memif::ROLE_MASTER => MemifRole::Master,
+                _ => MemifRole::Slave,
+            },
+            mode: match d.mode {
+                memif::MODE_ETHERNET => MemifMode::Ethernet,
+                memif::MODE_IP => MemifMode::Ip,
+                _ => return None,
+            },
+            id: d.id,
+            socket_id: d.socket_id,
+            mac: MacAddr(d.hw_addr),
+            admin_up: d.flags & IF_STATUS_ADMIN_UP != 0,
+            link_up: d.flags & IF_STATUS_LINK_UP != 0,
+        })
+    }
+}
+
 /// One interface as VPP reports it, for adoption and reconciliation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceDetails {
@@ -141,7 +183,7 @@ impl From<SwInterfaceDetails> for InterfaceDetails {
 /// An IPv4 route in the default table: via a gateway, out of an
 /// interface, or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
+pub struct Ipv4Route {
     /// Must be a network (no host bits), as VPP stores it.
     pub prefix: Ipv4Prefix,
     pub via: Option<Ipv4Addr>,
@@ -233,6 +275,25 @@ pub struct NatSession {
     pub is_timed_out: bool,
 }
 
+/// The memif socket filename VPP understands for `socketfile` as NSM and
+/// the kernel write abstract sockets: `@name` becomes `abstract:name`, since
+/// VPP does not know the `@` form and would read it as a path under its
+/// runtime dir. With `netns` (a path, or a name under /var/run/netns) VPP
+/// creates or connects the abstract socket in that network namespace; VPP
+/// honours that only for abstract sockets, so other names pass unchanged.
+pub fn memif_socket_filename(socketfile: &str, netns: Option<&str>) -> String {
+    let abstract_name = socketfile
+        .strip_prefix('@')
+        .or_else(|| socketfile.strip_prefix("abstract:"));
+    match (abstract_name, netns) {
+        (Some(name), Some(ns)) if !name.contains(",netns_") => {
+            format!("abstract:{name},netns_name={ns}")
+        }
+        (Some(name), _) => format!("abstract:{name}"),
+        (None, _) => socketfile.to_owned(),
+    }
+}
+
 /// The timeouts as VPP takes them: whole seconds, at most `u32::MAX`.
 fn secs(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
@@ -320,6 +381,26 @@ impl Client {
         )
     }
 
+    /// The memif socket files VPP knows: id → filename (id 0 is VPP's
+    /// default socket, always there).
+    pub async fn memif_sockets(&self) -> Result<Vec<(u32, String)>, VppError> {
+        let all = self.dump(&MemifSocketFilenameDump).await?;
+        Ok(all
+            .into_iter()
+            .map(|d| (d.socket_id, d.socket_filename))
+            .collect())
+    }
+
+    /// Every memif interface (punt/inject ones left out). The ring and
+    /// buffer sizes are not reported: VPP shows the negotiated ones.
+    pub async fn memifs(&self) -> Result<Vec<MemifInfo>, VppError> {
+        let all = self.dump(&MemifDump).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(MemifInfo::from_details)
+            .collect())
+    }
+
     /// Admin up or down.
     pub async fn set_flags(&self, sw_if_index: SwIfIndex, up: bool) -> Result<(), VppError> {
         retag(
@@ -354,7 +435,7 @@ impl Client {
         Ok(all.into_iter().map(InterfaceDetails::from).collect())
     }
 
-    pub async fn route_add_del(&self, route: &RouteSpec, add: bool) -> Result<(), VppError> {
+    pub async fn route_add_del(&self, route: &Ipv4Route, add: bool) -> Result<(), VppError> {
         let path = FibPath {
             sw_if_index: route.sw_if_index.map_or(NONE, |i| i.0),
             table_id: route.table_id,
@@ -553,5 +634,49 @@ fn session(vrf_id: u32, s: &Nat44UserSessionV3Details) -> NatSession {
         total_pkts: s.total_pkts,
         seconds_since_last_heard: s.time_since_last_heard,
         is_timed_out: s.is_timed_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nsm_abstract_socket_names_become_vpp_abstract_names() {
+        assert_eq!(
+            memif_socket_filename("@/tmp/memif/c1/memif.socket", None),
+            "abstract:/tmp/memif/c1/memif.socket"
+        );
+        assert_eq!(
+            memif_socket_filename("@sock", Some("/proc/42/ns/net")),
+            "abstract:sock,netns_name=/proc/42/ns/net"
+        );
+        assert_eq!(
+            memif_socket_filename("abstract:sock,netns_name=cli", Some("other")),
+            "abstract:sock,netns_name=cli"
+        );
+        assert_eq!(
+            memif_socket_filename("/run/vpp/memif.sock", Some("ignored")),
+            "/run/vpp/memif.sock"
+        );
+        assert_eq!(memif_socket_filename("memif.sock", None), "memif.sock");
+    }
+
+    #[test]
+    fn config_protocols_map_to_ip_protocol_numbers() {
+        assert_eq!(
+            NatProto::from_config(Protocol::Tcp).map(NatProto::number),
+            Some(6)
+        );
+        assert_eq!(
+            NatProto::from_config(Protocol::Udp).map(NatProto::number),
+            Some(17)
+        );
+        assert_eq!(
+            NatProto::from_config(Protocol::Icmp).map(NatProto::number),
+            Some(1)
+        );
+        assert_eq!(NatProto::from_config(Protocol::Any), None);
+        assert_eq!(NatProto::from_number(17), Some(NatProto::Udp));
     }
 }

@@ -8,7 +8,8 @@ use super::{
     VppConnection, VppError,
     error::{ALREADY_GONE, ALREADY_THERE},
     ops::{
-        self, IdentityMapping, MemifSpec, NatProto, NatSide, RouteSpec, StaticMapping, SwIfIndex,
+        self, IdentityMapping, Ipv4Route, MemifSpec, NatProto, NatSide, StaticMapping, SwIfIndex,
+        memif_socket_filename,
     },
 };
 use crate::{
@@ -26,15 +27,6 @@ fn fault(e: VppError) -> VppFault {
             VppFault::Gone(e.to_string())
         }
         _ => VppFault::Refused(e.to_string()),
-    }
-}
-
-/// The memif socket filename VPP takes: `@name` (abstract, as NSM hands
-/// them out) is `abstract:name` to VPP; paths are passed as they are.
-pub fn vpp_socket_filename(socket: &str) -> String {
-    match socket.strip_prefix('@') {
-        Some(name) => format!("abstract:{name}"),
-        None => socket.to_owned(),
     }
 }
 
@@ -93,7 +85,7 @@ impl VppApi for VppConnection {
         Box::pin(async move {
             self.call(|c| async move {
                 if add {
-                    c.memif_socket_add(Some(socket_id), &vpp_socket_filename(path))
+                    c.memif_socket_add(Some(socket_id), &memif_socket_filename(path, None))
                         .await
                         .map(|_| ())
                 } else {
@@ -146,13 +138,21 @@ impl VppApi for VppConnection {
         sw_if_index: u32,
         add: bool,
     ) -> Call<'_, ()> {
-        let route = RouteSpec {
+        let route = Ipv4Route {
             prefix: dst,
             via,
             sw_if_index: Some(SwIfIndex(sw_if_index)),
             table_id: 0,
         };
         Box::pin(self.call(move |c| async move { c.route_add_del(&route, add).await }))
+    }
+
+    fn memif_sockets(&self) -> Call<'_, Vec<(u32, String)>> {
+        Box::pin(self.call(|c| async move { c.memif_sockets().await }))
+    }
+
+    fn vpp_socket_name(&self, socket: &str) -> String {
+        memif_socket_filename(socket, None)
     }
 
     fn interfaces(&self) -> Call<'_, Vec<(u32, String)>> {

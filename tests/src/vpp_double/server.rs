@@ -248,6 +248,49 @@ fn handle(
                     .0,
             ]
         }
+        "memif_socket_filename_dump" => {
+            let state = shared.state.lock().expect("state").clone();
+            state
+                .memif_sockets
+                .iter()
+                .map(|(id, f)| {
+                    Wr::reply(table::id_of("memif_socket_filename_details"), context)
+                        .u32(*id)
+                        .cstr(f, 108)
+                        .0
+                })
+                .collect()
+        }
+        "memif_dump" => {
+            let state = shared.state.lock().expect("state").clone();
+            state
+                .interfaces
+                .iter()
+                .filter_map(|(idx, i)| i.memif.map(|m| (idx, i, m)))
+                .map(|(idx, i, m)| {
+                    let mode = match m.mode {
+                        Mode::Ethernet => 0,
+                        Mode::Ip => 1,
+                        Mode::PuntInject => 2,
+                    };
+                    // No peer ever connects: VPP reports the negotiated
+                    // sizes, which are 1 << 0 and 0 until then.
+                    Wr::reply(table::id_of("memif_details"), context)
+                        .u32(*idx)
+                        .raw(&i.mac)
+                        .u32(m.id)
+                        .u32(u32::from(m.role == Role::Slave))
+                        .u32(mode)
+                        .u8(0)
+                        .u32(m.socket_id)
+                        .u32(1)
+                        .u16(0)
+                        .u32(u32::from(i.admin_up))
+                        .cstr(&i.name, 64)
+                        .0
+                })
+                .collect()
+        }
         "memif_delete" => {
             let i = r.u32()?;
             simple(apply(shared, forced, |s| s.memif_delete(i)))

@@ -55,6 +55,8 @@ pub const MESSAGES: &[(&str, &str)] = &[
     ("memif_create_v2_reply", "5383d31f"),
     ("memif_delete", "f9e6675e"),
     ("memif_delete_reply", "e8d4e804"),
+    ("memif_socket_filename_details", "7ff326f7"),
+    ("memif_socket_filename_dump", "51077d14"),
     ("memif_dump", "51077d14"),
     ("memif_details", "da34feb9"),
     ("nat44_ed_plugin_enable_disable", "be17f8dd"),

@@ -218,6 +218,50 @@ fn memif_delete() {
 }
 
 #[test]
+fn memif_dumps_and_details() {
+    assert_eq!(enc(&MemifDump), HDR.to_vec());
+    assert_eq!(enc(&MemifSocketFilenameDump), HDR.to_vec());
+
+    let mut d = reply_buf(118);
+    put(&mut d, 6, &[0, 0, 0, 3]); // socket_id
+    put(&mut d, 10, b"abstract:m,netns_name=/run/netns/a"); // socket_filename[108]
+    let s: MemifSocketFilenameDetails = dec(&d);
+    assert_eq!(s.socket_id, 3);
+    assert_eq!(s.socket_filename, "abstract:m,netns_name=/run/netns/a");
+
+    let mut d = reply_buf(107);
+    put(&mut d, 6, &[0, 0, 0, 9]); // sw_if_index
+    put(&mut d, 10, &[0x02, 0xfe, 0, 0, 0, 9]); // hw_addr
+    put(&mut d, 16, &[0, 0, 0, 5]); // id
+    put(&mut d, 20, &[0, 0, 0, 1]); // role SLAVE
+    put(&mut d, 24, &[0, 0, 0, 1]); // mode IP
+    put(&mut d, 28, &[1]); // zero_copy
+    put(&mut d, 29, &[0, 0, 0, 3]); // socket_id
+    put(&mut d, 33, &[0, 0, 4, 0]); // ring_size
+    put(&mut d, 37, &[8, 0]); // buffer_size
+    put(&mut d, 39, &[0, 0, 0, 3]); // flags
+    put(&mut d, 43, b"memif3/5"); // if_name[64]
+    let m: MemifDetails = dec(&d);
+    assert_eq!(
+        m,
+        MemifDetails {
+            sw_if_index: 9,
+            hw_addr: [0x02, 0xfe, 0, 0, 0, 9],
+            id: 5,
+            role: ROLE_SLAVE,
+            mode: MODE_IP,
+            zero_copy: true,
+            socket_id: 3,
+            ring_size: 1024,
+            buffer_size: 2048,
+            flags: 3,
+            if_name: "memif3/5".into(),
+        }
+    );
+    assert!(decode_reply::<MemifDetails>(&d[..106]).is_err());
+}
+
+#[test]
 fn sw_interface_set_flags() {
     let b = enc(&SwInterfaceSetFlags {
         sw_if_index: 9,

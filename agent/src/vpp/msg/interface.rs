@@ -1,7 +1,5 @@
 //! `interface.api`: admin state, addresses and the interface dump.
 
-use std::net::Ipv4Addr;
-
 use super::{Reply, Request, message, retval_reply};
 use crate::{
     config::Ipv4Prefix,
@@ -164,9 +162,4 @@ impl Reply for SwInterfaceDetails {
             tag: r.fixed_str(64)?,
         })
     }
-}
-
-/// The IPv4 address a 16-byte `address_union` holds.
-pub fn ip4_of(un: &[u8; 16]) -> Ipv4Addr {
-    Ipv4Addr::new(un[0], un[1], un[2], un[3])
 }

@@ -1,6 +1,6 @@
 //! `memif.api` (memif plugin): socket files and memif interfaces.
 
-use super::{Reply, Request, message, retval_reply};
+use super::{Reply, Request, empty_request, message, retval_reply};
 use crate::vpp::{
     error::VppError,
     wire::{Reader, Writer},
@@ -145,3 +145,74 @@ impl Request for MemifDelete {
 }
 
 retval_reply!(MemifDeleteReply, "memif_delete_reply", 0xe8d4e804, "memif");
+
+empty_request!(
+    MemifSocketFilenameDump,
+    MemifSocketFilenameDetails,
+    "memif_socket_filename_dump",
+    0x51077d14,
+    "memif"
+);
+
+/// `{u32 socket_id; string socket_filename[108]}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifSocketFilenameDetails {
+    pub socket_id: u32,
+    pub socket_filename: String,
+}
+message!(
+    MemifSocketFilenameDetails,
+    "memif_socket_filename_details",
+    0x7ff326f7,
+    "memif"
+);
+
+impl Reply for MemifSocketFilenameDetails {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, VppError> {
+        Ok(Self {
+            socket_id: r.u32()?,
+            socket_filename: r.fixed_str(108)?,
+        })
+    }
+}
+
+empty_request!(MemifDump, MemifDetails, "memif_dump", 0x51077d14, "memif");
+
+/// `{u32 sw_if_index; u8 hw_addr[6]; u32 id; u32 role; u32 mode;
+/// bool zero_copy; u32 socket_id; u32 ring_size; u16 buffer_size;
+/// u32 flags; string if_name[64]}`. VPP reports the ring and buffer sizes
+/// negotiated with the peer (ring 1, buffer 0 before any peer connected),
+/// not the ones requested at create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifDetails {
+    pub sw_if_index: u32,
+    pub hw_addr: [u8; 6],
+    pub id: u32,
+    pub role: u32,
+    pub mode: u32,
+    pub zero_copy: bool,
+    pub socket_id: u32,
+    pub ring_size: u32,
+    pub buffer_size: u16,
+    pub flags: u32,
+    pub if_name: String,
+}
+message!(MemifDetails, "memif_details", 0xda34feb9, "memif");
+
+impl Reply for MemifDetails {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, VppError> {
+        Ok(Self {
+            sw_if_index: r.u32()?,
+            hw_addr: r.array()?,
+            id: r.u32()?,
+            role: r.u32()?,
+            mode: r.u32()?,
+            zero_copy: r.bool()?,
+            socket_id: r.u32()?,
+            ring_size: r.u32()?,
+            buffer_size: r.u16()?,
+            flags: r.u32()?,
+            if_name: r.fixed_str(64)?,
+        })
+    }
+}
