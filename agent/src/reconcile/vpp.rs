@@ -213,15 +213,20 @@ impl Vpp {
         &self.api
     }
 
-    /// Forgets what belongs to an earlier connection: the VPP on the other
-    /// end may have restarted and lost all of it.
+    /// Forgets what belongs to an earlier connection when a new one is up:
+    /// the VPP on the other end may have restarted and lost all of it.
+    /// While disconnected nothing is forgotten yet (the same connection
+    /// cannot come back, but knowing what was applied until a new one is up
+    /// costs nothing).
     fn sync_epoch(&mut self) -> Option<u64> {
         let now = self.api.epoch();
-        if now != self.epoch {
-            if self.epoch.is_some() && now.is_some() {
+        if let Some(n) = now
+            && self.epoch != Some(n)
+        {
+            if self.epoch.is_some() {
                 info!(
                     old = ?self.epoch,
-                    new = ?now,
+                    new = n,
                     "new VPP connection: re-applying every VPP item"
                 );
             }
@@ -229,7 +234,7 @@ impl Vpp {
             self.memif_sockets.clear();
             self.ifaces.clear();
             self.applied.clear();
-            self.epoch = now;
+            self.epoch = Some(n);
         }
         now
     }
@@ -516,7 +521,6 @@ impl Vpp {
 
     /// An item is in place if it was applied in the current connection.
     pub fn in_place(&mut self, key: &ItemKey) -> bool {
-        self.sync_epoch();
-        self.applied.contains(key)
+        self.sync_epoch().is_some() && self.applied.contains(key)
     }
 }
