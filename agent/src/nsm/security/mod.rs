@@ -1,0 +1,175 @@
+//! NSM security: SPIFFE mTLS on every NSM connection and the signed path
+//! tokens, the way networkservicemesh/sdk does them, so xcnf interoperates
+//! with a stock nsmgr — or, explicitly, neither (`insecure`, lab only).
+//!
+//! [`Security`] is the one value the NSM client and endpoint hold: it wraps
+//! each raw connection (after grpcfd, before gRPC) and signs and checks the
+//! tokens. The pieces stay usable on their own: [`workload`] (the SPIFFE
+//! Workload API source), [`tls`] (rustls configs with SPIFFE verification)
+//! and [`token`] (ES256 JWTs and the OPA policies).
+
+pub mod id;
+pub mod stream;
+pub mod tls;
+pub mod token;
+pub mod workload;
+pub mod x509;
+
+use std::{sync::Arc, time::Duration, time::SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::warn;
+use xcnf_proto::nsm::connection::Path;
+
+pub use id::{SpiffeId, TrustDomain};
+pub use stream::{SecureConnectInfo, SecureStream};
+pub use tls::{Authorizer, PeerId, SpiffeTls, TlsError};
+pub use token::{Token, TokenError};
+pub use workload::{WorkloadError, X509Context, X509Source, X509Svid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("NSM security: the peer is unknown (no TLS peer), so its tokens cannot be checked")]
+    NoPeer,
+}
+
+/// SPIFFE mode: an X.509 source, TLS configs over it, and the token lifetime.
+#[derive(Debug)]
+pub struct Spiffe {
+    source: X509Source,
+    tls: SpiffeTls,
+    max_token_lifetime: Duration,
+}
+
+/// How NSM connections are secured.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// mTLS with SVIDs from the Workload API and signed path tokens.
+    Spiffe(Arc<Spiffe>),
+    /// Plain connections and no tokens. Only for labs: any local process
+    /// can then impersonate nsmgr or a client.
+    Insecure,
+}
+
+impl Security {
+    /// SPIFFE mode with NSM's default token lifetime.
+    pub fn spiffe(source: X509Source, authorizer: Authorizer) -> Result<Self, SecurityError> {
+        Self::spiffe_with_lifetime(source, authorizer, token::DEFAULT_MAX_TOKEN_LIFETIME)
+    }
+
+    pub fn spiffe_with_lifetime(
+        source: X509Source,
+        authorizer: Authorizer,
+        max_token_lifetime: Duration,
+    ) -> Result<Self, SecurityError> {
+        let tls = SpiffeTls::new(&source, authorizer)?;
+        Ok(Self::Spiffe(Arc::new(Spiffe {
+            source,
+            tls,
+            max_token_lifetime,
+        })))
+    }
+
+    /// Insecure mode; says so loudly, since it is never right in production.
+    pub fn insecure() -> Self {
+        warn!(
+            "NSM SECURITY IS OFF (insecure: true): no mTLS and no path tokens; any local process can impersonate NSM peers. Use only in labs."
+        );
+        Self::Insecure
+    }
+
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, Self::Insecure)
+    }
+
+    /// The current SVID's SPIFFE ID (`None` when insecure).
+    pub fn own_id(&self) -> Option<SpiffeId> {
+        match self {
+            Self::Spiffe(s) => Some(s.source.current().svid.id().clone()),
+            Self::Insecure => None,
+        }
+    }
+
+    /// Client side of a new connection: TLS handshake (or pass-through).
+    pub async fn connect<S>(
+        &self,
+        io: S,
+    ) -> Result<(SecureStream<S>, Option<PeerId>), SecurityError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        match self {
+            Self::Spiffe(s) => {
+                let (tls, peer) = s.tls.connect(io).await?;
+                Ok((SecureStream::client(tls, peer.clone()), Some(peer)))
+            }
+            Self::Insecure => Ok((SecureStream::plain(io), None)),
+        }
+    }
+
+    /// Server side of an accepted connection.
+    pub async fn accept<S>(&self, io: S) -> Result<(SecureStream<S>, Option<PeerId>), SecurityError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        match self {
+            Self::Spiffe(s) => {
+                let (tls, peer) = s.tls.accept(io).await?;
+                Ok((SecureStream::server(tls, peer.clone()), Some(peer)))
+            }
+            Self::Insecure => Ok((SecureStream::plain(io), None)),
+        }
+    }
+
+    /// Our token for a call to, or a reply to, `peer` (`None` when insecure).
+    pub fn sign_token(&self, peer: Option<&PeerId>) -> Result<Option<Token>, SecurityError> {
+        match self {
+            Self::Spiffe(s) => {
+                let ctx = s.source.current();
+                Ok(Some(token::sign(
+                    &ctx.svid,
+                    peer,
+                    s.max_token_lifetime,
+                    SystemTime::now(),
+                )?))
+            }
+            Self::Insecure => Ok(None),
+        }
+    }
+
+    /// The server policies on a Request's path (after `updatetoken`); a
+    /// no-op when insecure.
+    pub fn check_server_path(
+        &self,
+        path: &Path,
+        peer: Option<&PeerId>,
+    ) -> Result<(), SecurityError> {
+        match self {
+            Self::Spiffe(_) => {
+                let peer = peer.ok_or(SecurityError::NoPeer)?;
+                Ok(token::check_server_path(path, peer, SystemTime::now())?)
+            }
+            Self::Insecure => Ok(()),
+        }
+    }
+
+    /// The client policies on a returned Connection's path; a no-op when
+    /// insecure.
+    pub fn check_client_path(
+        &self,
+        path: &Path,
+        peer: Option<&PeerId>,
+    ) -> Result<(), SecurityError> {
+        match self {
+            Self::Spiffe(_) => {
+                let peer = peer.ok_or(SecurityError::NoPeer)?;
+                Ok(token::check_client_path(path, peer, SystemTime::now())?)
+            }
+            Self::Insecure => Ok(()),
+        }
+    }
+}
