@@ -15,9 +15,13 @@ pub mod token;
 pub mod workload;
 pub mod x509;
 
-use std::{sync::Arc, time::Duration, time::SystemTime};
+use std::{io, sync::Arc, time::Duration, time::SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures::{Stream, StreamExt as _};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+};
 use tracing::warn;
 use xcnf_proto::nsm::connection::Path;
 
@@ -27,12 +31,18 @@ pub use tls::{Authorizer, PeerId, SpiffeTls, TlsError};
 pub use token::{Token, TokenError};
 pub use workload::{WorkloadError, X509Context, X509Source, X509Svid};
 
+/// How long an accepted connection may take to finish its TLS handshake: a
+/// peer that connects and stays silent must not hold a task forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("TLS handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
     #[error("NSM security: the peer is unknown (no TLS peer), so its tokens cannot be checked")]
     NoPeer,
 }
@@ -123,6 +133,57 @@ impl Security {
             }
             Self::Insecure => Ok((SecureStream::plain(io), None)),
         }
+    }
+
+    /// Secures every connection from `raw` (a listener's accepted streams)
+    /// for a tonic server (`serve_with_incoming`). Handshakes run
+    /// concurrently; a peer that fails one is logged and dropped, so one bad
+    /// client cannot stall or stop the server. Accept errors pass through.
+    pub fn incoming<St, S>(
+        &self,
+        raw: St,
+    ) -> impl Stream<Item = io::Result<SecureStream<S>>> + Send + 'static
+    where
+        St: Stream<Item = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel(16);
+        let security = self.clone();
+        tokio::spawn(async move {
+            let mut raw = std::pin::pin!(raw);
+            loop {
+                let next = tokio::select! {
+                    () = tx.closed() => return,
+                    next = raw.next() => next,
+                };
+                match next {
+                    None => return,
+                    Some(Err(e)) => {
+                        if tx.send(Err(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(io)) => {
+                        let (tx, security) = (tx.clone(), security.clone());
+                        tokio::spawn(async move {
+                            let accepted =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, security.accept(io))
+                                    .await
+                                    .unwrap_or(Err(SecurityError::HandshakeTimeout(
+                                        HANDSHAKE_TIMEOUT,
+                                    )));
+                            match accepted {
+                                Ok((stream, _)) => {
+                                    let _ = tx.send(Ok(stream)).await;
+                                }
+                                Err(e) => warn!(error = %e, "NSM connection refused"),
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     /// Our token for a call to, or a reply to, `peer` (`None` when insecure).

@@ -51,6 +51,8 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("TLS handshake: {0}")]
     Handshake(#[source] std::io::Error),
+    #[error("TLS handshake: refused the peer: {0}")]
+    Refused(String),
     #[error("peer certificate: {0}")]
     PeerCert(#[from] CertError),
     #[error("peer sent no certificate")]
@@ -206,7 +208,7 @@ impl SpiffeTls {
         let tls = TlsConnector::from(self.client.clone())
             .connect(name, io)
             .await
-            .map_err(TlsError::Handshake)?;
+            .map_err(handshake_error)?;
         let peer = PeerId::from_certs(tls.get_ref().1.peer_certificates())?;
         Ok((tls, peer))
     }
@@ -220,7 +222,7 @@ impl SpiffeTls {
         let tls = TlsAcceptor::from(self.server.clone())
             .accept(io)
             .await
-            .map_err(TlsError::Handshake)?;
+            .map_err(handshake_error)?;
         let peer = PeerId::from_certs(tls.get_ref().1.peer_certificates())?;
         Ok((tls, peer))
     }
@@ -300,6 +302,24 @@ impl SpiffeVerifier {
         )
         .map_err(|e| chain_err(e.to_string()))?;
         self.authorizer.authorize(&info.id)
+    }
+}
+
+/// Our verifier's reason when it refused the peer (rustls only formats it
+/// with Debug), else the handshake's own error.
+fn handshake_error(e: std::io::Error) -> TlsError {
+    let ours = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                Some(other.0.to_string())
+            }
+            _ => None,
+        });
+    match ours {
+        Some(reason) => TlsError::Refused(reason),
+        None => TlsError::Handshake(e),
     }
 }
 
