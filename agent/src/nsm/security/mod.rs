@@ -10,6 +10,8 @@
 
 pub mod id;
 pub mod stream;
+#[cfg(test)]
+mod testutil;
 pub mod tls;
 pub mod token;
 pub mod workload;

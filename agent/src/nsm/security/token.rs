@@ -84,22 +84,28 @@ struct Header<'a> {
     typ: &'a str,
 }
 
+/// The claims as written: golang-jwt's field order and an integer `exp`
+/// (whole seconds, its NumericDate); the token's `expires` keeps the exact
+/// instant for the metadata.
+#[derive(Serialize)]
+struct SignedClaims<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    aud: &'a [String],
+    exp: u64,
+}
+
 #[derive(Deserialize)]
 struct ParsedHeader {
     alg: String,
 }
 
-/// The claims NSM sets (golang-jwt `RegisteredClaims`: `aud` is written as
-/// an array, `exp` in whole seconds).
+/// The claims NSM's policies read, as decoded from any token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(default)]
     pub sub: String,
-    #[serde(
-        default,
-        deserialize_with = "string_or_list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "string_or_list")]
     pub aud: Vec<String>,
     /// Seconds since the epoch; JSON numbers may carry a fraction.
     pub exp: f64,
@@ -144,25 +150,18 @@ pub fn sign(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let claims = Claims {
-        sub: svid.id().to_string(),
-        aud: peer.map(|p| vec![p.id.to_string()]).unwrap_or_default(),
-        // Whole seconds, as golang-jwt's NumericDate; `expires` keeps the
-        // exact instant for the metadata.
-        exp: exp_secs as f64,
-    };
+    let aud = peer.map(|p| vec![p.id.to_string()]).unwrap_or_default();
     let header = serde_json::to_vec(&Header {
         alg: ALG,
         typ: "JWT",
     })
     .map_err(|e| TokenError::Malformed(e.to_string()))?;
-    let payload = serde_json::to_value(&claims)
-        .and_then(|mut v| {
-            // Integer `exp`, as Go writes it.
-            v["exp"] = serde_json::Value::from(exp_secs);
-            serde_json::to_vec(&v)
-        })
-        .map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let payload = serde_json::to_vec(&SignedClaims {
+        sub: svid.id().as_str(),
+        aud: &aud,
+        exp: exp_secs,
+    })
+    .map_err(|e| TokenError::Malformed(e.to_string()))?;
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
@@ -406,4 +405,166 @@ pub fn check_client_path(path: &Path, peer: &PeerId, now: SystemTime) -> Result<
     next_token_signed(path, peer)?;
     tokens_expired(path, now)?;
     tokens_chained(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::CertificateDer;
+    use xcnf_proto::nsm::connection::PathSegment;
+
+    use super::*;
+    use crate::nsm::security::{testutil, x509};
+
+    const NSC: &str = "spiffe://example.org/nsc";
+    const NSMGR: &str = "spiffe://example.org/nsmgr";
+
+    fn svid(id: &str) -> X509Svid {
+        let (cert, key) = testutil::leaf(&[id], Duration::from_secs(3600));
+        X509Svid::from_der(vec![CertificateDer::from(cert)], key).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn peer(svid: &X509Svid) -> PeerId {
+        let info = x509::leaf_info(&svid.chain()[0]).unwrap_or_else(|e| panic!("{e}"));
+        PeerId {
+            id: info.id,
+            public_key: info.public_key,
+            not_after: info.not_after,
+        }
+    }
+
+    fn b64json(part: &str) -> serde_json::Value {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The layout golang-jwt produces for NSM: header {alg, typ}, claims
+    /// {sub, aud: [..], exp: integer}, a 64-byte r||s signature.
+    #[test]
+    fn token_layout_matches_nsm() {
+        let (nsc, nsmgr) = (svid(NSC), svid(NSMGR));
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(250);
+        // Certificates valid for an hour from the real now, so a fixed past
+        // `now` keeps the lifetime cap.
+        let t = sign(&nsc, Some(&peer(&nsmgr)), DEFAULT_MAX_TOKEN_LIFETIME, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let parts: Vec<&str> = t.jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(parts[0])
+                .unwrap_or_else(|e| panic!("{e}")),
+            br#"{"alg":"ES256","typ":"JWT"}"#
+        );
+        assert_eq!(
+            String::from_utf8(
+                URL_SAFE_NO_PAD
+                    .decode(parts[1])
+                    .unwrap_or_else(|e| panic!("{e}"))
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            format!(r#"{{"sub":"{NSC}","aud":["{NSMGR}"],"exp":1700000600}}"#)
+        );
+        assert_eq!(
+            b64json(parts[1])["exp"],
+            serde_json::json!(1_700_000_600u64)
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(parts[2])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .len(),
+            64
+        );
+        assert_eq!(t.expires, now + DEFAULT_MAX_TOKEN_LIFETIME);
+        let claims = verify(&t.jwt, &peer(&nsc).public_key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claims.aud, vec![NSMGR.to_owned()]);
+        assert!(matches!(
+            verify(&t.jwt, &peer(&nsmgr).public_key),
+            Err(TokenError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn audience_may_be_a_single_string() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"a","aud":"b","exp":1.5}"#);
+        let claims = decode(&format!("{header}.{payload}.AAAA")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claims.aud, vec!["b".to_owned()]);
+        assert_eq!(claims.exp, 1.5);
+        let no_exp = URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#);
+        assert!(matches!(
+            decode(&format!("{header}.{no_exp}.AAAA")),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn update_path_fills_previous_and_own_segment() {
+        let (nsc, nsmgr) = (svid(NSC), svid(NSMGR));
+        let now = SystemTime::now();
+        let caller = sign(&nsc, Some(&peer(&nsmgr)), DEFAULT_MAX_TOKEN_LIFETIME, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let own = sign(&nsmgr, Some(&peer(&nsc)), DEFAULT_MAX_TOKEN_LIFETIME, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut path = Path {
+            index: 1,
+            path_segments: vec![PathSegment::default(), PathSegment::default()],
+        };
+        update_path(&mut path, Some(&caller), &own).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(path.path_segments[0].token, caller.jwt);
+        assert_eq!(path.path_segments[0].expires, Some(caller.expires.into()));
+        assert_eq!(path.path_segments[1].token, own.jwt);
+        check_server_path(&path, &peer(&nsc), now).unwrap_or_else(|e| panic!("{e}"));
+
+        path.index = 2;
+        assert!(matches!(
+            update_path(&mut path, Some(&caller), &own),
+            Err(TokenError::NoSegment {
+                index: 2,
+                len: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn signature_policies_need_the_neighbouring_segment() {
+        let nsc = svid(NSC);
+        let now = SystemTime::now();
+        let t = sign(&nsc, None, DEFAULT_MAX_TOKEN_LIFETIME, now).unwrap_or_else(|e| panic!("{e}"));
+        let path = Path {
+            index: 0,
+            path_segments: vec![PathSegment {
+                token: t.jwt,
+                ..Default::default()
+            }],
+        };
+        let p = peer(&nsc);
+        assert!(matches!(
+            prev_token_signed(&path, &p),
+            Err(TokenError::NoSegment { .. })
+        ));
+        assert!(matches!(
+            next_token_signed(&path, &p),
+            Err(TokenError::NoSegment { .. })
+        ));
+        // An empty path is valid, expired-free and chained, as in the rego.
+        let empty = Path::default();
+        tokens_valid(&empty).unwrap_or_else(|e| panic!("{e}"));
+        tokens_expired(&empty, now).unwrap_or_else(|e| panic!("{e}"));
+        tokens_chained(&empty).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn peer_keys_other_than_p256_cannot_verify() {
+        let nsc = svid(NSC);
+        let t = sign(&nsc, None, DEFAULT_MAX_TOKEN_LIFETIME, SystemTime::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = verify(&t.jwt, &PublicKey::Other("1.2.840.113549.1.1.1".into()))
+            .err()
+            .unwrap_or_else(|| panic!("verified with an RSA key"));
+        assert!(err.to_string().contains("not ECDSA P-256"), "{err}");
+    }
 }

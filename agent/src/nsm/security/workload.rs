@@ -400,7 +400,78 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use xcnf_proto::spiffe::workload::X509svid;
+
     use super::*;
+    use crate::nsm::security::testutil;
+
+    const ID: &str = "spiffe://example.org/nsc";
+
+    fn response(id: &str, cert: &[u8], key: &[u8], bundle: &[u8]) -> X509svidResponse {
+        X509svidResponse {
+            svids: vec![X509svid {
+                spiffe_id: id.into(),
+                x509_svid: cert.to_vec(),
+                x509_svid_key: key.to_vec(),
+                bundle: bundle.to_vec(),
+                hint: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn err(resp: X509svidResponse) -> String {
+        match X509Context::from_response(resp) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn response_validation_names_the_field() {
+        let (cert, key) = testutil::leaf(&[ID], Duration::from_secs(3600));
+        let (ca, other_key) = testutil::leaf(&["spiffe://example.org"], Duration::from_secs(3600));
+        let ctx = X509Context::from_response(response(ID, &cert, &key, &ca))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ctx.svid.id().as_str(), ID);
+        assert!(ctx.svid.jwt_key().is_some());
+        assert!(
+            ctx.bundles
+                .get(&TrustDomain::parse("example.org").unwrap_or_else(|e| panic!("{e}")))
+                .is_some()
+        );
+
+        assert_eq!(
+            err(X509svidResponse::default()),
+            "X509SVIDResponse.svids: empty"
+        );
+        assert!(
+            err(response("spiffe://example.org/x", &cert, &key, &ca))
+                .starts_with("X509SVIDResponse.svids[0].spiffe_id: spiffe://example.org/x but the certificate says")
+        );
+        assert_eq!(
+            err(response(ID, &cert, &other_key, &ca)),
+            "X509SVIDResponse.svids[0].x509_svid_key: the private key does not belong to the leaf certificate"
+        );
+        assert_eq!(
+            err(response(ID, &cert, &key, &[])),
+            "X509SVIDResponse.svids[0].bundle: no certificates"
+        );
+        assert!(
+            err(response(ID, b"junk", &key, &ca))
+                .starts_with("X509SVIDResponse.svids[0].x509_svid: not a DER")
+        );
+        let (two, two_key) =
+            testutil::leaf(&[ID, "spiffe://example.org/y"], Duration::from_secs(3600));
+        assert_eq!(
+            err(response(ID, &two, &two_key, &ca)),
+            "X509SVIDResponse.svids[0].x509_svid: an X.509-SVID has exactly one URI SAN, this certificate has 2"
+        );
+        let mut fed = response(ID, &cert, &key, &ca);
+        fed.federated_bundles
+            .insert("spiffe://Other.org".into(), ca.clone());
+        assert!(err(fed).starts_with("X509SVIDResponse.federated_bundles[\"spiffe://Other.org\"]"));
+    }
 
     #[test]
     fn endpoint_forms() {
