@@ -23,8 +23,8 @@ use tonic::{
     transport::{Endpoint, Server, Uri, server::UdsConnectInfo},
 };
 use xcnf_agent::nsm::security::{
-    Authorizer, PeerId, SecureConnectInfo, Security, SecurityError, SpiffeId, Token, TokenError,
-    TrustDomain, WorkloadError, X509Source, X509Svid,
+    Authorizer, PeerId, SecureConnectInfo, Security, SecurityError, SecurityOptions, SpiffeId,
+    Token, TokenError, TrustDomain, WorkloadError, X509Source, X509Svid,
     token::{self, DEFAULT_MAX_TOKEN_LIFETIME},
     workload::SECURITY_HEADER,
     x509,
@@ -929,4 +929,37 @@ async fn insecure_mode_passes_through_without_tokens() {
         .await
         .unwrap_or_else(|_| panic!("accept hung"));
     assert!(matches!(s, Err(SecurityError::Tls(_))));
+}
+
+#[tokio::test]
+async fn security_from_options() {
+    let double = SpiffeDouble::start(NSC, DAY).await;
+    let sec = Security::from_options(SecurityOptions {
+        spiffe_endpoint: Some(double.endpoint()),
+        ..SecurityOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sec.own_id(), Some(id(NSC)));
+    assert!(!sec.is_insecure());
+
+    let insecure = Security::from_options(SecurityOptions {
+        insecure: true,
+        ..SecurityOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(insecure.is_insecure() && insecure.own_id().is_none());
+
+    let err = Security::from_options(SecurityOptions {
+        spiffe_endpoint: Some("tcp://127.0.0.1:8081".into()),
+        ..SecurityOptions::default()
+    })
+    .await
+    .err()
+    .unwrap_or_else(|| panic!("a TCP endpoint was accepted"));
+    assert!(
+        matches!(err, SecurityError::Workload(WorkloadError::Endpoint(_))),
+        "{err}"
+    );
 }

@@ -43,10 +43,40 @@ pub enum SecurityError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
     #[error("TLS handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("NSM security: the peer is unknown (no TLS peer), so its tokens cannot be checked")]
     NoPeer,
+}
+
+/// How the agent secures NSM, from its command line / environment.
+#[derive(Clone, Debug)]
+pub struct SecurityOptions {
+    /// No mTLS and no tokens (labs only). Off by default.
+    pub insecure: bool,
+    /// The Workload API socket (`unix:///...`); `None` reads
+    /// `SPIFFE_ENDPOINT_SOCKET`.
+    pub spiffe_endpoint: Option<String>,
+    /// How long to wait for the first SVID before giving up.
+    pub first_svid_wait: Duration,
+    /// NSM's MaxTokenLifetime.
+    pub max_token_lifetime: Duration,
+    /// Which peers to accept; NSM accepts any ID with a valid chain.
+    pub authorizer: Authorizer,
+}
+
+impl Default for SecurityOptions {
+    fn default() -> Self {
+        Self {
+            insecure: false,
+            spiffe_endpoint: None,
+            first_svid_wait: workload::DEFAULT_FIRST_SVID_WAIT,
+            max_token_lifetime: token::DEFAULT_MAX_TOKEN_LIFETIME,
+            authorizer: Authorizer::Any,
+        }
+    }
 }
 
 /// SPIFFE mode: an X.509 source, TLS configs over it, and the token lifetime.
@@ -68,6 +98,20 @@ pub enum Security {
 }
 
 impl Security {
+    /// Builds the mode `opts` asks for; in SPIFFE mode this waits for the
+    /// first SVID (and fails with the Workload API's last error if none
+    /// arrives in time).
+    pub async fn from_options(opts: SecurityOptions) -> Result<Self, SecurityError> {
+        if opts.insecure {
+            return Ok(Self::insecure());
+        }
+        let source = match &opts.spiffe_endpoint {
+            Some(endpoint) => X509Source::connect(endpoint, opts.first_svid_wait).await?,
+            None => X509Source::from_env(opts.first_svid_wait).await?,
+        };
+        Self::spiffe_with_lifetime(source, opts.authorizer, opts.max_token_lifetime)
+    }
+
     /// SPIFFE mode with NSM's default token lifetime.
     pub fn spiffe(source: X509Source, authorizer: Authorizer) -> Result<Self, SecurityError> {
         Self::spiffe_with_lifetime(source, authorizer, token::DEFAULT_MAX_TOKEN_LIFETIME)
