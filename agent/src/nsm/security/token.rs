@@ -142,7 +142,10 @@ pub fn sign(
     now: SystemTime,
 ) -> Result<Token, TokenError> {
     let key = svid.jwt_key().ok_or(TokenError::NoSigningKey)?;
-    let mut expires = (now + max_lifetime).min(svid.not_after());
+    // A lifetime too large for the clock is no cap at all.
+    let mut expires = now
+        .checked_add(max_lifetime)
+        .map_or(svid.not_after(), |t| t.min(svid.not_after()));
     if let Some(p) = peer {
         expires = expires.min(p.not_after);
     }

@@ -46,6 +46,9 @@ pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 /// How long the first SVID may take when nothing else is configured.
 pub const DEFAULT_FIRST_SVID_WAIT: Duration = Duration::from_secs(30);
 
+/// Upper bound on the first-SVID wait.
+const MAX_FIRST_SVID_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Backoff between reconnects after the stream is lost.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -239,7 +242,8 @@ impl X509Source {
     /// TLS config made from it.
     pub async fn connect(endpoint: &str, wait: Duration) -> Result<Self, WorkloadError> {
         let socket = socket_path(endpoint)?;
-        let deadline = Instant::now() + wait;
+        // Far beyond any sensible wait, and safe from Instant overflow.
+        let deadline = Instant::now() + wait.min(MAX_FIRST_SVID_WAIT);
         let mut backoff = BACKOFF_MIN;
         let mut last = String::from("none (timed out)");
         let (stream, first) = loop {
