@@ -963,3 +963,20 @@ async fn security_from_options() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn mtls_rejects_an_expired_peer_certificate() {
+    let (nsc, nsmgr) = pair().await;
+    let now = SystemTime::now();
+    nsmgr.serve(nsmgr.ca().issue_valid(
+        NSMGR,
+        now - Duration::from_secs(7200),
+        now - Duration::from_secs(3600),
+    ));
+    let client = spiffe(source(&nsc).await, Authorizer::Any);
+    let server = spiffe(source(&nsmgr).await, Authorizer::Any);
+    let (c, s) = handshake(&client, &server).await;
+    let err = err_text(c);
+    assert!(err.contains(NSMGR) && err.contains("Expired"), "{err}");
+    assert_refused(s).await;
+}
