@@ -1,11 +1,11 @@
 //! Compiles the .proto files with protox (pure Rust, no protoc) and generates
 //! the prost messages and tonic client/server code into OUT_DIR.
 //!
-//! Two separate compilations, each with its own descriptor set: the xcnf
-//! schema, and the Network Service Mesh API. The NSM files keep upstream's bare
-//! file names (`connection.proto`, imported as such), so they need their own
-//! include roots, which must not overlap the crate root the xcnf files are
-//! named from.
+//! Three separate compilations, each with its own descriptor set: the xcnf
+//! schema, the Network Service Mesh API and the SPIFFE Workload API. The NSM
+//! and SPIFFE files keep upstream's bare file names (`connection.proto`,
+//! imported as such), so they need their own include roots, which must not
+//! overlap the crate root the xcnf files are named from.
 
 use std::{
     env,
@@ -40,6 +40,18 @@ const NSM_PROTOS: &[&str] = &[
     "registry.proto",
 ];
 
+/// Include root of the SPIFFE Workload API file. It declares no protobuf
+/// package (as upstream, so the gRPC paths are `/SpiffeWorkloadAPI/...`), which
+/// prost writes to `_.rs`.
+const SPIFFE_INCLUDE: &str = "spiffe";
+
+/// The SPIFFE Workload API file, by its protobuf name.
+const SPIFFE_PROTO: &str = "workload.proto";
+
+/// Written to OUT_DIR (no consumer embeds it yet; kept for symmetry with the
+/// other two compilations).
+const SPIFFE_DESCRIPTOR_FILE: &str = "spiffe_descriptor_set.bin";
+
 /// Written to OUT_DIR and embedded as `FILE_DESCRIPTOR_SET`.
 const DESCRIPTOR_FILE: &str = "xcnf_descriptor_set.bin";
 
@@ -66,6 +78,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         .map(|name| locate(name, &includes))
         .collect::<Result<Vec<_>, _>>()?;
     generate(&nsm_files, &includes, &out_dir, NSM_DESCRIPTOR_FILE)?;
+
+    let spiffe_include = root.join(SPIFFE_INCLUDE);
+    generate(
+        &[spiffe_include.join(SPIFFE_PROTO)],
+        &[spiffe_include],
+        &out_dir,
+        SPIFFE_DESCRIPTOR_FILE,
+    )?;
 
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod image;
 pub mod kube_double;
 pub mod netns;
 pub mod packet;
+pub mod spiffe_double;
 pub mod testrun;
 pub mod vpp_double;
 
