@@ -65,6 +65,7 @@ fn nat44_chain_example() -> Config {
                         socket: s("/run/vpp/memif.sock"),
                         role: memif_interface::Role::Master.into(),
                         id: 0,
+                        mode: memif_interface::Mode::Ethernet.into(),
                     })),
                     backend: interface::Backend::Vpp.into(),
                     ..Default::default()
