@@ -18,7 +18,7 @@ use serde_json::Value;
 use xcnf_tests::{
     agent::{Agent, xcnfctl, xcnfctl_output},
     netns::{Netns, unique_prefix},
-    vpp_double::{VppDouble, VppState},
+    vpp_double::{DoubleSession, VERSION, VppDouble, VppState},
 };
 
 /// Guards against a hang, not a timing assertion.
@@ -441,4 +441,55 @@ fn a_vpp_with_another_api_is_refused_naming_the_message_and_both_crcs() {
     assert!(reason.contains("memif_create_v2"), "{reason}");
     // Nothing was configured in a VPP the agent cannot drive.
     assert_eq!(vpp.double.snapshot().interfaces.len(), 1, "only local0");
+}
+
+#[test]
+fn xcnfctl_reads_sessions_and_runs_cli_commands_in_vpp() {
+    let prefix = unique_prefix("vpq");
+    let ns = Netns::new(&prefix);
+    let vpp = Vpp::start("cli");
+    vpp.double.set_sessions(vec![DoubleSession {
+        protocol: 6,
+        inside: "192.168.100.10:41000".parse().unwrap(),
+        outside: "80.80.80.100:41000".parse().unwrap(),
+        ext_host: "80.80.80.80:80".parse().unwrap(),
+        is_static: false,
+        total_bytes: 4321,
+        total_pkts: 12,
+        seconds_since_last_heard: 3,
+    }]);
+    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
+    wait_until(
+        "configured",
+        || all_configured(&ns, &prefix),
+        || agent.log(),
+    );
+
+    let out = xcnfctl(&ns, &prefix, &["vpp", "cli", "show version"]).unwrap();
+    assert!(out.contains(VERSION), "{out}");
+    assert!(
+        vpp.double
+            .snapshot()
+            .cli_commands
+            .contains(&"show version".to_owned()),
+        "{:?}",
+        vpp.double.snapshot().cli_commands
+    );
+
+    let json = xcnfctl(&ns, &prefix, &["-o", "json", "nat", "sessions"]).unwrap();
+    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let text = v.to_string();
+    for want in ["192.168.100.10", "41000", "80.80.80.100", "80.80.80.80"] {
+        assert!(text.contains(want), "{want} not in {text}");
+    }
+    let table = xcnfctl(&ns, &prefix, &["nat", "sessions"]).unwrap();
+    assert!(
+        table.contains("192.168.100.10:41000") && table.contains("80.80.80.100:41000"),
+        "{table}"
+    );
+
+    // An empty command is refused by the agent, naming the field.
+    let out = xcnfctl_output(&ns, &prefix, &["vpp", "cli", " "]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("command"), "{err}");
 }

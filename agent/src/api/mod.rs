@@ -23,7 +23,7 @@ use std::{
 use tokio_stream::wrappers::UnixListenerStream;
 use xcnf_proto::v1alpha1::agent_service_server::AgentServiceServer;
 
-pub use reads::DatapathReads;
+pub use reads::{DatapathReads, VppSlot};
 pub use service::Api;
 
 use crate::reconcile::Handle;

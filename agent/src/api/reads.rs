@@ -9,6 +9,11 @@ use xcnf_common::{
     nat::{NatConfig, NatStats},
 };
 
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
+
 use crate::{
     datapath::Pins,
     nat::{
@@ -16,6 +21,7 @@ use crate::{
         show::{SessionView, session_views},
         tables::{SessionMaps, monotonic_ns, open_pinned, read_all},
     },
+    vpp::{Client, NatSession, VppConnection, VppError},
 };
 
 /// One interface the datapath manages, with its counters summed over CPUs.
@@ -39,16 +45,51 @@ pub struct NatSummary {
     pub stats: NatStats,
 }
 
+/// The agent's VPP connection, once the config has needed one.
+pub type VppSlot = Arc<OnceLock<Arc<VppConnection>>>;
+
 /// Reads the pinned maps of one instance. Each call opens the pins afresh,
 /// so a datapath that was (re)created since the last call is seen as it is.
+/// For a NAT44 domain in VPP, the sessions come from VPP.
 #[derive(Clone, Debug)]
 pub struct DatapathReads {
     pins: Pins,
+    vpp: VppSlot,
 }
 
 impl DatapathReads {
     pub fn new(pins: Pins) -> Self {
-        Self { pins }
+        Self {
+            pins,
+            vpp: VppSlot::default(),
+        }
+    }
+
+    /// Reads VPP through the connection the reconciler opens in `slot`.
+    pub fn with_vpp(mut self, slot: VppSlot) -> Self {
+        self.vpp = slot;
+        self
+    }
+
+    fn vpp_client(&self) -> Result<Client, VppError> {
+        match self.vpp.get() {
+            Some(c) => c.client(),
+            None => Err(VppError::NotConnected {
+                path: PathBuf::new(),
+                reason: "this agent's config has no VPP interfaces".into(),
+            }),
+        }
+    }
+
+    /// One VPP debug CLI command's output.
+    pub async fn vpp_cli(&self, command: &str) -> Result<String, VppError> {
+        self.vpp_client()?.cli(command).await
+    }
+
+    /// VPP's NAT44 sessions, in the form the eBPF sessions are listed in.
+    pub async fn vpp_sessions(&self) -> Result<Vec<SessionView>, VppError> {
+        let sessions = self.vpp_client()?.nat44_sessions().await?;
+        Ok(sessions.iter().map(vpp_session_view).collect())
     }
 
     pub fn pins(&self) -> &Pins {
@@ -125,6 +166,35 @@ pub fn ifname(ifindex: u32) -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// A VPP nat44-ed session as a listing row. VPP reports one entry per
+/// session, seen from inside, with its traffic in both directions summed,
+/// and no age; the TCP state is not in the dump either.
+fn vpp_session_view(s: &NatSession) -> SessionView {
+    let ep = |a: std::net::SocketAddrV4| (*a.ip(), a.port());
+    let unspecified = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+    SessionView {
+        proto: u8::try_from(s.protocol).unwrap_or(u8::MAX),
+        inside: ep(s.inside),
+        external: ep(s.outside),
+        remote: ep(s.ext_host.unwrap_or(unspecified)),
+        remote_translated: None,
+        kind: if s.is_static {
+            xcnf_common::nat::kind::STATIC_SNAT
+        } else {
+            xcnf_common::nat::kind::SNAT
+        },
+        state: if s.is_timed_out { "expired" } else { "active" }.to_owned(),
+        age_ns: 0,
+        idle_ns: s.seconds_since_last_heard.saturating_mul(1_000_000_000),
+        outbound: xcnf_common::PacketBytes {
+            packets: u64::from(s.total_pkts),
+            bytes: s.total_bytes,
+        },
+        inbound: None,
+        side: xcnf_common::nat::role::INSIDE,
+    }
 }
 
 #[cfg(test)]

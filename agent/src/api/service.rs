@@ -17,9 +17,10 @@ use super::{
     sessions,
 };
 use crate::{
-    config::{Config, FieldError},
+    config::{Backend, Config, FieldError},
     nat::NatError,
     reconcile::{ApplyError, ApplyMode, Handle, ItemState, ItemStatus},
+    vpp::VppError,
 };
 
 /// The service state: the reconciler's handle and the pinned maps.
@@ -34,6 +35,22 @@ impl Api {
         Self { handle, reads }
     }
 
+    /// Whether the config in force has its NAT44 domain in VPP.
+    async fn nat_in_vpp(&self) -> bool {
+        let Ok(Some(cfg)) = self.handle.get().await else {
+            return false;
+        };
+        let Some(nat) = &cfg.spec.nat44 else {
+            return false;
+        };
+        nat.inside.iter().chain(&nat.outside).any(|n| {
+            cfg.spec
+                .interfaces
+                .iter()
+                .any(|i| &i.name == n && i.backend() == Backend::Vpp)
+        })
+    }
+
     /// Runs a blocking map read off the async threads (a session table can
     /// hold hundreds of thousands of entries).
     async fn read<T: Send + 'static>(
@@ -45,6 +62,16 @@ impl Api {
             .await
             .map_err(|e| Status::internal(format!("datapath read failed: {e}")))?
             .map_err(read_error)
+    }
+}
+
+/// VPP not there is something the caller can wait for or fix; a refused
+/// command is the caller's; anything else is the agent's problem.
+fn vpp_error(e: VppError) -> Status {
+    match &e {
+        _ if e.is_unreachable() => Status::unavailable(e.to_string()),
+        VppError::Retval { .. } => Status::invalid_argument(e.to_string()),
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -256,7 +283,13 @@ impl AgentService for Api {
     ) -> Result<Response<pb::NatSessionsResponse>, Status> {
         let req = req.into_inner();
         let filter = sessions::Filter::from_pb(req.filter.as_ref()).map_err(|e| invalid(&e))?;
-        let (views, map_entries) = self.read(DatapathReads::sessions).await?;
+        let (views, map_entries) = if self.nat_in_vpp().await {
+            let views = self.reads.vpp_sessions().await.map_err(vpp_error)?;
+            let n = views.len() as u64;
+            (views, n)
+        } else {
+            self.read(DatapathReads::sessions).await?
+        };
         let page = sessions::page(views, &filter, req.page_size, &req.page_token)
             .map_err(|e| invalid(&e))?;
         Ok(Response::new(pb::NatSessionsResponse {
@@ -275,6 +308,18 @@ impl AgentService for Api {
         Ok(Response::new(convert::nat_stats_to_pb(
             &s.config, s.active, &s.stats,
         )))
+    }
+
+    async fn vpp_cli(
+        &self,
+        req: Request<pb::VppCliRequest>,
+    ) -> Result<Response<pb::VppCliResponse>, Status> {
+        let command = req.into_inner().command;
+        if command.trim().is_empty() {
+            return Err(invalid(&field("command", "is empty")));
+        }
+        let output = self.reads.vpp_cli(&command).await.map_err(vpp_error)?;
+        Ok(Response::new(pb::VppCliResponse { output }))
     }
 
     async fn health(

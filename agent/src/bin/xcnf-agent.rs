@@ -232,10 +232,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Kernel and VPP changes both end in a resync; one queued notification
     // is enough, as the engine reads the whole state when it resyncs.
     let (changes_tx, changes) = tokio::sync::mpsc::channel::<()>(1);
+    let vpp_slot = api::VppSlot::default();
     system.with_vpp(vpp_connector(
         instance.clone(),
         args.vpp_api_socket.clone(),
         changes_tx.clone(),
+        vpp_slot.clone(),
     ));
     let (mut engine, handle, commands) = reconcile::new(system, Some(store.clone()));
     let mut started = engine.start(initial).await;
@@ -296,7 +298,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(listener.serve(
         handle.clone(),
-        api::DatapathReads::new(Pins::new(&args.bpffs, &instance)),
+        api::DatapathReads::new(Pins::new(&args.bpffs, &instance)).with_vpp(vpp_slot),
         async {
             let _ = api_stopped.await;
         },
@@ -443,6 +445,7 @@ fn vpp_connector(
     instance: String,
     socket: PathBuf,
     changes: tokio::sync::mpsc::Sender<()>,
+    slot: api::VppSlot,
 ) -> reconcile::system::VppConnect {
     Box::new(move || {
         info!(socket = %socket.display(), "connecting to VPP's API");
@@ -472,6 +475,9 @@ fn vpp_connector(
                 last = now;
             }
         });
-        std::sync::Arc::new(conn)
+        let conn = std::sync::Arc::new(conn);
+        // The API reads VPP (sessions, CLI) through the same connection.
+        let _ = slot.set(conn.clone());
+        conn
     })
 }

@@ -91,6 +91,17 @@ enum Command {
     Watch,
     /// Serving when every item is configured; exit code 5 when not.
     Health,
+    /// The VPP this agent drives for its memif interfaces.
+    Vpp {
+        #[command(subcommand)]
+        what: VppCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VppCommand {
+    /// Run one VPP debug CLI command, as `vppctl` would: `xcnfctl vpp cli "show interface"`.
+    Cli { command: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +334,22 @@ async fn run(args: &Args) -> anyhow::Result<Done> {
             Ok(Done::Ok)
         }
         Command::Watch => watch(&mut api, args.output).await,
+        Command::Vpp {
+            what: VppCommand::Cli { command },
+        } => {
+            let r = api
+                .vpp_cli(pb::VppCliRequest {
+                    command: command.clone(),
+                })
+                .await?
+                .into_inner();
+            emit(
+                args.output,
+                || r.output.clone(),
+                || serde_json::json!({ "output": r.output }),
+            )?;
+            Ok(Done::Ok)
+        }
     }
 }
 
