@@ -9,5 +9,6 @@ pub mod datapath;
 pub mod k8s;
 pub mod linux;
 pub mod nat;
+pub mod nsm;
 pub mod reconcile;
 pub mod source;
