@@ -188,31 +188,45 @@ impl Manager {
             && veth::exists(&old.client_end)
             && old.client_end.ifname == client_if
         {
-            // Refresh: the same connection, the same pair.
-            let mut c = old.client.clone();
-            c.path = Some(Path {
-                index: 0,
-                path_segments: {
-                    let mut s = path.path_segments.clone();
-                    s.extend(
-                        old.endpoint
-                            .path
-                            .clone()
-                            .unwrap_or_default()
-                            .path_segments
-                            .into_iter()
-                            .skip(3),
-                    );
-                    s
-                },
-            });
-            self.state
+            // Refresh: the same connection, the same pair; a registered
+            // endpoint is refreshed too (with the connection it returned).
+            let mut endpoint = old.endpoint.clone();
+            let reach = self
+                .state
                 .lock()
                 .unwrap()
-                .conns
-                .get_mut(&conn.id)
-                .unwrap()
-                .client = c.clone();
+                .nses
+                .get(&old.nse)
+                .map(|n| n.reach.clone());
+            if let Some(Reach::Socket(sock)) = reach {
+                let mut p = path.clone();
+                p.path_segments.extend(
+                    old.endpoint
+                        .path
+                        .clone()
+                        .unwrap_or_default()
+                        .path_segments
+                        .into_iter()
+                        .skip(3),
+                );
+                let (ec, _, _) = self.forward(&old.endpoint, &p, &sock).await?;
+                endpoint = ec;
+            } else if let Some(p) = endpoint.path.as_mut() {
+                for s in &mut p.path_segments {
+                    s.expires = Some(expires);
+                }
+            }
+            let mut c = old.client.clone();
+            let mut p = endpoint.path.clone().unwrap_or_default();
+            p.index = 0;
+            p.path_segments[..3].clone_from_slice(&path.path_segments);
+            c.path = Some(p);
+            {
+                let mut st = self.state.lock().unwrap();
+                let e = st.conns.get_mut(&conn.id).unwrap();
+                e.client = c.clone();
+                e.endpoint = endpoint;
+            }
             self.event(ConnectionEventType::Update, &c);
             return Ok(c);
         }
@@ -246,6 +260,8 @@ impl Manager {
         };
         conn.network_service_endpoint_name = nse_name.clone();
         conn.payload = "ETHERNET".into();
+        // A new connection (or a healing one): the endpoint chooses anew.
+        conn.mechanism = None;
         let mut fds: Vec<Arc<OwnedFd>> = client_fd.into_iter().collect();
         let (endpoint_conn, endpoint_end) = match &nse.reach {
             Reach::BuiltIn(b) => {
@@ -338,8 +354,10 @@ impl Manager {
     ) -> Result<(Connection, End, Arc<OwnedFd>), Status> {
         let (channel, received) = dial(&proc_path(sock)).await.map_err(status)?;
         let mut out = conn.clone();
-        out.id = format!("forwarder-double-{}", conn.id);
-        out.mechanism = None;
+        if out.mechanism.is_none() {
+            // A first request: the forwarder's own connection id.
+            out.id = format!("forwarder-double-{}", conn.id);
+        }
         out.path = Some(Path {
             index: 2,
             path_segments: path.path_segments.clone(),
