@@ -314,9 +314,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(source.run(handle.clone()));
     }
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
-    let nsm_task = tokio::spawn(nsm_manager.run(nsm_interfaces, async {
-        let _ = nsm_stopped.await;
-    }));
+    // NSM runs on its own thread: a transaction that loads programs blocks
+    // the reconciler's thread for seconds, and refreshes must not wait.
+    let nsm_thread = std::thread::Builder::new()
+        .name("nsm".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(nsm_manager.run(nsm_interfaces, async {
+                    let _ = nsm_stopped.await;
+                })),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the NSM runtime; NSM interfaces stay pending")
+                }
+            }
+        })
+        .context("starting the NSM thread")?;
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(listener.serve(
         handle.clone(),
@@ -369,8 +384,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // NSM connections are closed and registrations withdrawn before the
     // datapath goes: the interfaces NSM made disappear with them.
     let _ = nsm_stop.send(());
-    if let Err(e) = nsm_task.await {
-        warn!(error = %e, "NSM manager task failed");
+    if tokio::task::spawn_blocking(move || nsm_thread.join())
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        warn!("the NSM thread failed");
     }
     let _ = api_stop.send(());
     // A graceful stop waits for every open call to end, and a Watch stream

@@ -111,6 +111,8 @@ impl<B: Backend> Engine<B> {
         tokio::pin!(stop);
         let mut changes_open = true;
         let mut bound = self.bindings.subscribe();
+        // Bindings made between `start` and now.
+        self.rebind().await;
         loop {
             let wake = self.next_wake();
             tokio::select! {
