@@ -218,11 +218,22 @@ fn roles(e: &mut Errors, field: &str, names: &[String], interfaces: &[Interface]
             continue;
         }
         match interfaces.iter().position(|i| &i.name == name) {
-            None => e.push(path, format!("{name:?} is not the name of any spec.interfaces entry")),
-            Some(i) if interfaces[i].kernel.is_none() => e.push(
+            None => e.push(
                 path,
-                format!("{name:?} (spec.interfaces[{i}]) is not a kernel interface; NAT44 runs on kernel interfaces"),
+                format!("{name:?} is not the name of any spec.interfaces entry"),
             ),
+            Some(i)
+                if interfaces[i].kernel.is_none()
+                    && interfaces[i]
+                        .nsm
+                        .as_ref()
+                        .is_none_or(|n| n.mechanism != super::NsmMechanism::Kernel) =>
+            {
+                e.push(
+                    path,
+                    format!("{name:?} (spec.interfaces[{i}]) is not a kernel interface; NAT44 runs on kernel interfaces (kernel, or nsm with mechanism kernel)"),
+                );
+            }
             Some(i) => out.push(i),
         }
     }
@@ -787,10 +798,24 @@ mod tests {
             replace("inside: [inside]", "inside: [inside, nope]"),
             ["spec.nat44.inside[1]: \"nope\" is not the name of any spec.interfaces entry"]
         );
+        // An NSM interface over the kernel mechanism is a kernel interface
+        // once NSM has made it; over memif it is not.
         assert_eq!(
             replace("outside: [outside]", "outside: [outside, mesh]"),
+            Vec::<String>::new()
+        );
+        let memif = doc("")
+            .replace("role: client}", "role: client, mechanism: memif}")
+            .replace("outside: [outside]", "outside: [outside, mesh]");
+        let c = Config::parse(&memif).unwrap();
+        let got: Vec<String> = match c.spec.nat44.as_ref().unwrap().resolve(&c.spec.interfaces) {
+            Ok(_) => vec![],
+            Err(es) => es.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            got,
             [
-                "spec.nat44.outside[1]: \"mesh\" (spec.interfaces[3]) is not a kernel interface; NAT44 runs on kernel interfaces"
+                "spec.nat44.outside[1]: \"mesh\" (spec.interfaces[3]) is not a kernel interface; NAT44 runs on kernel interfaces (kernel, or nsm with mechanism kernel)"
             ]
         );
         assert_eq!(

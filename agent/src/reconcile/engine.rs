@@ -677,7 +677,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::reconcile::{StepError, backend::Outcome};
+    use crate::reconcile::{StepError, backend::Outcome, item::LinkSpec};
 
     /// Records every step; refuses the steps it is told to; reports links
     /// whose host interface "does not exist" as pending. Planning and
@@ -732,15 +732,27 @@ mod tests {
         async fn prepare(&mut self, _: &Items) -> Result<(), StepError> {
             Ok(())
         }
-        async fn create(&mut self, key: &ItemKey, _: &Item) -> Result<Outcome, StepError> {
+        async fn create(&mut self, key: &ItemKey, item: &Item) -> Result<Outcome, StepError> {
+            if let Item::Link(LinkSpec {
+                waiting: Some(r), ..
+            }) = item
+            {
+                return Ok(Outcome::Pending(r.clone()));
+            }
             self.step("create", key)
         }
         async fn update(
             &mut self,
             key: &ItemKey,
             _: &Item,
-            _: &Item,
+            new: &Item,
         ) -> Result<Outcome, StepError> {
+            if let Item::Link(LinkSpec {
+                waiting: Some(r), ..
+            }) = new
+            {
+                return Ok(Outcome::Pending(r.clone()));
+            }
             self.step("update", key)
         }
         async fn delete(&mut self, key: &ItemKey, _: &Item) -> Result<(), StepError> {
@@ -906,6 +918,79 @@ spec:
             ]
         );
         assert!(states(&e).iter().all(|s| s.ends_with(" configured")));
+    }
+
+    #[tokio::test]
+    async fn an_nsm_interface_is_pending_until_bound_and_follows_its_binding() {
+        let (mut e, fake) = engine();
+        let bindings = Bindings::new();
+        e.set_bindings(bindings.clone());
+        let yaml = BASE.replace(
+            "kernel: {hostIfName: c1}",
+            "nsm: {networkService: web, role: client, interfaceName: nsm1}",
+        );
+        apply(&mut e, &yaml)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let s = states(&e);
+        assert!(
+            s.contains(
+                &"interface/outside pending (waiting for NSM connection to web)".to_string()
+            ),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&"route/10.0.0.0/8/metric/0 pending (waiting for interface/outside: waiting for NSM connection to web)".to_string()),
+            "{s:?}"
+        );
+        assert_eq!(
+            *e.nsm_interfaces().borrow(),
+            vec![
+                e.config
+                    .as_ref()
+                    .map(|c| c.spec.interfaces[1].clone())
+                    .unwrap_or_default()
+            ]
+        );
+        fake.log();
+        bindings.set("outside", crate::reconcile::Binding::Bound("nsm1".into()));
+        e.rebind().await;
+        assert_eq!(
+            fake.log(),
+            [
+                "create interface/outside",
+                "create address/outside/80.80.80.100/24",
+                "create route/10.0.0.0/8/metric/0",
+                "create datapath/outside",
+            ]
+        );
+        assert!(
+            states(&e).iter().all(|s| s.ends_with(" configured")),
+            "{:?}",
+            states(&e)
+        );
+        // Lost (healing): everything on it waits again, with the reason.
+        bindings.set(
+            "outside",
+            crate::reconcile::Binding::Waiting("waiting for NSM connection to web: gone".into()),
+        );
+        e.rebind().await;
+        let log = fake.log();
+        assert!(
+            log.contains(&"delete route/10.0.0.0/8/metric/0".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"delete datapath/outside".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            states(&e).contains(
+                &"interface/outside pending (waiting for NSM connection to web: gone)".to_string()
+            ),
+            "{:?}",
+            states(&e)
+        );
     }
 
     #[tokio::test]
