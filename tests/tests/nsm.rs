@@ -385,3 +385,84 @@ fn without_security_nsm_interfaces_stay_pending_with_the_reason() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(double.requests(&format!("{p}-mesh")), 0);
 }
+
+const HTTP_ECHO: &str = env!("CARGO_BIN_EXE_xcnf-http-echo");
+
+/// The classic chain over NSM: a client connects to the cnf (the agent as
+/// endpoint of `nat`), the cnf connects to the web server (the agent as
+/// client of `web`, served by a built-in endpoint), and curl from the client
+/// reaches the web server through the cnf's NAT44: the server sees the
+/// cnf's outside address.
+#[test]
+fn chain_client_cnf_webserver_through_the_nat() {
+    let p = unique_prefix("nsn");
+    let s = setup(&p);
+    let client = Netns::new(&format!("{p}a"));
+    let cnf = Netns::new(&format!("{p}c"));
+    let web = Netns::new(&format!("{p}w"));
+    cnf.sysctl("net.ipv4.ip_forward", "1");
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "web",
+        "web",
+        &[],
+        &web.path(),
+        "web",
+        Ipv4Addr::new(10, 70, 0, 0),
+    );
+    let interfaces = "    - name: inside
+      nsm: {networkService: nat, role: endpoint, interfaceNamePrefix: nsm, ipam: {cidr: 192.168.100.0/24}}
+      datapath: {hook: tc}
+    - name: outside
+      nsm: {networkService: web, role: client, interfaceName: out0}
+      datapath: {hook: tc}
+  nat44:
+    inside: [inside]
+    outside: [outside]
+    pools: [{first: 10.70.0.1}]
+";
+    let agent = start_agent(&cnf, &p, interfaces, &double);
+    let _log = LogOnPanic(&agent);
+    let name = format!("{p}-inside");
+    double.wait_for(WAIT, "the cnf's registration", |d| {
+        d.endpoints().iter().any(|n| n.name == name)
+    });
+    poll(WAIT, "the cnf's outside connection", || {
+        addresses(&cnf, "out0").map(|_| ())
+    });
+    let conn = double
+        .request("client", "nat", &[], &client.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let ipc = conn.context.unwrap().ip_context.unwrap();
+    assert_eq!(ipc.src_ip_addrs, ["192.168.100.2/32"]);
+    client.ip(&[
+        "route",
+        "add",
+        "10.70.0.0/24",
+        "via",
+        "192.168.100.1",
+        "dev",
+        "nsc0",
+        "onlink",
+    ]);
+    let mut server = web.command(HTTP_ECHO);
+    server.arg("10.70.0.2:8080");
+    let _server = xcnf_tests::netns::Proc::spawn(server, "http echo");
+    poll(WAIT, "both datapaths attached", || {
+        let (i, o) = (cnf.attached_programs("nsm0"), cnf.attached_programs("out0"));
+        (!i.is_empty() && !o.is_empty())
+            .then_some(())
+            .ok_or(format!("{i:?} {o:?}"))
+    });
+    let seen = poll(WAIT, "curl through the cnf", || {
+        let out = client.output("curl", &["-s", "--max-time", "2", "http://10.70.0.2:8080/"]);
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !body.is_empty())
+            .then_some(body.clone())
+            .ok_or(format!("{}: {body}", out.status))
+    });
+    assert_eq!(
+        seen, "10.70.0.1",
+        "the server sees the cnf's outside address"
+    );
+}
