@@ -83,7 +83,7 @@ fn recv(sock: i32, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
         if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
             let header = unsafe { libc::CMSG_LEN(0) } as usize;
-            let count = (len as usize - header) / 4;
+            let count = (len - header) / 4;
             let data = unsafe { libc::CMSG_DATA(c) };
             for i in 0..count {
                 let mut raw = [0u8; 4];
