@@ -372,12 +372,6 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "kernel: {hostIfName: c2}",
-        "nsm: {networkService: ns, role: endpoint, interfaceNamePrefix: nsm}",
-        "spec.interfaces[2].nsm.ipam",
-        "is required for role endpoint",
-    ),
-    (
-        "kernel: {hostIfName: c2}",
         "nsm: {networkService: ns, role: endpoint, ipam: {cidr: 10.0.0.0/24}}",
         "spec.interfaces[2].nsm",
         "exactly one of interfaceNamePrefix and interfaceNameFromLabel",

@@ -161,11 +161,10 @@ fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
                     }
                 }
             }
+            // Without ipam the endpoint hands out no addresses: both sides
+            // take theirs from their own config (the classic chain's /24s).
             match &n.ipam {
-                None => e.push(
-                    format!("{np}.ipam"),
-                    "is required for role endpoint: the CIDR point-to-point addresses are handed out from",
-                ),
+                None => {}
                 Some(ipam) => match ipam.cidr.parse::<super::Ipv4Prefix>() {
                     Err(m) => e.push(format!("{np}.ipam.cidr"), m),
                     Ok(c) if c.len > 30 => e.push(

@@ -91,7 +91,8 @@ struct Served {
 }
 
 struct State_ {
-    ipam: Ipam,
+    /// `None`: no addresses handed out (both sides have their own config).
+    ipam: Option<Ipam>,
     conns: BTreeMap<String, Served>,
     counter: u64,
 }
@@ -146,12 +147,10 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let security = ctx.security()?;
-    let cidr: Ipv4Prefix = spec
-        .ipam
-        .as_ref()
-        .map(|i| i.cidr.as_str())
-        .unwrap_or_default()
-        .parse()?;
+    let cidr: Option<Ipv4Prefix> = match &spec.ipam {
+        Some(i) => Some(i.cidr.parse()?),
+        None => None,
+    };
     let naming = match (&spec.interface_name_prefix, &spec.interface_name_from_label) {
         (_, Some(l)) => Naming::Label(l.clone()),
         (Some(p), None) => Naming::Prefix(p.clone()),
@@ -176,7 +175,7 @@ async fn run(
         service: spec.network_service.clone(),
         naming,
         state: Arc::new(Mutex::new(State_ {
-            ipam: Ipam::new(cidr),
+            ipam: cidr.map(Ipam::new),
             conns: BTreeMap::new(),
             counter: 0,
         })),
@@ -294,7 +293,9 @@ impl Endpoint {
                 .collect();
             ids.iter()
                 .filter_map(|id| {
-                    st.ipam.release(id);
+                    if let Some(ipam) = st.ipam.as_mut() {
+                        ipam.release(id);
+                    }
                     st.conns.remove(id)
                 })
                 .collect()
@@ -397,10 +398,13 @@ impl NetworkService for Endpoint {
                 Some(n) => n,
                 None => self.pick_name(&st, &conn)?,
             };
-            let pair = st
-                .ipam
-                .allocate(&id, &excluded)
-                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            let pair = match st.ipam.as_mut() {
+                Some(ipam) => Some(
+                    ipam.allocate(&id, &excluded)
+                        .map_err(|e| Status::resource_exhausted(e.to_string()))?,
+                ),
+                None => None,
+            };
             (ifname, pair, fresh)
         };
 
@@ -420,26 +424,28 @@ impl NetworkService for Endpoint {
             .map_err(|e| Status::internal(e.to_string()))?;
         conn.mechanism = Some(mech);
 
-        let ctx = conn.context.get_or_insert_default();
-        let ipc = ctx.ip_context.get_or_insert_default();
-        let (c, e) = (
-            format!("{}/32", pair.client),
-            format!("{}/32", pair.endpoint),
-        );
-        ipc.src_ip_addrs.retain(|a| a != &c);
-        ipc.src_ip_addrs.push(c.clone());
-        ipc.dst_ip_addrs.retain(|a| a != &e);
-        ipc.dst_ip_addrs.push(e.clone());
-        ipc.src_routes.retain(|r| r.prefix != e);
-        ipc.src_routes.push(Route {
-            prefix: e,
-            ..Default::default()
-        });
-        ipc.dst_routes.retain(|r| r.prefix != c);
-        ipc.dst_routes.push(Route {
-            prefix: c,
-            ..Default::default()
-        });
+        if let Some(pair) = pair {
+            let ctx = conn.context.get_or_insert_default();
+            let ipc = ctx.ip_context.get_or_insert_default();
+            let (c, e) = (
+                format!("{}/32", pair.client),
+                format!("{}/32", pair.endpoint),
+            );
+            ipc.src_ip_addrs.retain(|a| a != &c);
+            ipc.src_ip_addrs.push(c.clone());
+            ipc.dst_ip_addrs.retain(|a| a != &e);
+            ipc.dst_ip_addrs.push(e.clone());
+            ipc.src_routes.retain(|r| r.prefix != e);
+            ipc.src_routes.push(Route {
+                prefix: e,
+                ..Default::default()
+            });
+            ipc.dst_routes.retain(|r| r.prefix != c);
+            ipc.dst_routes.push(Route {
+                prefix: c,
+                ..Default::default()
+            });
+        }
         conn.state = State::Up as i32;
 
         {
@@ -457,7 +463,8 @@ impl NetworkService for Endpoint {
             );
         }
         if fresh {
-            info!(interface = %self.logical, host_if = %ifname, connection = %id, client = %pair.client, "NSM client connected");
+            let client = pair.map(|p| p.client.to_string()).unwrap_or_default();
+            info!(interface = %self.logical, host_if = %ifname, connection = %id, client = %client, "NSM client connected");
         }
         self.rebind();
         self.event(ConnectionEventType::Update, &conn);
@@ -468,7 +475,9 @@ impl NetworkService for Endpoint {
         let conn = req.into_inner();
         let gone = {
             let mut st = self.lock();
-            st.ipam.release(&conn.id);
+            if let Some(ipam) = st.ipam.as_mut() {
+                ipam.release(&conn.id);
+            }
             st.conns.remove(&conn.id)
         };
         if let Some(s) = gone {
