@@ -58,11 +58,7 @@ pub struct NsmManager {
 impl NsmManager {
     pub fn new(opts: &NsmOptions, bindings: Bindings) -> Result<Self, TransportError> {
         let socket = unix_path(&opts.socket)?;
-        let security = if opts.insecure {
-            Security::new(true).map_err(|e| e.to_string())
-        } else {
-            Security::new(false).map_err(|e| e.to_string())
-        };
+        let security = Security::new(opts.insecure).map_err(|e| e.to_string());
         Ok(Self {
             ctx: Arc::new(Context {
                 socket,
