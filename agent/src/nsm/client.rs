@@ -88,6 +88,9 @@ struct Client {
     id: String,
     /// The last Connection nsmgr returned (URLs restored).
     last: Option<Connection>,
+    /// Until when the last connection's path is valid: while healing before
+    /// then, the interface stays bound (the data plane may well be up).
+    valid_until: Option<Instant>,
 }
 
 impl Client {
@@ -98,6 +101,7 @@ impl Client {
             spec,
             id,
             last: None,
+            valid_until: None,
         }
     }
 
@@ -125,7 +129,9 @@ impl Client {
                 }
                 Err(e) => {
                     warn!(interface = %self.spec.logical, service = %self.spec.network_service, error = %e, "NSM request failed; retrying");
-                    self.wait(&e);
+                    if self.valid_until.is_none_or(|t| Instant::now() >= t) {
+                        self.wait(&e);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.changed() => {}
@@ -277,6 +283,7 @@ impl Client {
         self.ctx
             .bindings
             .set(&self.spec.logical, Binding::Bound(ifname));
+        self.valid_until = Some(path_expiry(&reply));
         self.last = Some(reply.clone());
         Ok(reply)
     }
