@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_stream::StreamExt;
-use tonic::{Request, transport::Channel};
+use tonic::Request;
 use tracing::{info, warn};
 use xcnf_proto::nsm::{
     connection::{
@@ -24,9 +24,9 @@ use xcnf_proto::nsm::{
 
 use super::{
     Context,
-    grpcfd::{FdShared, INODE_URL},
+    grpcfd::INODE_URL,
     hooks::{Role, system_time},
-    transport,
+    transport::{self, Dialed},
 };
 use crate::reconcile::Binding;
 
@@ -148,11 +148,11 @@ impl Client {
     /// until the connection is lost or the client is stopped.
     async fn connected(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Lost, String> {
         let security = self.ctx.security()?;
-        let (channel, fds) = transport::connect(&self.ctx.socket, security.transport.clone())
+        let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
             .await
             .map_err(|e| e.to_string())?;
-        let conn = self.request(&channel, &fds, true).await?;
-        let mut monitor = MonitorConnectionClient::new(channel.clone())
+        let conn = self.request(&dialed, true).await?;
+        let mut monitor = MonitorConnectionClient::new(dialed.channel.clone())
             .monitor_connections(MonitorScopeSelector {
                 path_segments: vec![PathSegment {
                     name: self.ctx.name.clone(),
@@ -170,7 +170,7 @@ impl Client {
             tokio::select! {
                 _ = stop.changed() => return Ok(Lost::Stop),
                 () = tokio::time::sleep_until(refresh_at) => {
-                    match self.request(&channel, &fds, false).await {
+                    match self.request(&dialed, false).await {
                         Ok(c) => {
                             refresh_at = refresh_time(&c);
                             expires = path_expiry(&c);
@@ -201,14 +201,13 @@ impl Client {
 
     /// Requests (first or healing) or refreshes the connection and binds the
     /// interface.
-    async fn request(
-        &mut self,
-        channel: &Channel,
-        fds: &Arc<FdShared>,
-        fresh: bool,
-    ) -> Result<Connection, String> {
+    async fn request(&mut self, dialed: &Dialed, fresh: bool) -> Result<Connection, String> {
+        let (channel, fds) = (&dialed.channel, &dialed.fds);
         let security = self.ctx.security()?;
-        let (token, expires) = security.tokens.own_token(None).map_err(|e| e.to_string())?;
+        let (token, expires) = security
+            .tokens
+            .own_token(dialed.peer().as_ref())
+            .map_err(|e| e.to_string())?;
         let mut conn = match (&self.last, fresh) {
             (Some(last), false) => last.clone(),
             (Some(last), true) => Connection {
@@ -297,17 +296,20 @@ impl Client {
             return;
         };
         let r = async {
-            let (channel, fds) = transport::connect(&self.ctx.socket, security.transport.clone())
+            let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(m) = last.mechanism.as_mut() {
-                fds.send_mechanism(m).map_err(|e| e.to_string())?;
+                dialed.fds.send_mechanism(m).map_err(|e| e.to_string())?;
             }
-            let (token, expires) = security.tokens.own_token(None).map_err(|e| e.to_string())?;
+            let (token, expires) = security
+                .tokens
+                .own_token(dialed.peer().as_ref())
+                .map_err(|e| e.to_string())?;
             let mut req = Request::new(last);
             req.set_timeout(CALL_TIMEOUT);
             add_token(&mut req, &token, &expires);
-            NetworkServiceClient::new(channel)
+            NetworkServiceClient::new(dialed.channel)
                 .close(req)
                 .await
                 .map_err(|s| s.message().to_owned())

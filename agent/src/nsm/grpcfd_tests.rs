@@ -195,9 +195,11 @@ async fn through_grpc_the_netns_descriptor_arrives_and_urls_are_restored() {
             .add_service(NetworkServiceServer::new(Echo))
             .serve_with_incoming(incoming(listener, std::sync::Arc::new(Insecure::default()))),
     );
-    let (channel, fds) = connect(&sock, std::sync::Arc::new(Insecure::default()))
+    let dialed = connect(&sock, std::sync::Arc::new(Insecure::default()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dialed.peer(), Some(super::hooks::PeerId::default()));
+    let (channel, fds) = (dialed.channel, dialed.fds);
     let netns = std::fs::metadata("/proc/self/ns/net").unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..2 {
         let mut m = Mechanism {

@@ -34,11 +34,14 @@ pub struct Registration {
 
 async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEndpoint, String> {
     let security = ctx.security()?;
-    let (channel, fds) = transport::connect(&ctx.socket, security.transport.clone())
+    let dialed = transport::connect(&ctx.socket, security.transport.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let url = fds.send_file(&reg.url).map_err(|e| e.to_string())?;
-    let (token, expires) = security.tokens.own_token(None).map_err(|e| e.to_string())?;
+    let url = dialed.fds.send_file(&reg.url).map_err(|e| e.to_string())?;
+    let (token, expires) = security
+        .tokens
+        .own_token(dialed.peer().as_ref())
+        .map_err(|e| e.to_string())?;
     let mut req = Request::new(NetworkServiceEndpoint {
         name: reg.name.clone(),
         network_service_names: vec![reg.service.clone()],
@@ -55,7 +58,7 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
     });
     req.set_timeout(CALL_TIMEOUT);
     add_token(&mut req, &token, &expires);
-    NetworkServiceEndpointRegistryClient::new(channel)
+    NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .register(req)
         .await
         .map(tonic::Response::into_inner)
@@ -64,10 +67,13 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
 
 async fn unregister(ctx: &Context, reg: &Registration) -> Result<(), String> {
     let security = ctx.security()?;
-    let (channel, _) = transport::connect(&ctx.socket, security.transport.clone())
+    let dialed = transport::connect(&ctx.socket, security.transport.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let (token, expires) = security.tokens.own_token(None).map_err(|e| e.to_string())?;
+    let (token, expires) = security
+        .tokens
+        .own_token(dialed.peer().as_ref())
+        .map_err(|e| e.to_string())?;
     let mut req = Request::new(NetworkServiceEndpoint {
         name: reg.name.clone(),
         network_service_names: vec![reg.service.clone()],
@@ -75,7 +81,7 @@ async fn unregister(ctx: &Context, reg: &Registration) -> Result<(), String> {
     });
     req.set_timeout(CALL_TIMEOUT);
     add_token(&mut req, &token, &expires);
-    NetworkServiceEndpointRegistryClient::new(channel)
+    NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .unregister(req)
         .await
         .map(|_| ())

@@ -46,20 +46,43 @@ pub fn unix_path(url: &str) -> Result<PathBuf, TransportError> {
     }
 }
 
-/// A channel to the gRPC server on `path`, and the descriptors its
-/// connections send and receive.
+/// A client channel and what its connections carry beside the messages.
+#[derive(Clone, Debug)]
+pub struct Dialed {
+    pub channel: Channel,
+    /// The descriptors its connections send and receive.
+    pub fds: Arc<FdShared>,
+    /// The server as the transport established it (its SPIFFE ID under
+    /// mTLS), for the audience of path tokens; set once connected.
+    pub peer: Arc<std::sync::Mutex<Option<PeerId>>>,
+}
+
+impl Dialed {
+    pub fn peer(&self) -> Option<PeerId> {
+        self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A channel to the gRPC server on `path` (connected before it returns).
 pub async fn connect(
     path: &Path,
     security: Arc<dyn TransportSecurity>,
-) -> Result<(Channel, Arc<FdShared>), TransportError> {
+) -> Result<Dialed, TransportError> {
     let fds = FdShared::new();
-    let shared = fds.clone();
+    let peer: Arc<std::sync::Mutex<Option<PeerId>>> = Arc::default();
+    let (shared, peer_slot) = (fds.clone(), peer.clone());
     let p = path.to_path_buf();
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
-        let (p, shared, security) = (p.clone(), shared.clone(), security.clone());
+        let (p, shared, security, slot) = (
+            p.clone(),
+            shared.clone(),
+            security.clone(),
+            peer_slot.clone(),
+        );
         async move {
             let s = UnixStream::connect(&p).await?;
-            let (io, _peer) = security.wrap_client(FdStream::new(s, shared)).await?;
+            let (io, peer) = security.wrap_client(FdStream::new(s, shared)).await?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
             Ok::<_, io::Error>(TokioIo::new(io))
         }
     });
@@ -71,7 +94,7 @@ pub async fn connect(
             path: path.display().to_string(),
             source,
         })?;
-    Ok((channel, fds))
+    Ok(Dialed { channel, fds, peer })
 }
 
 /// What a server handler knows about the connection a request came on.
