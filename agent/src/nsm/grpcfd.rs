@@ -17,7 +17,6 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use tokio::{
@@ -415,7 +414,3 @@ impl AsyncWrite for FdStream {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
-
-/// How long a handler waits for the descriptor of a URL when the call has
-/// no deadline of its own.
-pub const DEFAULT_FD_WAIT: Duration = Duration::from_secs(15);
