@@ -447,10 +447,18 @@ async fn watch_sends_changes_and_a_new_snapshot_after_falling_behind() {
 #[tokio::test]
 async fn datapath_reads_without_pins_are_failed_precondition() {
     let mut api = Running::start().await;
-    let st = api
-        .client
-        .nat_sessions(pb::NatSessionsRequest::default())
+    // Sessions ask the reconciler which backend the NAT44 domain is in.
+    let mut c = api.client.clone();
+    let call = tokio::spawn(async move { c.nat_sessions(pb::NatSessionsRequest::default()).await });
+    match api.command().await {
+        Command::Get { reply } => {
+            let _ = reply.send(Config::parse(&test_doc("")).ok());
+        }
+        _ => panic!("expected a get"),
+    }
+    let st = call
         .await
+        .unwrap_or_else(|e| panic!("{e}"))
         .err()
         .unwrap_or_else(|| panic!("sessions without a datapath"));
     assert_eq!(st.code(), Code::FailedPrecondition);

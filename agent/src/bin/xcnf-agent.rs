@@ -12,6 +12,7 @@ use xcnf_agent::{
     datapath::{self, BPFFS_DEFAULT, Pins},
     k8s,
     linux::{Events, Netlink},
+    nsm,
     reconcile::{
         self,
         system::{DatapathSettings, System},
@@ -81,6 +82,18 @@ struct Args {
     /// Remove the instance's pins, detaching its datapath, and exit.
     #[arg(long)]
     cleanup: bool,
+    /// nsmgr's socket, for the config's NSM interfaces.
+    #[arg(long, env = "NSM_SOCKET", default_value = nsm::DEFAULT_SOCKET)]
+    nsm_socket: String,
+    /// This agent's name in NSM (connection ids, endpoint names); default
+    /// POD_NAME, else the instance name.
+    #[arg(long, env = "NSM_NAME")]
+    nsm_name: Option<String>,
+    /// Talk NSM without mTLS and path tokens. Lab setups only: any local
+    /// process can then impersonate nsmgr or an endpoint. Off by default;
+    /// without it, NSM interfaces need the SPIFFE security provider.
+    #[arg(long, env = "XCNF_NSM_INSECURE")]
+    nsm_insecure: bool,
 }
 
 /// How long a stopping agent waits for open API calls to finish.
@@ -240,6 +253,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         vpp_slot.clone(),
     ));
     let (mut engine, handle, commands) = reconcile::new(system, Some(store.clone()));
+    let bindings = reconcile::Bindings::new();
+    engine.set_bindings(bindings.clone());
+    let nsm_manager = nsm::NsmManager::new(
+        &nsm::NsmOptions {
+            socket: args.nsm_socket.clone(),
+            name: args
+                .nsm_name
+                .clone()
+                .or_else(|| args.pod_name.clone())
+                .unwrap_or_else(|| instance.clone()),
+            insecure: args.nsm_insecure,
+            listen_dir: state_dir.join("nsm"),
+        },
+        bindings,
+    )
+    .context("--nsm-socket")
+    .inspect_err(|_| unbind())?;
+    let nsm_interfaces = engine.nsm_interfaces();
     let mut started = engine.start(initial).await;
     if let (Err(e), Some(source), Some(_)) = (&started, k8s_source.as_mut(), &cr_config) {
         // Reported in the resource's status and retried; a sidecar that
@@ -295,6 +326,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(source) = k8s_source {
         tokio::spawn(source.run(handle.clone()));
     }
+    let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
+    // NSM runs on its own thread: a transaction that loads programs blocks
+    // the reconciler's thread for seconds, and refreshes must not wait.
+    let nsm_thread = std::thread::Builder::new()
+        .name("nsm".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(nsm_manager.run(nsm_interfaces, async {
+                    let _ = nsm_stopped.await;
+                })),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the NSM runtime; NSM interfaces stay pending")
+                }
+            }
+        })
+        .context("starting the NSM thread")?;
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(listener.serve(
         handle.clone(),
@@ -343,6 +393,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(f) = &args.ready_file {
         let _ = std::fs::remove_file(f);
+    }
+    // NSM connections are closed and registrations withdrawn before the
+    // datapath goes: the interfaces NSM made disappear with them.
+    let _ = nsm_stop.send(());
+    if tokio::task::spawn_blocking(move || nsm_thread.join())
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        warn!("the NSM thread failed");
     }
     let _ = api_stop.send(());
     // A graceful stop waits for every open call to end, and a Watch stream

@@ -373,8 +373,38 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     (
         "kernel: {hostIfName: c2}",
         "nsm: {networkService: ns, role: client}",
+        "spec.interfaces[2].nsm.interfaceName",
+        "is required for role client",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: client, interfaceName: c1}",
+        "spec.interfaces[2].nsm.interfaceName",
+        "\"c1\" is already used by spec.interfaces[1]",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: client, interfaceName: n1, ipam: {cidr: 10.0.0.0/24}}",
+        "spec.interfaces[2].nsm.ipam",
+        "only applies to role endpoint",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: endpoint, ipam: {cidr: 10.0.0.0/24}}",
         "spec.interfaces[2].nsm",
-        "not applied by this agent version yet",
+        "exactly one of interfaceNamePrefix and interfaceNameFromLabel",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: endpoint, interfaceNamePrefix: nsm, ipam: {cidr: 10.0.0.1/24}}",
+        "spec.interfaces[2].nsm.ipam.cidr",
+        "has host bits set",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: endpoint, interfaceNamePrefix: averylongprefix, ipam: {cidr: 10.0.0.0/24}}",
+        "spec.interfaces[2].nsm.interfaceNamePrefix",
+        "longer than 11 bytes",
     ),
     (
         "kernel: {hostIfName: c2}",
@@ -497,7 +527,8 @@ fn refused_interface_kinds_also_report_their_other_problems() {
         [
             "spec.interfaces[2]: exactly one of kernel, nsm and memif must be set",
             "spec.interfaces[2].backend: nsm mechanism memif requires backend: vpp",
-            "spec.interfaces[2].nsm: NSM interfaces is valid in the schema but not applied by this agent version yet",
+            "spec.interfaces[2].nsm.mechanism: memif NSM interfaces is valid in the schema but not applied by this agent version yet",
+            "spec.interfaces[2].nsm.interfaceName: is required for role client: the name of the interface NSM puts into this namespace",
         ]
     );
 }

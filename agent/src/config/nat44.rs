@@ -890,10 +890,25 @@ mod tests {
             replace("inside: [inside]", "inside: [inside, nope]"),
             ["spec.nat44.inside[1]: \"nope\" is not the name of any spec.interfaces entry"]
         );
-        // An NSM interface with the kernel mechanism is a kernel interface.
+        // An NSM interface over the kernel mechanism is a kernel interface
+        // once NSM has made it; over memif it is not.
         assert_eq!(
             replace("outside: [outside]", "outside: [outside, mesh]"),
             Vec::<String>::new()
+        );
+        let memif = doc("")
+            .replace("role: client}", "role: client, mechanism: memif}")
+            .replace("outside: [outside]", "outside: [outside, mesh]");
+        let c = Config::parse(&memif).unwrap();
+        let got: Vec<String> = match c.spec.nat44.as_ref().unwrap().resolve(&c.spec.interfaces) {
+            Ok(_) => vec![],
+            Err(es) => es.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            got,
+            [
+                "spec.nat44.outside[1]: \"mesh\" uses backend vpp but \"inside\" uses backend ebpf: a NAT44 domain lives in one backend"
+            ]
         );
         assert_eq!(
             replace("outside: [outside]", "outside: [outside, inside]"),

@@ -70,6 +70,118 @@ impl Errors {
     }
 }
 
+/// The longest NSM endpoint interface name prefix: room is left for a
+/// four-digit index within Linux's 15 bytes.
+const NSM_PREFIX_MAX: usize = 11;
+
+/// The `nsm` section of interface `p`.
+fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
+    let np = format!("{p}.nsm");
+    if n.network_service.is_empty() || n.network_service.contains(char::is_whitespace) {
+        e.push(
+            format!("{np}.networkService"),
+            format!(
+                "{:?} must be a non-empty name without whitespace",
+                n.network_service
+            ),
+        );
+    }
+    for k in n.labels.keys() {
+        if k.is_empty() {
+            e.push(format!("{np}.labels"), "label keys must not be empty");
+        }
+    }
+    match n.mechanism {
+        NsmMechanism::Memif => {
+            if backend != Backend::Vpp {
+                e.push(
+                    format!("{p}.backend"),
+                    "nsm mechanism memif requires backend: vpp",
+                );
+            }
+            e.push(
+                format!("{np}.mechanism"),
+                format!("memif NSM interfaces {NOT_YET}"),
+            );
+        }
+        NsmMechanism::Kernel => {
+            if backend == Backend::Vpp {
+                e.push(
+                    format!("{p}.backend"),
+                    "nsm mechanism kernel uses the ebpf backend",
+                );
+            }
+        }
+    }
+    let only_endpoint = "only applies to role endpoint";
+    match n.role {
+        NsmRole::Client => {
+            match &n.interface_name {
+                None => e.push(
+                    format!("{np}.interfaceName"),
+                    "is required for role client: the name of the interface NSM puts into this namespace",
+                ),
+                Some(name) => e.check(format!("{np}.interfaceName"), check_ifname(name)),
+            }
+            if n.interface_name_prefix.is_some() {
+                e.push(format!("{np}.interfaceNamePrefix"), only_endpoint);
+            }
+            if n.interface_name_from_label.is_some() {
+                e.push(format!("{np}.interfaceNameFromLabel"), only_endpoint);
+            }
+            if n.ipam.is_some() {
+                e.push(format!("{np}.ipam"), only_endpoint);
+            }
+        }
+        NsmRole::Endpoint => {
+            if n.interface_name.is_some() {
+                e.push(
+                    format!("{np}.interfaceName"),
+                    "only applies to role client (an endpoint names its interfaces with interfaceNamePrefix or interfaceNameFromLabel)",
+                );
+            }
+            match (&n.interface_name_prefix, &n.interface_name_from_label) {
+                (Some(_), Some(_)) | (None, None) => e.push(
+                    np.clone(),
+                    "role endpoint needs exactly one of interfaceNamePrefix and interfaceNameFromLabel",
+                ),
+                (Some(prefix), None) => {
+                    if prefix.len() > NSM_PREFIX_MAX {
+                        e.push(
+                            format!("{np}.interfaceNamePrefix"),
+                            format!("{prefix:?} is longer than {NSM_PREFIX_MAX} bytes (room for an index within 15)"),
+                        );
+                    } else {
+                        e.check(format!("{np}.interfaceNamePrefix"), check_ifname(prefix));
+                    }
+                }
+                (None, Some(label)) => {
+                    if label.is_empty() {
+                        e.push(format!("{np}.interfaceNameFromLabel"), "must not be empty");
+                    }
+                }
+            }
+            // Without ipam the endpoint hands out no addresses: both sides
+            // take theirs from their own config (the classic chain's /24s).
+            match &n.ipam {
+                None => {}
+                Some(ipam) => match ipam.cidr.parse::<super::Ipv4Prefix>() {
+                    Err(m) => e.push(format!("{np}.ipam.cidr"), m),
+                    Ok(c) if c.len > 30 => e.push(
+                        format!("{np}.ipam.cidr"),
+                        format!("{c} leaves no room for an address pair (at most /30)"),
+                    ),
+                    Ok(c) if !c.is_network() => e.push(
+                        format!("{np}.ipam.cidr"),
+                        format!("{c} has host bits set (did you mean {}?)", c.network()),
+                    ),
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+}
+
 /// What this agent version applies; everything else in the schema is refused
 /// with this reason until its issue lands.
 const NOT_YET: &str = "is valid in the schema but not applied by this agent version yet";
@@ -134,13 +246,16 @@ impl Config {
                 }
             }
             if let Some(n) = &itf.nsm {
-                if n.mechanism == NsmMechanism::Memif && backend != Backend::Vpp {
+                check_nsm(&mut e, &p, n, backend);
+                if let Some(name) = &n.interface_name
+                    && n.role == NsmRole::Client
+                    && let Some(first) = host_names.insert(name, i)
+                {
                     e.push(
-                        format!("{p}.backend"),
-                        "nsm mechanism memif requires backend: vpp",
+                        format!("{p}.nsm.interfaceName"),
+                        format!("{name:?} is already used by spec.interfaces[{first}]"),
                     );
                 }
-                e.push(format!("{p}.nsm"), format!("NSM interfaces {NOT_YET}"));
             }
             if let Some(m) = &itf.memif {
                 if backend != Backend::Vpp {

@@ -8,19 +8,20 @@ use std::{
 };
 
 use tokio::{
-    sync::{broadcast, mpsc},
+    sync::{broadcast, mpsc, watch},
     time::Instant,
 };
 use tracing::{debug, info, warn};
 
 use super::{
     backend::{Backend, Outcome},
+    bindings::Bindings,
     handle::{ApplyError, ApplyMode, ApplyReport, Command, Handle, Inbox, PlannedOp},
-    item::{Item, ItemKey, Items, items, resolved_items},
+    item::{Item, ItemKey, Items, resolved_items},
     plan::{Step, plan, unmet},
     status::{ItemState, ItemStatus},
 };
-use crate::config::Config;
+use crate::config::{Config, Interface};
 
 /// A full resync this often even without kernel events: neighbour entries
 /// and link MTUs change without the events the agent subscribes to.
@@ -45,6 +46,12 @@ pub struct Engine<B: Backend> {
     /// Where the config in force is kept, so a restarted agent started
     /// without `--config` (config given over gRPC) restores it.
     store: Option<PathBuf>,
+    /// Host interfaces bound by NSM; a change re-plans the config in force.
+    bindings: Bindings,
+    /// The NSM interfaces of the config in force, for the NSM manager.
+    nsm: watch::Sender<Vec<Interface>>,
+    /// A re-plan after a binding change failed; tried again at the next resync.
+    rebind_due: bool,
 }
 
 /// Creates the engine and the handle front ends use to reach it.
@@ -60,11 +67,25 @@ pub fn new<B: Backend>(backend: B, store: Option<PathBuf>) -> (Engine<B>, Handle
         retries: BTreeMap::new(),
         events: events.clone(),
         store,
+        bindings: Bindings::new(),
+        nsm: watch::channel(Vec::new()).0,
+        rebind_due: false,
     };
     (engine, Handle { tx, events }, Inbox(rx))
 }
 
 impl<B: Backend> Engine<B> {
+    /// Shares the NSM bindings the items are planned with (before `start`).
+    pub fn set_bindings(&mut self, bindings: Bindings) {
+        self.bindings = bindings;
+    }
+
+    /// The NSM interfaces of the config in force, updated after every
+    /// transaction that changes them.
+    pub fn nsm_interfaces(&self) -> watch::Receiver<Vec<Interface>> {
+        self.nsm.subscribe()
+    }
+
     /// The first transaction of this process: the config from the file or the
     /// store (or nothing). Afterwards, what an earlier run left that this
     /// config does not have is removed.
@@ -89,9 +110,16 @@ impl<B: Backend> Engine<B> {
     ) -> Self {
         tokio::pin!(stop);
         let mut changes_open = true;
+        let mut bound = self.bindings.subscribe();
+        // Bindings made between `start` and now.
+        self.rebind().await;
         loop {
             let wake = self.next_wake();
             tokio::select! {
+                Ok(()) = bound.changed() => {
+                    bound.borrow_and_update();
+                    self.rebind().await;
+                }
                 c = commands.recv() => match c {
                     Some(c) => self.command(c).await,
                     None => break,
@@ -108,7 +136,12 @@ impl<B: Backend> Engine<B> {
                     self.retries.retain(|_, (n, _)| *n < MAX_ATTEMPTS);
                     self.resync().await;
                 }
-                () = tokio::time::sleep_until(wake) => self.resync().await,
+                () = tokio::time::sleep_until(wake) => {
+                    if self.rebind_due {
+                        self.rebind().await;
+                    }
+                    self.resync().await
+                }
                 () = &mut stop => break,
             }
         }
@@ -137,7 +170,12 @@ impl<B: Backend> Engine<B> {
     }
 
     fn next_wake(&self) -> Instant {
-        let periodic = Instant::now() + RESYNC_EVERY;
+        let periodic = Instant::now()
+            + if self.rebind_due {
+                Duration::from_secs(2)
+            } else {
+                RESYNC_EVERY
+            };
         self.retries
             .values()
             .filter(|(n, _)| *n < MAX_ATTEMPTS)
@@ -194,7 +232,8 @@ impl<B: Backend> Engine<B> {
                 let next = current
                     .remove(&p)
                     .map_err(|e| ApplyError::Invalid(vec![e]))?;
-                let desired = items(&next).map_err(ApplyError::Invalid)?;
+                let resolved = next.resolve().map_err(ApplyError::Invalid)?;
+                let desired = resolved_items(&next, &resolved, &self.bindings.snapshot());
                 self.transact(Some(next), desired, dry_run).await
             }
         }
@@ -225,8 +264,28 @@ impl<B: Backend> Engine<B> {
                 ),
             }]));
         }
-        let desired = resolved_items(&config, &resolved);
+        let desired = resolved_items(&config, &resolved, &self.bindings.snapshot());
         self.transact(Some(config), desired, dry_run).await
+    }
+
+    /// Re-plans the config in force with the current NSM bindings: an
+    /// interface NSM connected (or lost) takes its items along.
+    async fn rebind(&mut self) {
+        self.rebind_due = false;
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let desired = match config.resolve() {
+            Ok(r) => resolved_items(&config, &r, &self.bindings.snapshot()),
+            Err(_) => return,
+        };
+        if desired == self.desired {
+            return;
+        }
+        if let Err(e) = self.transact(Some(config), desired, false).await {
+            warn!(error = %e, "cannot apply the changed NSM bindings; retrying at the next resync");
+            self.rebind_due = true;
+        }
     }
 
     /// Takes the system from the applied items to `desired`, the items of
@@ -372,6 +431,20 @@ impl<B: Backend> Engine<B> {
         }
         self.desired = desired;
         self.config = config;
+        let nsm: Vec<Interface> = self
+            .config
+            .iter()
+            .flat_map(|c| c.spec.interfaces.iter())
+            .filter(|i| i.nsm.is_some())
+            .cloned()
+            .collect();
+        self.nsm.send_if_modified(|cur| {
+            let changed = *cur != nsm;
+            if changed {
+                *cur = nsm;
+            }
+            changed
+        });
         for k in self.desired.keys().cloned().collect::<Vec<_>>() {
             let state = if self.applied.get(&k) == self.desired.get(&k) {
                 self.retries.remove(&k);
@@ -604,7 +677,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::reconcile::{StepError, backend::Outcome};
+    use crate::reconcile::{StepError, backend::Outcome, item::LinkSpec};
 
     /// Records every step; refuses the steps it is told to; reports links
     /// whose host interface "does not exist" as pending. Planning and
@@ -659,15 +732,27 @@ mod tests {
         async fn prepare(&mut self, _: &Items) -> Result<(), StepError> {
             Ok(())
         }
-        async fn create(&mut self, key: &ItemKey, _: &Item) -> Result<Outcome, StepError> {
+        async fn create(&mut self, key: &ItemKey, item: &Item) -> Result<Outcome, StepError> {
+            if let Item::Link(LinkSpec {
+                waiting: Some(r), ..
+            }) = item
+            {
+                return Ok(Outcome::Pending(r.clone()));
+            }
             self.step("create", key)
         }
         async fn update(
             &mut self,
             key: &ItemKey,
             _: &Item,
-            _: &Item,
+            new: &Item,
         ) -> Result<Outcome, StepError> {
+            if let Item::Link(LinkSpec {
+                waiting: Some(r), ..
+            }) = new
+            {
+                return Ok(Outcome::Pending(r.clone()));
+            }
             self.step("update", key)
         }
         async fn delete(&mut self, key: &ItemKey, _: &Item) -> Result<(), StepError> {
@@ -833,6 +918,79 @@ spec:
             ]
         );
         assert!(states(&e).iter().all(|s| s.ends_with(" configured")));
+    }
+
+    #[tokio::test]
+    async fn an_nsm_interface_is_pending_until_bound_and_follows_its_binding() {
+        let (mut e, fake) = engine();
+        let bindings = Bindings::new();
+        e.set_bindings(bindings.clone());
+        let yaml = BASE.replace(
+            "kernel: {hostIfName: c1}",
+            "nsm: {networkService: web, role: client, interfaceName: nsm1}",
+        );
+        apply(&mut e, &yaml)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let s = states(&e);
+        assert!(
+            s.contains(
+                &"interface/outside pending (waiting for NSM connection to web)".to_string()
+            ),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&"route/10.0.0.0/8/metric/0 pending (waiting for interface/outside: waiting for NSM connection to web)".to_string()),
+            "{s:?}"
+        );
+        assert_eq!(
+            *e.nsm_interfaces().borrow(),
+            vec![
+                e.config
+                    .as_ref()
+                    .map(|c| c.spec.interfaces[1].clone())
+                    .unwrap_or_default()
+            ]
+        );
+        fake.log();
+        bindings.set("outside", crate::reconcile::Binding::Bound("nsm1".into()));
+        e.rebind().await;
+        assert_eq!(
+            fake.log(),
+            [
+                "create interface/outside",
+                "create address/outside/80.80.80.100/24",
+                "create route/10.0.0.0/8/metric/0",
+                "create datapath/outside",
+            ]
+        );
+        assert!(
+            states(&e).iter().all(|s| s.ends_with(" configured")),
+            "{:?}",
+            states(&e)
+        );
+        // Lost (healing): everything on it waits again, with the reason.
+        bindings.set(
+            "outside",
+            crate::reconcile::Binding::Waiting("waiting for NSM connection to web: gone".into()),
+        );
+        e.rebind().await;
+        let log = fake.log();
+        assert!(
+            log.contains(&"delete route/10.0.0.0/8/metric/0".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"delete datapath/outside".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            states(&e).contains(
+                &"interface/outside pending (waiting for NSM connection to web: gone)".to_string()
+            ),
+            "{:?}",
+            states(&e)
+        );
     }
 
     #[tokio::test]

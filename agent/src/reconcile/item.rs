@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
-use super::vpp::VppNatPlan;
+use super::{bindings::Binding, vpp::VppNatPlan};
 use crate::{
     config::{
         Backend, Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr, MemifMode, MemifRole,
@@ -124,6 +124,9 @@ pub struct LinkSpec {
     pub mtu: Option<u32>,
     /// `enabled`: set the link up, or down (and then nothing attaches).
     pub up: bool,
+    /// Set while an NSM interface has no host interface yet: the reason the
+    /// link (and everything on it) is Pending.
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +168,7 @@ impl Item {
     /// One line for plans and status output.
     pub fn summary(&self) -> String {
         match self {
+            Self::Link(l) if l.waiting.is_some() => "host not bound yet".to_owned(),
             Self::Link(l) => {
                 let mut s = format!("host {}", l.host_if_name);
                 if let Some(m) = l.mtu {
@@ -219,13 +223,19 @@ pub type Items = BTreeMap<ItemKey, Item>;
 
 /// Flattens a config into items, with the same typed view of the spec
 /// that validation checks ([`crate::config::Spec::resolve_l3`] and the NAT
-/// plan), so what validates is exactly what is applied.
+/// plan), so what validates is exactly what is applied. NSM interfaces are
+/// taken as not connected yet.
 pub fn items(cfg: &Config) -> Result<Items, Vec<FieldError>> {
-    Ok(resolved_items(cfg, &cfg.resolve()?))
+    Ok(resolved_items(cfg, &cfg.resolve()?, &BTreeMap::new()))
 }
 
-/// [`items`] of a config [`Config::resolve`] has already checked.
-pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
+/// [`items`] of a config [`Config::resolve`] has already checked, with the
+/// host interfaces NSM has bound so far (`bound`, by logical name).
+pub fn resolved_items(
+    cfg: &Config,
+    resolved: &Resolved,
+    bound: &BTreeMap<String, Binding>,
+) -> Items {
     let mut out = Items::new();
     let (nat, vpp_nat) = match &resolved.nat44 {
         Some(spec) if spec.backend == Backend::Vpp => (
@@ -235,9 +245,16 @@ pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
         Some(spec) => (NatPlan::from_spec(cfg, spec), None),
         None => (NatPlan::disabled(), None),
     };
+    // The NAT role by interface index, so an NSM interface gets its role
+    // whatever host name it is bound to.
+    let role_of = |i: usize| match &resolved.nat44 {
+        Some(spec) if spec.inside.contains(&i) => xcnf_common::nat::role::INSIDE,
+        Some(spec) if spec.outside.contains(&i) => xcnf_common::nat::role::OUTSIDE,
+        _ => xcnf_common::nat::role::NONE,
+    };
     let l3 = &resolved.l3;
     let ifs = &cfg.spec.interfaces;
-    for (itf, l3i) in ifs.iter().zip(&l3.interfaces) {
+    for (i, (itf, l3i)) in ifs.iter().zip(&l3.interfaces).enumerate() {
         if let Some(m) = &itf.memif {
             out.insert(
                 ItemKey::VppInterface(itf.name.clone()),
@@ -254,15 +271,31 @@ pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
             }
             continue;
         }
-        // nsm interfaces are refused by validation until the NSM backend
-        // exists; only kernel interfaces become kernel items.
-        let Some(k) = &itf.kernel else { continue };
+        // Kernel and NSM (kernel mechanism) interfaces become kernel items;
+        // NSM's memif mechanism is refused by validation until it is built.
+        let (host, waiting, role) = match (&itf.kernel, &itf.nsm) {
+            (Some(k), _) => (k.host_if_name.clone(), None, nat.role(&k.host_if_name)),
+            (None, Some(n)) => match bound.get(&itf.name) {
+                Some(Binding::Bound(h)) => (h.clone(), None, role_of(i)),
+                Some(Binding::Waiting(r)) => (String::new(), Some(r.clone()), role_of(i)),
+                None => (
+                    String::new(),
+                    Some(format!(
+                        "waiting for NSM connection to {}",
+                        n.network_service
+                    )),
+                    role_of(i),
+                ),
+            },
+            (None, None) => continue,
+        };
         out.insert(
             ItemKey::Link(itf.name.clone()),
             Item::Link(LinkSpec {
-                host_if_name: k.host_if_name.clone(),
+                host_if_name: host.clone(),
                 mtu: l3i.mtu,
                 up: itf.is_enabled(),
+                waiting,
             }),
         );
         for p in &l3i.addresses {
@@ -272,9 +305,9 @@ pub fn resolved_items(cfg: &Config, resolved: &Resolved) -> Items {
             out.insert(
                 ItemKey::Attach(itf.name.clone()),
                 Item::Attach(AttachSpec {
-                    host_if_name: k.host_if_name.clone(),
+                    host_if_name: host,
                     datapath: itf.datapath,
-                    role: nat.role(&k.host_if_name),
+                    role,
                 }),
             );
         }

@@ -11,6 +11,7 @@
 //! dependency.
 
 pub mod backend;
+pub mod bindings;
 mod engine;
 pub mod handle;
 pub mod item;
@@ -20,6 +21,7 @@ pub mod system;
 pub mod vpp;
 
 pub use backend::{Backend, Outcome, StepError};
+pub use bindings::{Binding, Bindings};
 pub use engine::{Engine, new};
 pub use handle::{ApplyError, ApplyMode, ApplyReport, Handle, OpKind, PlannedOp};
 pub use item::{Item, ItemKey, Items};

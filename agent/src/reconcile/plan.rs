@@ -105,6 +105,7 @@ mod tests {
             host_if_name: host.into(),
             mtu: None,
             up: true,
+            waiting: None,
         })
     }
 

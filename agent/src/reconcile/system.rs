@@ -356,6 +356,10 @@ impl System {
     // ---- links ----
 
     async fn apply_link(&mut self, logical: &str, l: &LinkSpec) -> Result<Outcome, StepError> {
+        if let Some(reason) = &l.waiting {
+            self.hosts.remove(logical);
+            return Ok(Outcome::Pending(reason.clone()));
+        }
         self.hosts
             .insert(logical.to_owned(), l.host_if_name.clone());
         let link = match self.live(logical).await? {

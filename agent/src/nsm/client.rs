@@ -1,0 +1,427 @@
+//! The NSM client of one `interfaces[].nsm` entry with `role: client`:
+//! requests the network service from nsmgr with a KERNEL mechanism and the
+//! agent's netns, binds the interface that appears to the logical name,
+//! refreshes before the path expires, heals on DOWN or a lost monitor
+//! stream, and closes when told to stop.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio_stream::StreamExt;
+use tonic::Request;
+use tracing::{info, warn};
+use xcnf_proto::nsm::{
+    connection::{
+        Connection, ConnectionEventType, Mechanism, MonitorScopeSelector, Path, PathSegment, State,
+        monitor_connection_client::MonitorConnectionClient,
+    },
+    networkservice::{NetworkServiceRequest, network_service_client::NetworkServiceClient},
+};
+
+use super::{
+    Context,
+    grpcfd::INODE_URL,
+    hooks::{Role, system_time},
+    transport::{self, Dialed},
+};
+use crate::reconcile::Binding;
+
+/// The agent's own netns, by a path valid from any thread (a tokio worker
+/// could otherwise be asked for its per-thread namespace).
+pub const OWN_NETNS: &str = "file:///proc/self/ns/net";
+/// A failed refresh is tried again this soon (NSM's refresh client).
+const RETRY: Duration = Duration::from_millis(200);
+/// Re-connecting after nsmgr went away backs off up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A single call gives up after this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the client requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSpec {
+    /// The logical interface name the connection is bound to.
+    pub logical: String,
+    pub network_service: String,
+    pub labels: HashMap<String, String>,
+    /// The interface name asked for inside the pod.
+    pub interface_name: String,
+}
+
+/// A running client; [`ClientHandle::close`] ends it with a Close.
+pub struct ClientHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ClientHandle {
+    /// Closes the connection (best effort, bounded) and waits for the task.
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(CALL_TIMEOUT + Duration::from_secs(1), self.task)
+            .await
+            .is_err()
+        {
+            warn!("NSM client did not stop in time");
+        }
+    }
+}
+
+pub fn spawn(ctx: Arc<Context>, spec: ClientSpec) -> ClientHandle {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(Client::new(ctx, spec).run(stopped));
+    ClientHandle { stop, task }
+}
+
+/// Why the connection ended for now.
+enum Lost {
+    Stop,
+    Heal(String),
+}
+
+struct Client {
+    ctx: Arc<Context>,
+    spec: ClientSpec,
+    id: String,
+    /// The last Connection nsmgr returned (URLs restored).
+    last: Option<Connection>,
+    /// Until when the last connection's path is valid: while healing before
+    /// then, the interface stays bound (the data plane may well be up).
+    valid_until: Option<Instant>,
+}
+
+impl Client {
+    fn new(ctx: Arc<Context>, spec: ClientSpec) -> Self {
+        let id = format!("{}-{}", ctx.name, spec.logical);
+        Self {
+            ctx,
+            spec,
+            id,
+            last: None,
+            valid_until: None,
+        }
+    }
+
+    fn wait(&self, why: impl std::fmt::Display) {
+        self.ctx.bindings.set(
+            &self.spec.logical,
+            Binding::Waiting(format!(
+                "waiting for NSM connection to {}: {why}",
+                self.spec.network_service
+            )),
+        );
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = RETRY;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            match self.connected(&mut stop).await {
+                Ok(Lost::Stop) => break,
+                Ok(Lost::Heal(why)) => {
+                    info!(interface = %self.spec.logical, service = %self.spec.network_service, reason = %why, "NSM connection lost; healing");
+                    backoff = RETRY;
+                }
+                Err(e) => {
+                    warn!(interface = %self.spec.logical, service = %self.spec.network_service, error = %e, "NSM request failed; retrying");
+                    if self.valid_until.is_none_or(|t| Instant::now() >= t) {
+                        self.wait(&e);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.close().await;
+        self.ctx.bindings.remove(&self.spec.logical);
+    }
+
+    /// One session with nsmgr: connect, request, then refresh and monitor
+    /// until the connection is lost or the client is stopped.
+    async fn connected(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Lost, String> {
+        let security = self.ctx.security()?;
+        let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let conn = self.request(&dialed, true).await?;
+        let mut monitor = MonitorConnectionClient::new(dialed.channel.clone())
+            .monitor_connections(MonitorScopeSelector {
+                path_segments: vec![PathSegment {
+                    name: self.ctx.name.clone(),
+                    id: self.id.clone(),
+                    ..Default::default()
+                }],
+                network_services: vec![],
+            })
+            .await
+            .map_err(|e| format!("monitor: {}", e.message()))?
+            .into_inner();
+        let mut refresh_at = refresh_time(&conn);
+        let mut expires = path_expiry(&conn);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(Lost::Stop),
+                () = tokio::time::sleep_until(refresh_at) => {
+                    match self.request(&dialed, false).await {
+                        Ok(c) => {
+                            refresh_at = refresh_time(&c);
+                            expires = path_expiry(&c);
+                        }
+                        Err(e) if Instant::now() < expires => {
+                            warn!(interface = %self.spec.logical, error = %e, "NSM refresh failed; retrying");
+                            refresh_at = Instant::now() + RETRY;
+                        }
+                        Err(e) => return Ok(Lost::Heal(format!("the path expired: {e}"))),
+                    }
+                }
+                ev = monitor.next() => match ev {
+                    Some(Ok(ev)) => {
+                        let down = ev.connections.get(&self.id).is_some_and(|c| {
+                            c.state == State::Down as i32
+                                || ev.r#type == ConnectionEventType::Delete as i32
+                        });
+                        if down {
+                            return Ok(Lost::Heal("the connection is DOWN".into()));
+                        }
+                    }
+                    Some(Err(s)) => return Ok(Lost::Heal(format!("monitor stream: {}", s.message()))),
+                    None => return Ok(Lost::Heal("monitor stream ended".into())),
+                },
+            }
+        }
+    }
+
+    /// Requests (first or healing) or refreshes the connection and binds the
+    /// interface.
+    async fn request(&mut self, dialed: &Dialed, fresh: bool) -> Result<Connection, String> {
+        let (channel, fds) = (&dialed.channel, &dialed.fds);
+        let security = self.ctx.security()?;
+        let (token, expires) = security
+            .tokens
+            .own_token(dialed.peer().as_ref())
+            .map_err(|e| e.to_string())?;
+        let mut conn = match (&self.last, fresh) {
+            (Some(last), false) => last.clone(),
+            (Some(last), true) => Connection {
+                // Healing: reselect, as NSM's heal does without a liveness check.
+                mechanism: None,
+                network_service_endpoint_name: String::new(),
+                state: State::ReselectRequested as i32,
+                ..last.clone()
+            },
+            (None, _) => Connection {
+                id: self.id.clone(),
+                network_service: self.spec.network_service.clone(),
+                labels: self.spec.labels.clone(),
+                ..Default::default()
+            },
+        };
+        conn.labels = self.spec.labels.clone();
+        let mut path = conn.path.take().unwrap_or_default();
+        path.index = 0;
+        if path.path_segments.is_empty() {
+            path.path_segments.push(PathSegment::default());
+        }
+        let own = &mut path.path_segments[0];
+        own.name = self.ctx.name.clone();
+        own.id = self.id.clone();
+        own.token = token.clone();
+        own.expires = Some(expires);
+        conn.path = Some(path);
+        if let Some(m) = conn.mechanism.as_mut() {
+            fds.send_mechanism(m).map_err(|e| e.to_string())?;
+        }
+        let mut pref = Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters: [
+                ("name".to_string(), self.spec.interface_name.clone()),
+                (INODE_URL.to_string(), OWN_NETNS.to_string()),
+            ]
+            .into(),
+        };
+        fds.send_mechanism(&mut pref).map_err(|e| e.to_string())?;
+        let mut req = Request::new(NetworkServiceRequest {
+            connection: Some(conn),
+            mechanism_preferences: vec![pref],
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        add_token(&mut req, &token, &expires);
+        let mut reply = NetworkServiceClient::new(channel.clone())
+            .request(req)
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        if let Some(m) = reply.mechanism.as_mut() {
+            fds.restore_mechanism(m);
+        }
+        if let Some(p) = &reply.path {
+            security
+                .tokens
+                .check(p, 0, Role::Client)
+                .map_err(|e| e.to_string())?;
+        }
+        let ifname = reply
+            .mechanism
+            .as_ref()
+            .and_then(|m| m.parameters.get("name"))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| self.spec.interface_name.clone());
+        if self.ctx.bindings.get(&self.spec.logical) != Some(Binding::Bound(ifname.clone())) {
+            info!(interface = %self.spec.logical, host_if = %ifname, service = %self.spec.network_service, endpoint = %reply.network_service_endpoint_name, "NSM connection up");
+        }
+        self.ctx
+            .bindings
+            .set(&self.spec.logical, Binding::Bound(ifname));
+        self.valid_until = Some(path_expiry(&reply));
+        self.last = Some(reply.clone());
+        Ok(reply)
+    }
+
+    /// Closes the last connection, if any (bounded; nsmgr may be gone).
+    async fn close(&mut self) {
+        let Some(mut last) = self.last.take() else {
+            return;
+        };
+        let Ok(security) = self.ctx.security() else {
+            return;
+        };
+        let r = async {
+            let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(m) = last.mechanism.as_mut() {
+                dialed.fds.send_mechanism(m).map_err(|e| e.to_string())?;
+            }
+            let (token, expires) = security
+                .tokens
+                .own_token(dialed.peer().as_ref())
+                .map_err(|e| e.to_string())?;
+            let mut req = Request::new(last);
+            req.set_timeout(CALL_TIMEOUT);
+            add_token(&mut req, &token, &expires);
+            NetworkServiceClient::new(dialed.channel)
+                .close(req)
+                .await
+                .map_err(|s| s.message().to_owned())
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, r).await {
+            Ok(Ok(_)) => {
+                info!(interface = %self.spec.logical, service = %self.spec.network_service, "NSM connection closed")
+            }
+            Ok(Err(e)) => warn!(interface = %self.spec.logical, error = %e, "NSM close failed"),
+            Err(_) => warn!(interface = %self.spec.logical, "NSM close timed out"),
+        }
+    }
+}
+
+/// NSM's per-call token metadata.
+pub fn add_token<T>(req: &mut Request<T>, token: &str, expires: &prost_types::Timestamp) {
+    let md = req.metadata_mut();
+    if let Ok(v) = token.parse() {
+        md.insert("nsm-client-token", v);
+    }
+    let t = system_time(expires);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if let Ok(v) = rfc3339(secs).parse() {
+        md.insert("nsm-client-token-expires", v);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (civil-from-days, UTC).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The earliest expiry in the path, as an Instant.
+fn path_expiry(c: &Connection) -> Instant {
+    let now_sys = SystemTime::now();
+    let earliest = c
+        .path
+        .as_ref()
+        .into_iter()
+        .flat_map(|p| &p.path_segments)
+        .filter_map(|s| s.expires.as_ref())
+        .map(system_time)
+        .min();
+    match earliest {
+        Some(t) => Instant::now() + t.duration_since(now_sys).unwrap_or_default(),
+        None => Instant::now() + super::hooks::INSECURE_TOKEN_LIFETIME,
+    }
+}
+
+/// When to refresh (NSM's refresh client): the time to the earliest expiry
+/// in the path, scaled by 1/3 with one segment, else by
+/// 0.2 + 0.2 * index / segments.
+pub fn refresh_delay(path: Option<&Path>, until_expiry: Duration) -> Duration {
+    let (index, len) = path.map_or((0, 1), |p| (p.index as usize, p.path_segments.len().max(1)));
+    let factor = if len == 1 {
+        1.0 / 3.0
+    } else {
+        0.2 + 0.2 * index as f64 / len as f64
+    };
+    until_expiry.mul_f64(factor)
+}
+
+fn refresh_time(c: &Connection) -> Instant {
+    let until = path_expiry(c).saturating_duration_since(Instant::now());
+    Instant::now() + refresh_delay(c.path.as_ref(), until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_comes_at_nsm_fractions_of_the_expiry() {
+        let ten = Duration::from_secs(600);
+        let seg = PathSegment::default;
+        let one = Path {
+            index: 0,
+            path_segments: vec![seg()],
+        };
+        assert_eq!(refresh_delay(Some(&one), ten), Duration::from_secs(200));
+        let four = Path {
+            index: 0,
+            path_segments: vec![seg(), seg(), seg(), seg()],
+        };
+        assert_eq!(refresh_delay(Some(&four), ten), Duration::from_secs(120));
+        let mid = Path { index: 2, ..four };
+        assert_eq!(refresh_delay(Some(&mid), ten), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn token_expiry_is_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,468 @@
+//! The agent in Network Service Mesh, against the NSM manager double
+//! (nsmgr + forwarder, real veth pairs between namespaces): as a client, as
+//! an endpoint, refreshing, healing after the manager restarts, and closing
+//! when the interface leaves the config.
+//!
+//! NSM runs insecure here (`--nsm-insecure`): mTLS and path tokens are the
+//! security provider's, tested with it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use xcnf_tests::{
+    agent::{Agent, Scratch},
+    netns::{Netns, unique_prefix},
+    nsm_double::NsmDouble,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Retries `f` until it succeeds; fails with its last error after `timeout`.
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn addresses(ns: &Netns, ifname: &str) -> Result<String, String> {
+    let out = ns.output("ip", &["-o", "-4", "addr", "show", "dev", ifname]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn has_link(ns: &Netns, ifname: &str) -> bool {
+    ns.output("ip", &["link", "show", "dev", ifname])
+        .status
+        .success()
+}
+
+fn ping(ns: &Netns, ip: &str) -> Result<(), String> {
+    let out = ns.output("ping", &["-c", "1", "-W", "1", ip]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// An agent with `interfaces` (YAML list items, indented) against `double`.
+fn start_agent(ns: &Netns, instance: &str, interfaces: &str, double: &NsmDouble) -> Agent {
+    Agent::start(
+        ns,
+        instance,
+        &config(instance, interfaces),
+        &["--nsm-socket", &double.url(), "--nsm-insecure"],
+    )
+}
+
+fn config(instance: &str, interfaces: &str) -> String {
+    format!(
+        "apiVersion: xcnf.io/v1alpha1\nkind: CNFConfiguration\nmetadata: {{name: {instance}}}\nspec:\n  interfaces:\n{interfaces}"
+    )
+}
+
+/// The agent's log, printed when a test fails with it running.
+struct LogOnPanic<'a>(&'a Agent);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.0.log());
+        }
+    }
+}
+
+struct Setup {
+    _scratch: Scratch,
+    socket: PathBuf,
+}
+
+fn setup(prefix: &str) -> Setup {
+    let scratch = Scratch::new(&format!("{prefix}-nsm"));
+    let socket = scratch.path().join("nsm.io.sock");
+    Setup {
+        _scratch: scratch,
+        socket,
+    }
+}
+
+const CLIENT_ITF: &str = "    - name: mesh
+      nsm: {networkService: svc, role: client, interfaceName: nsm1, labels: {app: nat44}}
+      ipAddresses: [172.16.9.1/24]
+      datapath: {hook: tc}
+";
+
+/// The agent as NSM client of a built-in endpoint in another namespace:
+/// the interface appears under the requested name, the forwarder's /32 and
+/// the config's address are on it, the datapath is attached, and the
+/// endpoint answers across.
+#[test]
+fn client_connects_binds_and_reaches_the_endpoint() {
+    let p = unique_prefix("nsc");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[("app", "nat44")],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 70, 0, 0),
+    );
+    let agent = start_agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+
+    let addrs = poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(a.clone()).ok_or(a)
+    });
+    assert!(addrs.contains("10.70.0.1/32"), "{addrs}");
+    assert!(addresses(&ep, "nse0").unwrap().contains("10.70.0.2/32"));
+    poll(WAIT, "ping across", || ping(&cnf, "10.70.0.2"));
+    poll(WAIT, "the datapath on nsm1", || {
+        let progs = cnf.attached_programs("nsm1");
+        (!progs.is_empty())
+            .then_some(())
+            .ok_or(format!("{progs:?}"))
+    });
+    let conn = double.last(&format!("{p}-mesh")).unwrap();
+    assert_eq!(conn.client.network_service, "svc");
+    assert_eq!(
+        conn.client.labels.get("app").map(String::as_str),
+        Some("nat44")
+    );
+    assert_eq!(conn.client_end.ifname, "nsm1");
+}
+
+/// A client with no endpoint for its service stays Pending with the
+/// reason, and connects once an endpoint appears.
+#[test]
+fn client_waits_for_an_endpoint_and_reports_why() {
+    let p = unique_prefix("nsw");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    let agent = start_agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("address/mesh/172.16.9.1/24")
+                && l.contains("waiting for NSM connection to svc")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 71, 0, 0),
+    );
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+    poll(WAIT, "ping across", || ping(&cnf, "10.71.0.2"));
+}
+
+/// With short-lived paths the client refreshes on its own, and the
+/// connection stays up (the double ends connections that are not refreshed).
+#[test]
+fn client_refreshes_before_the_path_expires() {
+    let p = unique_prefix("nsr");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(5));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 72, 0, 0),
+    );
+    let agent = start_agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    let id = format!("{p}-mesh");
+    double.wait_for(WAIT, "5 requests (first + refreshes)", |d| {
+        d.requests(&id) >= 5
+    });
+    assert!(double.closes().is_empty(), "expired: {:?}", double.closes());
+    assert!(double.last(&id).is_some());
+    poll(WAIT, "ping across", || ping(&cnf, "10.72.0.2"));
+}
+
+/// The manager restarts (streams, connections and pairs gone): the client
+/// notices the lost monitor stream, requests again, and the interface, its
+/// config address and connectivity come back.
+#[test]
+fn client_heals_after_the_manager_restarts() {
+    let p = unique_prefix("nsh");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let mut double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 73, 0, 0),
+    );
+    let agent = start_agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    poll(WAIT, "ping across", || ping(&cnf, "10.73.0.2"));
+    let id = format!("{p}-mesh");
+    let before = double.requests(&id);
+    // The restart deletes the pair and forgets the connection: one that is
+    // there again was made by a healing request.
+    double.restart();
+    double.wait_for(WAIT, "a healing request", |d| d.last(&id).is_some());
+    assert!(double.requests(&id) > before);
+    poll(WAIT, "the config address back on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+    // A new pair from the built-in endpoint: the next address pair.
+    poll(WAIT, "ping across again", || ping(&cnf, "10.73.0.6"));
+}
+
+/// Removing the interface from the config closes the connection: the double
+/// deletes the pair.
+#[test]
+fn removing_the_interface_closes_the_connection() {
+    let p = unique_prefix("nsx");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 74, 0, 0),
+    );
+    cnf.ip(&["link", "add", "k0", "type", "veth", "peer", "name", "k1"]);
+    let agent = start_agent(
+        &cnf,
+        &p,
+        &format!("{CLIENT_ITF}    - {{name: plain, kernel: {{hostIfName: k0}}}}\n"),
+        &double,
+    );
+    let _log = LogOnPanic(&agent);
+    poll(WAIT, "ping across", || ping(&cnf, "10.74.0.2"));
+    agent.replace_config(&config(
+        &p,
+        "    - {name: plain, kernel: {hostIfName: k0}}\n",
+    ));
+    let id = format!("{p}-mesh");
+    double.wait_for(WAIT, "the Close", |d| d.closes().contains(&id));
+    poll(WAIT, "nsm1 gone", || {
+        (!has_link(&cnf, "nsm1"))
+            .then_some(())
+            .ok_or("still there".to_string())
+    });
+    assert!(!has_link(&ep, "nse0"));
+}
+
+const ENDPOINT_ITF: &str = "    - name: svc
+      nsm: {networkService: svc, role: endpoint, interfaceNamePrefix: nsm, ipam: {cidr: 10.80.0.0/24}, labels: {app: web}}
+      ipAddresses: [172.31.0.1/24]
+      datapath: {hook: tc}
+";
+
+/// The agent as NSM endpoint: it registers, answers two clients with the
+/// kernel mechanism in its own namespace and point-to-point pairs (stable
+/// across a refresh), binds its logical interface, and a Close from a
+/// client takes that client's pair away.
+#[test]
+fn endpoint_serves_clients_with_stable_addresses() {
+    let p = unique_prefix("nse");
+    let s = setup(&p);
+    let ep = Netns::new(&format!("{p}e"));
+    let (c1, c2) = (Netns::new(&format!("{p}1")), Netns::new(&format!("{p}2")));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    let agent = start_agent(&ep, &p, ENDPOINT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    let name = format!("{p}-svc");
+    double.wait_for(WAIT, "the registration", |d| {
+        d.endpoints().iter().any(|n| n.name == name)
+    });
+    let nse = double
+        .endpoints()
+        .into_iter()
+        .find(|n| n.name == name)
+        .unwrap();
+    assert_eq!(nse.network_service_names, ["svc"]);
+    assert_eq!(
+        nse.network_service_labels["svc"]
+            .labels
+            .get("app")
+            .map(String::as_str),
+        Some("web")
+    );
+
+    let first = double
+        .request("c1", "svc", &[("app", "web")], &c1.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let ipc = first.context.clone().unwrap().ip_context.unwrap();
+    assert_eq!(ipc.src_ip_addrs, ["10.80.0.2/32"]);
+    assert_eq!(ipc.dst_ip_addrs, ["10.80.0.1/32"]);
+    assert_eq!(double.last("c1").unwrap().endpoint_end.ifname, "nsm0");
+    poll(WAIT, "ping the endpoint", || ping(&c1, "10.80.0.1"));
+    // The agent bound its logical interface to nsm0: the config address is there.
+    poll(WAIT, "the config address on nsm0", || {
+        let a = addresses(&ep, "nsm0")?;
+        a.contains("172.31.0.1/24").then_some(()).ok_or(a)
+    });
+    // A refresh keeps the pair.
+    let again = double
+        .request("c1", "svc", &[("app", "web")], &c1.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("refresh: {e}"));
+    assert_eq!(
+        again.context.unwrap().ip_context.unwrap().src_ip_addrs,
+        ["10.80.0.2/32"]
+    );
+
+    let second = double
+        .request("c2", "svc", &[("app", "web")], &c2.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("second client: {e}"));
+    let ipc2 = second.context.unwrap().ip_context.unwrap();
+    assert_eq!(ipc2.src_ip_addrs, ["10.80.0.4/32"]);
+    assert_eq!(ipc2.dst_ip_addrs, ["10.80.0.3/32"]);
+    assert_eq!(double.last("c2").unwrap().endpoint_end.ifname, "nsm1");
+    poll(WAIT, "the second client pings", || ping(&c2, "10.80.0.3"));
+
+    double.close("c1");
+    assert!(!has_link(&c1, "nsc0"));
+    assert!(!has_link(&ep, "nsm0"));
+    poll(WAIT, "the second client still pings", || {
+        ping(&c2, "10.80.0.3")
+    });
+    // A label the endpoint does not match finds no endpoint.
+    let refused = double.request("c3", "svc", &[("app", "db")], &c1.path(), "nsc0");
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// Without --nsm-insecure and without a security provider, NSM interfaces
+/// do not connect, and say why.
+#[test]
+fn without_security_nsm_interfaces_stay_pending_with_the_reason() {
+    let p = unique_prefix("nsi");
+    let s = setup(&p);
+    let cnf = Netns::new(&format!("{p}c"));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    let agent = Agent::start(
+        &cnf,
+        &p,
+        &config(&p, CLIENT_ITF),
+        &["--nsm-socket", &double.url()],
+    );
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending") && l.contains("--nsm-insecure")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(double.requests(&format!("{p}-mesh")), 0);
+}
+
+const HTTP_ECHO: &str = env!("CARGO_BIN_EXE_xcnf-http-echo");
+
+/// The classic chain over NSM: a client connects to the cnf (the agent as
+/// endpoint of `nat`), the cnf connects to the web server (the agent as
+/// client of `web`, served by a built-in endpoint), and curl from the client
+/// reaches the web server through the cnf's NAT44: the server sees the
+/// cnf's outside address.
+#[test]
+fn chain_client_cnf_webserver_through_the_nat() {
+    let p = unique_prefix("nsn");
+    let s = setup(&p);
+    let client = Netns::new(&format!("{p}a"));
+    let cnf = Netns::new(&format!("{p}c"));
+    let web = Netns::new(&format!("{p}w"));
+    cnf.sysctl("net.ipv4.ip_forward", "1");
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "web",
+        "web",
+        &[],
+        &web.path(),
+        "web",
+        Ipv4Addr::new(10, 70, 0, 0),
+    );
+    let interfaces = "    - name: inside
+      nsm: {networkService: nat, role: endpoint, interfaceNamePrefix: nsm, ipam: {cidr: 192.168.100.0/24}}
+      datapath: {hook: tc}
+    - name: outside
+      nsm: {networkService: web, role: client, interfaceName: out0}
+      datapath: {hook: tc}
+  nat44:
+    inside: [inside]
+    outside: [outside]
+    pools: [{first: 10.70.0.1}]
+";
+    let agent = start_agent(&cnf, &p, interfaces, &double);
+    let _log = LogOnPanic(&agent);
+    let name = format!("{p}-inside");
+    double.wait_for(WAIT, "the cnf's registration", |d| {
+        d.endpoints().iter().any(|n| n.name == name)
+    });
+    poll(WAIT, "the cnf's outside connection", || {
+        addresses(&cnf, "out0").map(|_| ())
+    });
+    let conn = double
+        .request("client", "nat", &[], &client.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let ipc = conn.context.unwrap().ip_context.unwrap();
+    assert_eq!(ipc.src_ip_addrs, ["192.168.100.2/32"]);
+    client.ip(&[
+        "route",
+        "add",
+        "10.70.0.0/24",
+        "via",
+        "192.168.100.1",
+        "dev",
+        "nsc0",
+        "onlink",
+    ]);
+    let mut server = web.command(HTTP_ECHO);
+    server.arg("10.70.0.2:8080");
+    let _server = xcnf_tests::netns::Proc::spawn(server, "http echo");
+    poll(WAIT, "both datapaths attached", || {
+        let (i, o) = (cnf.attached_programs("nsm0"), cnf.attached_programs("out0"));
+        (!i.is_empty() && !o.is_empty())
+            .then_some(())
+            .ok_or(format!("{i:?} {o:?}"))
+    });
+    let seen = poll(WAIT, "curl through the cnf", || {
+        let out = client.output("curl", &["-s", "--max-time", "2", "http://10.70.0.2:8080/"]);
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !body.is_empty())
+            .then_some(body.clone())
+            .ok_or(format!("{}: {body}", out.status))
+    });
+    assert_eq!(
+        seen, "10.70.0.1",
+        "the server sees the cnf's outside address"
+    );
+}
