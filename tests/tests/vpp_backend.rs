@@ -145,6 +145,15 @@ fn summary(s: &VppState) -> String {
     out.join("\n")
 }
 
+/// The memifs' MACs, in interface order.
+fn macs(s: &VppState) -> Vec<[u8; 6]> {
+    s.interfaces
+        .values()
+        .filter(|i| i.memif.is_some())
+        .map(|i| i.mac)
+        .collect()
+}
+
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + PATIENCE;
     while !ok() {
@@ -379,6 +388,8 @@ fn vpp_restart_loses_everything_and_the_agent_applies_it_again() {
         || agent.log(),
     );
     let before = summary(&vpp.double.snapshot());
+    let macs_before = macs(&vpp.double.snapshot());
+    assert_eq!(macs_before.len(), 2);
 
     vpp.restart();
     wait_until(
@@ -388,6 +399,12 @@ fn vpp_restart_loses_everything_and_the_agent_applies_it_again() {
     );
     assert_chain(&vpp.double.snapshot(), &vpp.dir);
     assert_eq!(summary(&vpp.double.snapshot()), before);
+    // The memifs keep their MACs (else the peers' neighbour entries would
+    // point at MACs that no longer exist): locally administered unicast.
+    assert_eq!(macs(&vpp.double.snapshot()), macs_before);
+    for m in &macs_before {
+        assert_eq!(m[0], 0x02, "{macs_before:02x?}");
+    }
     assert!(
         agent.log().contains("re-applying every VPP item"),
         "{}",
@@ -492,4 +509,46 @@ fn xcnfctl_reads_sessions_and_runs_cli_commands_in_vpp() {
     let out = xcnfctl_output(&ns, &prefix, &["vpp", "cli", " "]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("command"), "{err}");
+}
+
+/// An agent killed without cleaning up leaves its configuration in a VPP
+/// that keeps running; the next one adopts it instead of failing on it or
+/// making it twice.
+#[test]
+fn a_restarted_agent_adopts_what_it_left_in_vpp() {
+    let prefix = unique_prefix("vpa");
+    let ns = Netns::new(&prefix);
+    let vpp = Vpp::start("adopt");
+    let config = chain(&prefix, &vpp.dir, "", "");
+    let mut first = start_agent(&ns, &prefix, &vpp, &config);
+    wait_until(
+        "configured",
+        || all_configured(&ns, &prefix),
+        || first.log(),
+    );
+    let before = summary(&vpp.double.snapshot());
+    let macs_before = macs(&vpp.double.snapshot());
+    first.kill9();
+    drop(first);
+    assert_eq!(
+        summary(&vpp.double.snapshot()),
+        before,
+        "kill -9 changed VPP"
+    );
+
+    let second = start_agent(&ns, &prefix, &vpp, &config);
+    wait_until(
+        "configured",
+        || all_configured(&ns, &prefix),
+        || second.log(),
+    );
+    assert_chain(&vpp.double.snapshot(), &vpp.dir);
+    assert_eq!(summary(&vpp.double.snapshot()), before);
+    assert_eq!(macs(&vpp.double.snapshot()), macs_before);
+    assert_eq!(
+        vpp.double.count("memif_create_v2"),
+        2,
+        "{:?}",
+        vpp.double.received()
+    );
 }

@@ -22,7 +22,8 @@ use super::{
     item::{Item, ItemKey, MemifSpec, RouteVia},
 };
 use crate::config::{
-    IdentitySpec, Interface, Ipv4Prefix, MemifMode, MemifRole, Nat44Spec, NatTimeouts, StaticSpec,
+    IdentitySpec, Interface, Ipv4Prefix, MacAddr, MemifMode, MemifRole, Nat44Spec, NatTimeouts,
+    StaticSpec,
 };
 
 /// `spec.nat44` as VPP's nat44-ed takes it: ranges rather than pools (the
@@ -78,6 +79,19 @@ pub struct MemifCreate {
     pub role: MemifRole,
     pub id: u32,
     pub mode: MemifMode,
+    pub mac: MacAddr,
+}
+
+/// The MAC of a memif, derived from its socket and id. VPP would pick a
+/// random one at every create, so after a VPP restart the peers' neighbour
+/// entries would point at a MAC that no longer exists and traffic would stop
+/// until they expire (seen with VPP 26.06: the client's ARP entry stayed
+/// REACHABLE on the old MAC). Locally administered, unicast.
+pub fn memif_mac(socket: &str, id: u32) -> MacAddr {
+    let mut h = xcnf_common::maps::Fnv1a::default();
+    h.write(socket.as_bytes()).write(&id.to_le_bytes());
+    let b = h.finish().to_le_bytes();
+    MacAddr([0x02, 0xfe, b[0], b[1], b[2], b[3]])
 }
 
 type R<T> = Result<T, VppFault>;
@@ -139,6 +153,9 @@ pub struct Vpp {
     memif_sockets: BTreeMap<String, String>,
     /// Logical interface → sw_if_index.
     ifaces: BTreeMap<String, u32>,
+    /// Memifs found in VPP rather than created in this epoch: what is on
+    /// them may already be there.
+    adopted: BTreeSet<String>,
     /// Items applied in this epoch.
     applied: BTreeSet<ItemKey>,
     /// The epoch the state above belongs to.
@@ -204,6 +221,7 @@ impl Vpp {
             sockets: BTreeMap::new(),
             memif_sockets: BTreeMap::new(),
             ifaces: BTreeMap::new(),
+            adopted: BTreeSet::new(),
             applied: BTreeSet::new(),
             epoch: None,
         }
@@ -233,6 +251,7 @@ impl Vpp {
             self.sockets.clear();
             self.memif_sockets.clear();
             self.ifaces.clear();
+            self.adopted.clear();
             self.applied.clear();
             self.epoch = Some(n);
         }
@@ -276,12 +295,7 @@ impl Vpp {
         }
         let r = match (key, item) {
             (ItemKey::VppInterface(n), Item::Memif(m)) => self.create_memif(n, m).await,
-            (ItemKey::VppAddress(n, p), Item::Address) => match self.sw_if_index(n) {
-                Ok(sw) => add(self.api.address(sw, *p, true))
-                    .await
-                    .map_err(Halt::from),
-                Err(h) => Err(h),
-            },
+            (ItemKey::VppAddress(n, p), Item::Address) => self.add_address(n, *p).await,
             (ItemKey::VppRoute(dst), Item::Route(r)) => self.route(*dst, r).await,
             (ItemKey::VppNat, Item::VppNat(p)) => self.create_nat(p).await,
             _ => return Err(StepError(format!("{key}: not a VPP item"))),
@@ -309,6 +323,7 @@ impl Vpp {
                         role: m.role,
                         id: m.id,
                         mode: m.mode,
+                        mac: memif_mac(&m.socket, m.id),
                     })
                     .await?;
                 (sw, true)
@@ -322,6 +337,11 @@ impl Vpp {
             return Err(f.into());
         }
         self.ifaces.insert(logical.to_owned(), sw);
+        if made {
+            self.adopted.remove(logical);
+        } else {
+            self.adopted.insert(logical.to_owned());
+        }
         self.memif_sockets
             .insert(logical.to_owned(), m.socket.clone());
         Ok(())
@@ -329,6 +349,7 @@ impl Vpp {
 
     /// Deletes a memif, and its socket registration with the last memif on it.
     async fn delete_memif(&mut self, logical: &str) -> R<()> {
+        self.adopted.remove(logical);
         if let Some(sw) = self.ifaces.remove(logical) {
             del(self.api.memif_delete(sw)).await?;
         }
@@ -338,6 +359,19 @@ impl Vpp {
         {
             del(self.api.memif_socket(id, &socket, false)).await?;
         }
+        Ok(())
+    }
+
+    /// On an adopted memif the address may be there already, and VPP
+    /// answers a repeated add with "address in use", the same as for a
+    /// clash with another interface. So it is removed first (gone is fine)
+    /// and added again: a clash still fails the add.
+    async fn add_address(&mut self, logical: &str, p: Ipv4Prefix) -> Result<(), Halt> {
+        let sw = self.sw_if_index(logical)?;
+        if self.adopted.contains(logical) {
+            del(self.api.address(sw, p, false)).await?;
+        }
+        add(self.api.address(sw, p, true)).await?;
         Ok(())
     }
 

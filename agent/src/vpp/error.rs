@@ -12,7 +12,6 @@ use std::{io, path::PathBuf, time::Duration};
 pub const ALREADY_THERE: &[i32] = &[
     -81,  // VALUE_EXIST
     -116, // ENTRY_ALREADY_EXISTS
-    -127, // DUPLICATE_IF_ADDRESS
     -170, // FEATURE_ALREADY_ENABLED
 ];
 

@@ -98,7 +98,7 @@ impl VppApi for VppConnection {
 
     fn memif_create<'a>(&'a self, m: &'a MemifCreate) -> Call<'a, u32> {
         Box::pin(async move {
-            let spec = MemifSpec::new(
+            let mut spec = MemifSpec::new(
                 match m.role {
                     MemifRole::Master => ops::MemifRole::Master,
                     MemifRole::Slave => ops::MemifRole::Slave,
@@ -110,6 +110,7 @@ impl VppApi for VppConnection {
                 m.id,
                 m.socket_id,
             );
+            spec.hw_addr = Some(m.mac);
             self.call(|c| async move { c.memif_create(&spec).await.map(|s| s.0) })
                 .await
         })

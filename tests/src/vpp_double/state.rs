@@ -254,15 +254,15 @@ impl VppState {
         let sw_if_index = (1..)
             .find(|i| !self.interfaces.contains_key(i))
             .unwrap_or(u32::MAX);
+        // memif.c: without hw_addr, 02:fe and four bytes of random_u32
+        // seeded from the clock, so every create gets another MAC.
         let mac = if hw_addr == [0; 6] {
-            [
-                0x02,
-                0xfe,
-                0,
-                0,
-                (sw_if_index >> 8) as u8,
-                sw_if_index as u8,
-            ]
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let r = nanos.wrapping_mul(1_664_525).wrapping_add(sw_if_index);
+            let b = r.to_le_bytes();
+            [0x02, 0xfe, b[0], b[1], b[2], b[3]]
         } else {
             hw_addr
         };
@@ -329,6 +329,11 @@ impl VppState {
         }
         for (idx, i) in &self.interfaces {
             for (a, l) in &i.addresses {
+                // VPP 26.06 answers a repeated add of an interface's own
+                // address with "address in use" (seen against the real one).
+                if (*a, *l) == (addr, len) && *idx == sw_if_index {
+                    return Err(ADDRESS_IN_USE);
+                }
                 if (*a, *l) == (addr, len) {
                     return Err(DUPLICATE_IF_ADDRESS);
                 }
