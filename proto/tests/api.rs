@@ -209,6 +209,7 @@ fn agent_service_has_every_rpc_with_its_types() -> TestResult {
         ),
         ("NatStats", "NatStatsRequest", "NatStatsResponse", false),
         ("Health", "HealthRequest", "HealthResponse", false),
+        ("VppCli", "VppCliRequest", "VppCliResponse", false),
     ]
     .iter()
     .map(|(n, i, o, s)| (n.to_string(), format!("{p}{i}"), format!("{p}{o}"), *s))
