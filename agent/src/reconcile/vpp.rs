@@ -227,10 +227,6 @@ impl Vpp {
         }
     }
 
-    pub fn api(&self) -> &SharedVppApi {
-        &self.api
-    }
-
     /// Forgets what belongs to an earlier connection when a new one is up:
     /// the VPP on the other end may have restarted and lost all of it.
     /// While disconnected nothing is forgotten yet (the same connection
@@ -496,9 +492,7 @@ impl Vpp {
     ) -> Result<Outcome, StepError> {
         // Only what was applied in this connection can be changed in place;
         // anything else is made anew.
-        let epoch = self.epoch;
-        let live = self.sync_epoch().is_some() && self.sync_epoch() == epoch;
-        if live && self.applied.contains(key) {
+        if self.in_place(key) {
             let r = match (key, old, new) {
                 (ItemKey::VppNat, Item::VppNat(o), Item::VppNat(n)) => {
                     Some(self.update_nat(o, n).await)
