@@ -264,6 +264,17 @@ fn assert_chain(s: &VppState, dir: &Path) {
     );
 }
 
+/// The agent with the chain config, once every item is configured.
+fn start_configured(ns: &Netns, instance: &str, vpp: &Vpp) -> Agent {
+    let agent = start_agent(ns, instance, vpp, &chain(instance, &vpp.dir, "", ""));
+    wait_until(
+        "every item configured",
+        || all_configured(ns, instance),
+        || agent.log(),
+    );
+    agent
+}
+
 fn start_agent(ns: &Netns, instance: &str, vpp: &Vpp, config: &str) -> Agent {
     let socket = vpp.socket_arg();
     Agent::start(ns, instance, config, &["--vpp-api-socket", &socket])
@@ -274,12 +285,7 @@ fn nat44_chain_over_memif_is_programmed_into_vpp() {
     let prefix = unique_prefix("vpc");
     let ns = Netns::new(&prefix);
     let vpp = Vpp::start("chain");
-    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
-    wait_until(
-        "every item configured",
-        || all_configured(&ns, &prefix),
-        || agent.log(),
-    );
+    let _agent = start_configured(&ns, &prefix, &vpp);
     assert_chain(&vpp.double.snapshot(), &vpp.dir);
     let keys: Vec<String> = statuses(&ns, &prefix).into_iter().map(|s| s.0).collect();
     for k in [
@@ -307,12 +313,7 @@ fn a_vpp_error_mid_transaction_reverts_the_whole_transaction() {
     let prefix = unique_prefix("vpe");
     let ns = Netns::new(&prefix);
     let vpp = Vpp::start("revert");
-    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || agent.log(),
-    );
+    let agent = start_configured(&ns, &prefix, &vpp);
     let before = summary(&vpp.double.snapshot());
     let old_config = xcnfctl(&ns, &prefix, &["config", "get"]).unwrap();
 
@@ -381,12 +382,7 @@ fn vpp_restart_loses_everything_and_the_agent_applies_it_again() {
     let prefix = unique_prefix("vpr");
     let ns = Netns::new(&prefix);
     let vpp = Vpp::start("restart");
-    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || agent.log(),
-    );
+    let agent = start_configured(&ns, &prefix, &vpp);
     let before = summary(&vpp.double.snapshot());
     let macs_before = macs(&vpp.double.snapshot());
     assert_eq!(macs_before.len(), 2);
@@ -419,12 +415,7 @@ fn socket_closed_mid_transaction_reconnects_and_resyncs() {
     let vpp = Vpp::start("close");
     // The first apply loses its connection halfway through the NAT section.
     vpp.double.close_on("nat44_add_del_address_range");
-    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || agent.log(),
-    );
+    let _agent = start_configured(&ns, &prefix, &vpp);
     assert_chain(&vpp.double.snapshot(), &vpp.dir);
     assert!(
         vpp.double.clients().len() >= 2,
@@ -475,12 +466,7 @@ fn xcnfctl_reads_sessions_and_runs_cli_commands_in_vpp() {
         total_pkts: 12,
         seconds_since_last_heard: 3,
     }]);
-    let agent = start_agent(&ns, &prefix, &vpp, &chain(&prefix, &vpp.dir, "", ""));
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || agent.log(),
-    );
+    let agent = start_configured(&ns, &prefix, &vpp);
 
     let out = xcnfctl(&ns, &prefix, &["vpp", "cli", "show version"]).unwrap();
     assert!(out.contains(VERSION), "{out}");
@@ -519,13 +505,7 @@ fn a_restarted_agent_adopts_what_it_left_in_vpp() {
     let prefix = unique_prefix("vpa");
     let ns = Netns::new(&prefix);
     let vpp = Vpp::start("adopt");
-    let config = chain(&prefix, &vpp.dir, "", "");
-    let mut first = start_agent(&ns, &prefix, &vpp, &config);
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || first.log(),
-    );
+    let mut first = start_configured(&ns, &prefix, &vpp);
     let before = summary(&vpp.double.snapshot());
     let macs_before = macs(&vpp.double.snapshot());
     first.kill9();
@@ -536,12 +516,7 @@ fn a_restarted_agent_adopts_what_it_left_in_vpp() {
         "kill -9 changed VPP"
     );
 
-    let second = start_agent(&ns, &prefix, &vpp, &config);
-    wait_until(
-        "configured",
-        || all_configured(&ns, &prefix),
-        || second.log(),
-    );
+    let _second = start_configured(&ns, &prefix, &vpp);
     assert_chain(&vpp.double.snapshot(), &vpp.dir);
     assert_eq!(summary(&vpp.double.snapshot()), before);
     assert_eq!(macs(&vpp.double.snapshot()), macs_before);
