@@ -466,7 +466,7 @@ fn xcnfctl_reads_sessions_and_runs_cli_commands_in_vpp() {
         total_pkts: 12,
         seconds_since_last_heard: 3,
     }]);
-    let agent = start_configured(&ns, &prefix, &vpp);
+    let _agent = start_configured(&ns, &prefix, &vpp);
 
     let out = xcnfctl(&ns, &prefix, &["vpp", "cli", "show version"]).unwrap();
     assert!(out.contains(VERSION), "{out}");
