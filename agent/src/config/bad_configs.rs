@@ -366,6 +366,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: client, mechanism: memif, interfaceName: nsm1}\n      backend: vpp",
+        "spec.interfaces[2].nsm.interfaceName",
+        "does not apply to mechanism memif: VPP names memif interfaces",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
+        "nsm: {networkService: ns, role: endpoint, mechanism: memif, interfaceNamePrefix: nsm}\n      backend: vpp",
+        "spec.interfaces[2].nsm.interfaceNamePrefix",
+        "does not apply to mechanism memif: VPP names memif interfaces",
+    ),
+    (
+        "kernel: {hostIfName: c2}",
         "memif: {socket: /run/m.sock, role: master, mode: tun}\n      backend: vpp",
         "spec.interfaces[2].memif.mode",
         "unknown variant `tun`",
@@ -527,8 +539,6 @@ fn refused_interface_kinds_also_report_their_other_problems() {
         [
             "spec.interfaces[2]: exactly one of kernel, nsm and memif must be set",
             "spec.interfaces[2].backend: nsm mechanism memif requires backend: vpp",
-            "spec.interfaces[2].nsm.mechanism: memif NSM interfaces is valid in the schema but not applied by this agent version yet",
-            "spec.interfaces[2].nsm.interfaceName: is required for role client: the name of the interface NSM puts into this namespace",
         ]
     );
 }

@@ -74,6 +74,38 @@ impl Errors {
 /// four-digit index within Linux's 15 bytes.
 const NSM_PREFIX_MAX: usize = 11;
 
+/// How an endpoint over the kernel mechanism names the interfaces NSM
+/// makes for its clients.
+fn check_endpoint_naming(e: &mut Errors, n: &NsmInterface, np: &str) {
+    if n.interface_name.is_some() {
+        e.push(
+                format!("{np}.interfaceName"),
+                "only applies to role client (an endpoint names its interfaces with interfaceNamePrefix or interfaceNameFromLabel)",
+            );
+    }
+    match (&n.interface_name_prefix, &n.interface_name_from_label) {
+        (Some(_), Some(_)) | (None, None) => e.push(
+            np.to_owned(),
+            "role endpoint needs exactly one of interfaceNamePrefix and interfaceNameFromLabel",
+        ),
+        (Some(prefix), None) => {
+            if prefix.len() > NSM_PREFIX_MAX {
+                e.push(
+                        format!("{np}.interfaceNamePrefix"),
+                        format!("{prefix:?} is longer than {NSM_PREFIX_MAX} bytes (room for an index within 15)"),
+                    );
+            } else {
+                e.check(format!("{np}.interfaceNamePrefix"), check_ifname(prefix));
+            }
+        }
+        (None, Some(label)) => {
+            if label.is_empty() {
+                e.push(format!("{np}.interfaceNameFromLabel"), "must not be empty");
+            }
+        }
+    }
+}
+
 /// The `nsm` section of interface `p`.
 fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
     let np = format!("{p}.nsm");
@@ -99,10 +131,20 @@ fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
                     "nsm mechanism memif requires backend: vpp",
                 );
             }
-            e.push(
-                format!("{np}.mechanism"),
-                format!("memif NSM interfaces {NOT_YET}"),
-            );
+            // VPP names a memif (memif<socket>/<id>); nothing here does.
+            let vpp_names = "does not apply to mechanism memif: VPP names memif interfaces";
+            for (set, field) in [
+                (n.interface_name.is_some(), "interfaceName"),
+                (n.interface_name_prefix.is_some(), "interfaceNamePrefix"),
+                (
+                    n.interface_name_from_label.is_some(),
+                    "interfaceNameFromLabel",
+                ),
+            ] {
+                if set {
+                    e.push(format!("{np}.{field}"), vpp_names);
+                }
+            }
         }
         NsmMechanism::Kernel => {
             if backend == Backend::Vpp {
@@ -114,52 +156,31 @@ fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
         }
     }
     let only_endpoint = "only applies to role endpoint";
+    let memif = n.mechanism == NsmMechanism::Memif;
     match n.role {
         NsmRole::Client => {
-            match &n.interface_name {
-                None => e.push(
-                    format!("{np}.interfaceName"),
-                    "is required for role client: the name of the interface NSM puts into this namespace",
-                ),
-                Some(name) => e.check(format!("{np}.interfaceName"), check_ifname(name)),
-            }
-            if n.interface_name_prefix.is_some() {
-                e.push(format!("{np}.interfaceNamePrefix"), only_endpoint);
-            }
-            if n.interface_name_from_label.is_some() {
-                e.push(format!("{np}.interfaceNameFromLabel"), only_endpoint);
+            if !memif {
+                match &n.interface_name {
+                    None => e.push(
+                        format!("{np}.interfaceName"),
+                        "is required for role client: the name of the interface NSM puts into this namespace",
+                    ),
+                    Some(name) => e.check(format!("{np}.interfaceName"), check_ifname(name)),
+                }
+                if n.interface_name_prefix.is_some() {
+                    e.push(format!("{np}.interfaceNamePrefix"), only_endpoint);
+                }
+                if n.interface_name_from_label.is_some() {
+                    e.push(format!("{np}.interfaceNameFromLabel"), only_endpoint);
+                }
             }
             if n.ipam.is_some() {
                 e.push(format!("{np}.ipam"), only_endpoint);
             }
         }
         NsmRole::Endpoint => {
-            if n.interface_name.is_some() {
-                e.push(
-                    format!("{np}.interfaceName"),
-                    "only applies to role client (an endpoint names its interfaces with interfaceNamePrefix or interfaceNameFromLabel)",
-                );
-            }
-            match (&n.interface_name_prefix, &n.interface_name_from_label) {
-                (Some(_), Some(_)) | (None, None) => e.push(
-                    np.clone(),
-                    "role endpoint needs exactly one of interfaceNamePrefix and interfaceNameFromLabel",
-                ),
-                (Some(prefix), None) => {
-                    if prefix.len() > NSM_PREFIX_MAX {
-                        e.push(
-                            format!("{np}.interfaceNamePrefix"),
-                            format!("{prefix:?} is longer than {NSM_PREFIX_MAX} bytes (room for an index within 15)"),
-                        );
-                    } else {
-                        e.check(format!("{np}.interfaceNamePrefix"), check_ifname(prefix));
-                    }
-                }
-                (None, Some(label)) => {
-                    if label.is_empty() {
-                        e.push(format!("{np}.interfaceNameFromLabel"), "must not be empty");
-                    }
-                }
+            if !memif {
+                check_endpoint_naming(e, n, &np);
             }
             // Without ipam the endpoint hands out no addresses: both sides
             // take theirs from their own config (the classic chain's /24s).
@@ -181,10 +202,6 @@ fn check_nsm(e: &mut Errors, p: &str, n: &NsmInterface, backend: Backend) {
         }
     }
 }
-
-/// What this agent version applies; everything else in the schema is refused
-/// with this reason until its issue lands.
-const NOT_YET: &str = "is valid in the schema but not applied by this agent version yet";
 
 impl Config {
     /// Checks the whole document; returns every problem found.

@@ -1,6 +1,7 @@
 //! The NSM client of one `interfaces[].nsm` entry with `role: client`:
 //! requests the network service from nsmgr with a KERNEL mechanism and the
-//! agent's netns, binds the interface that appears to the logical name,
+//! agent's netns (or a MEMIF one, see [`super::memif`]), binds the
+//! interface that appears (or the memif socket) to the logical name,
 //! refreshes before the path expires, heals on DOWN or a lost monitor
 //! stream, and closes when told to stop.
 
@@ -26,9 +27,13 @@ use super::{
     Context,
     grpcfd::INODE_URL,
     hooks::{Role, system_time},
+    memif,
     transport::{self, Dialed},
 };
-use crate::reconcile::Binding;
+use crate::{
+    config::{MemifRole, NsmMechanism},
+    reconcile::Binding,
+};
 
 /// The agent's own netns, by a path valid from any thread (a tokio worker
 /// could otherwise be asked for its per-thread namespace).
@@ -47,8 +52,9 @@ pub struct ClientSpec {
     pub logical: String,
     pub network_service: String,
     pub labels: HashMap<String, String>,
-    /// The interface name asked for inside the pod.
+    /// The interface name asked for inside the pod (kernel mechanism).
     pub interface_name: String,
+    pub mechanism: NsmMechanism,
 }
 
 /// A running client; [`ClientHandle::close`] ends it with a Close.
@@ -239,14 +245,17 @@ impl Client {
         if let Some(m) = conn.mechanism.as_mut() {
             fds.send_mechanism(m).map_err(|e| e.to_string())?;
         }
-        let mut pref = Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: [
-                ("name".to_string(), self.spec.interface_name.clone()),
-                (INODE_URL.to_string(), OWN_NETNS.to_string()),
-            ]
-            .into(),
+        let mut pref = match self.spec.mechanism {
+            NsmMechanism::Kernel => Mechanism {
+                cls: "LOCAL".into(),
+                r#type: "KERNEL".into(),
+                parameters: [
+                    ("name".to_string(), self.spec.interface_name.clone()),
+                    (INODE_URL.to_string(), OWN_NETNS.to_string()),
+                ]
+                .into(),
+            },
+            NsmMechanism::Memif => memif::preference(),
         };
         fds.send_mechanism(&mut pref).map_err(|e| e.to_string())?;
         let mut req = Request::new(NetworkServiceRequest {
@@ -269,22 +278,42 @@ impl Client {
                 .check(p, 0, Role::Client)
                 .map_err(|e| e.to_string())?;
         }
-        let ifname = reply
-            .mechanism
-            .as_ref()
-            .and_then(|m| m.parameters.get("name"))
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| self.spec.interface_name.clone());
-        if self.ctx.bindings.get(&self.spec.logical) != Some(Binding::Bound(ifname.clone())) {
-            info!(interface = %self.spec.logical, host_if = %ifname, service = %self.spec.network_service, endpoint = %reply.network_service_endpoint_name, "NSM connection up");
+        let binding = self.binding(&reply)?;
+        if self.ctx.bindings.get(&self.spec.logical).as_ref() != Some(&binding) {
+            let (host_if, socket) = match &binding {
+                Binding::Bound(n) => (n.as_str(), ""),
+                Binding::Memif(m) => ("", m.socket.as_str()),
+                Binding::Waiting(_) => ("", ""),
+            };
+            info!(interface = %self.spec.logical, host_if, memif_socket = socket, service = %self.spec.network_service, endpoint = %reply.network_service_endpoint_name, "NSM connection up");
         }
-        self.ctx
-            .bindings
-            .set(&self.spec.logical, Binding::Bound(ifname));
+        self.ctx.bindings.set(&self.spec.logical, binding);
         self.valid_until = Some(path_expiry(&reply));
         self.last = Some(reply.clone());
         Ok(reply)
+    }
+
+    /// What the reply connects: the kernel interface NSM put into the pod,
+    /// or the memif socket to connect a slave to.
+    fn binding(&self, reply: &Connection) -> Result<Binding, String> {
+        match self.spec.mechanism {
+            NsmMechanism::Kernel => Ok(Binding::Bound(
+                reply
+                    .mechanism
+                    .as_ref()
+                    .and_then(|m| m.parameters.get("name"))
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| self.spec.interface_name.clone()),
+            )),
+            NsmMechanism::Memif => {
+                let m = reply
+                    .mechanism
+                    .as_ref()
+                    .ok_or("the reply chose no mechanism")?;
+                memif::binding(reply, m, MemifRole::Slave).map(Binding::Memif)
+            }
+        }
     }
 
     /// Closes the last connection, if any (bounded; nsmgr may be gone).

@@ -2,10 +2,11 @@
 //! serves NetworkService and MonitorConnection on a unix socket, registers
 //! with the registry, and answers Requests for its service with the KERNEL
 //! mechanism (the agent's netns, an interface name from the prefix or a
-//! label) and a point-to-point address pair.
+//! label) or the MEMIF one (a VPP master on a socket of ours, see
+//! [`super::memif`]) and a point-to-point address pair.
 //!
 //! Several clients may connect; the logical interface is bound to the
-//! interface of the oldest live connection (the reconciler gives one
+//! interface (or memif) of the oldest live connection (the reconciler gives one
 //! logical name one host interface), the others are served all the same.
 
 use std::{
@@ -44,11 +45,12 @@ use super::{
     grpcfd::INODE_URL,
     hooks::{Role, Security, system_time},
     ipam::Ipam,
+    memif,
     registry::{Registration, keep_registered},
     transport::{ConnInfo, incoming},
 };
 use crate::{
-    config::{Ipv4Prefix, NsmInterface},
+    config::{Ipv4Prefix, MemifRole, NsmInterface, NsmMechanism},
     reconcile::Binding,
 };
 
@@ -84,7 +86,10 @@ enum Naming {
 #[derive(Clone, Debug)]
 struct Served {
     conn: Connection,
+    /// The kernel interface's name; empty over memif.
     ifname: String,
+    /// What the logical interface is bound to while this is the oldest.
+    binding: Binding,
     /// When the previous hop's token expires: no refresh by then ends it.
     expires: SystemTime,
     since: u64,
@@ -102,6 +107,7 @@ struct Endpoint {
     name: String,
     logical: String,
     service: String,
+    mechanism: NsmMechanism,
     naming: Naming,
     state: Arc<Mutex<State_>>,
     security: Security,
@@ -173,6 +179,7 @@ async fn run(
         name: name.clone(),
         logical: logical.to_owned(),
         service: spec.network_service.clone(),
+        mechanism: spec.mechanism,
         naming,
         state: Arc::new(Mutex::new(State_ {
             ipam: cidr.map(Ipam::new),
@@ -239,11 +246,11 @@ impl Endpoint {
             .conns
             .values()
             .min_by_key(|s| s.since)
-            .map(|s| s.ifname.clone());
+            .map(|s| s.binding.clone());
         self.ctx.bindings.set(
             &self.logical,
             match oldest {
-                Some(n) => Binding::Bound(n),
+                Some(b) => b,
                 None => Binding::Waiting(format!("waiting for an NSM client of {}", self.service)),
             },
         );
@@ -394,9 +401,10 @@ impl NetworkService for Endpoint {
             let mut st = self.lock();
             let known = st.conns.get(&id).map(|s| s.ifname.clone());
             let fresh = known.is_none();
-            let ifname = match known {
-                Some(n) => n,
-                None => self.pick_name(&st, &conn)?,
+            let ifname = match (known, self.mechanism) {
+                (Some(n), _) => n,
+                (None, NsmMechanism::Kernel) => self.pick_name(&st, &conn)?,
+                (None, NsmMechanism::Memif) => String::new(),
             };
             let pair = match st.ipam.as_mut() {
                 Some(ipam) => Some(
@@ -408,21 +416,30 @@ impl NetworkService for Endpoint {
             (ifname, pair, fresh)
         };
 
-        // Mechanism: KERNEL in our netns, named by us.
+        // Mechanism: KERNEL in our netns, named by us; or MEMIF, a master
+        // on our socket in our netns.
+        let kind = match self.mechanism {
+            NsmMechanism::Kernel => "KERNEL",
+            NsmMechanism::Memif => memif::MEMIF,
+        };
         let mut mech = match conn.mechanism.take() {
-            Some(m) if m.r#type == "KERNEL" => m,
+            Some(m) if m.r#type == kind => m,
             _ => req
                 .mechanism_preferences
                 .into_iter()
-                .find(|m| m.r#type == "KERNEL")
-                .ok_or_else(|| bad("no KERNEL mechanism among the preferences"))?,
+                .find(|m| m.r#type == kind)
+                .ok_or_else(|| bad(format!("no {kind} mechanism among the preferences")))?,
         };
-        mech.parameters.insert("name".into(), ifname.clone());
+        match self.mechanism {
+            NsmMechanism::Kernel => {
+                mech.parameters.insert("name".into(), ifname.clone());
+            }
+            NsmMechanism::Memif => {
+                mech.parameters
+                    .insert(memif::SOCKETFILE.into(), memif::endpoint_socketfile(&id));
+            }
+        }
         mech.parameters.insert(INODE_URL.into(), OWN_NETNS.into());
-        info.fds
-            .send_mechanism(&mut mech)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        conn.mechanism = Some(mech);
 
         if let Some(pair) = pair {
             let ctx = conn.context.get_or_insert_default();
@@ -447,6 +464,16 @@ impl NetworkService for Endpoint {
             });
         }
         conn.state = State::Up as i32;
+        let binding = match self.mechanism {
+            NsmMechanism::Kernel => Binding::Bound(ifname.clone()),
+            NsmMechanism::Memif => memif::binding(&conn, &mech, MemifRole::Master)
+                .map(Binding::Memif)
+                .map_err(bad)?,
+        };
+        info.fds
+            .send_mechanism(&mut mech)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        conn.mechanism = Some(mech);
 
         {
             let mut st = self.lock();
@@ -457,6 +484,7 @@ impl NetworkService for Endpoint {
                 Served {
                     conn: conn.clone(),
                     ifname: ifname.clone(),
+                    binding,
                     expires: prev_expires,
                     since,
                 },

@@ -113,6 +113,7 @@ impl NsmManager {
                         network_service: spec.network_service.clone(),
                         labels: spec.labels.clone().into_iter().collect(),
                         interface_name: spec.interface_name.clone().unwrap_or_default(),
+                        mechanism: spec.mechanism,
                     },
                 )),
                 NsmRole::Endpoint => {

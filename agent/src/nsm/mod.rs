@@ -12,6 +12,7 @@ pub mod grpcfd;
 pub mod hooks;
 pub mod ipam;
 pub mod manager;
+pub mod memif;
 pub mod registry;
 pub mod security;
 pub mod transport;

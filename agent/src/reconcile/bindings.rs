@@ -1,22 +1,45 @@
-//! Interfaces whose kernel name someone else decides: an NSM interface's
-//! host interface is known only once NSM has connected it. The NSM side
+//! Interfaces whose kernel name or memif socket someone else decides: an
+//! NSM interface's host interface (kernel mechanism) or VPP memif socket
+//! (memif mechanism) is known only once NSM has connected it. The NSM side
 //! writes here; the reconciler reads it when it flattens the config into
 //! items, and re-plans whenever a binding changes.
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
 
 use tokio::sync::watch;
+
+use crate::config::{Ipv4Prefix, MemifMode, MemifRole};
 
 /// Where a logical interface without a fixed host name stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Binding {
     /// Its host interface (in the agent's namespace) is this one.
     Bound(String),
+    /// A memif in VPP on the socket NSM agreed on.
+    Memif(NsmMemif),
     /// Not connected; the reason becomes the items' Pending reason.
     Waiting(String),
+}
+
+/// What an NSM connection over the memif mechanism makes in VPP. Unlike a
+/// kernel interface, which the forwarder creates and addresses, a memif is
+/// ours to create, and the connection's IP context is ours to program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsmMemif {
+    /// As VPP takes it: a path, or `abstract:name[,netns_name=path]`.
+    pub socket: String,
+    /// Slave as a client (the forwarder is master), master as an endpoint.
+    pub role: MemifRole,
+    /// Ethernet, or IP when the service's payload is IP.
+    pub mode: MemifMode,
+    /// Our side's addresses from the IP context.
+    pub addresses: Vec<Ipv4Prefix>,
+    /// Routes from the IP context, through this memif.
+    pub routes: Vec<(Ipv4Prefix, Option<Ipv4Addr>)>,
 }
 
 /// Logical interface name -> binding, shared between the NSM manager and

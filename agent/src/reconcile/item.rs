@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 use super::{bindings::Binding, vpp::VppNatPlan};
 use crate::{
     config::{
-        Backend, Config, DatapathSpec, FieldError, Ipv4Prefix, MacAddr, MemifMode, MemifRole,
-        Resolved,
+        Backend, Config, DatapathSpec, FieldError, Interface, InterfaceL3, Ipv4Prefix, MacAddr,
+        MemifMode, MemifRole, NsmInterface, NsmMechanism, NsmRole, Resolved,
     },
     nat::NatPlan,
 };
@@ -115,6 +115,9 @@ pub struct MemifSpec {
     pub id: u32,
     pub mode: MemifMode,
     pub up: bool,
+    /// Set while an NSM memif has no socket yet: the reason the memif (and
+    /// everything on it) is Pending.
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +200,7 @@ impl Item {
                 };
                 format!("host {}, {role}", a.host_if_name)
             }
+            Self::Memif(m) if m.waiting.is_some() => "memif not connected by NSM yet".to_owned(),
             Self::Memif(m) => format!(
                 "memif {} id {} on {}, {}",
                 match m.role {
@@ -264,6 +268,7 @@ pub fn resolved_items(
                     id: m.id,
                     mode: m.mode.unwrap_or_default(),
                     up: itf.is_enabled(),
+                    waiting: None,
                 }),
             );
             for p in &l3i.addresses {
@@ -271,13 +276,26 @@ pub fn resolved_items(
             }
             continue;
         }
-        // Kernel and NSM (kernel mechanism) interfaces become kernel items;
-        // NSM's memif mechanism is refused by validation until it is built.
+        if let Some(n) = itf
+            .nsm
+            .as_ref()
+            .filter(|n| n.mechanism == NsmMechanism::Memif)
+        {
+            nsm_memif(&mut out, itf, n, l3i, bound.get(&itf.name));
+            continue;
+        }
+        // Kernel and NSM (kernel mechanism) interfaces become kernel items.
         let (host, waiting, role) = match (&itf.kernel, &itf.nsm) {
             (Some(k), _) => (k.host_if_name.clone(), None, nat.role(&k.host_if_name)),
             (None, Some(n)) => match bound.get(&itf.name) {
                 Some(Binding::Bound(h)) => (h.clone(), None, role_of(i)),
                 Some(Binding::Waiting(r)) => (String::new(), Some(r.clone()), role_of(i)),
+                // Validation keeps the memif mechanism off this path.
+                Some(Binding::Memif(_)) => (
+                    String::new(),
+                    Some("NSM connected a memif, not a kernel interface".into()),
+                    role_of(i),
+                ),
                 None => (
                     String::new(),
                     Some(format!(
@@ -346,4 +364,155 @@ pub fn resolved_items(
         out.insert(ItemKey::VppNat, Item::VppNat(Box::new(p)));
     }
     out
+}
+
+/// The VPP items of an NSM interface over the memif mechanism: the memif on
+/// the socket NSM agreed on (Pending until then), the config's addresses and
+/// the IP context's, and the IP context's routes. A config route to the
+/// same destination replaces the context's (it is inserted later).
+fn nsm_memif(
+    out: &mut Items,
+    itf: &Interface,
+    n: &NsmInterface,
+    l3i: &InterfaceL3,
+    binding: Option<&Binding>,
+) {
+    let role = match n.role {
+        NsmRole::Client => MemifRole::Slave,
+        NsmRole::Endpoint => MemifRole::Master,
+    };
+    let waiting = |why: String| MemifSpec {
+        socket: String::new(),
+        role,
+        id: 0,
+        mode: MemifMode::default(),
+        up: itf.is_enabled(),
+        waiting: Some(why),
+    };
+    let (spec, addresses, routes) = match binding {
+        Some(Binding::Memif(m)) => (
+            MemifSpec {
+                socket: m.socket.clone(),
+                role: m.role,
+                id: 0,
+                mode: m.mode,
+                up: itf.is_enabled(),
+                waiting: None,
+            },
+            m.addresses.as_slice(),
+            m.routes.as_slice(),
+        ),
+        Some(Binding::Waiting(r)) => (waiting(r.clone()), &[][..], &[][..]),
+        Some(Binding::Bound(h)) => (
+            waiting(format!("NSM connected kernel interface {h}, not a memif")),
+            &[][..],
+            &[][..],
+        ),
+        None => (
+            waiting(format!(
+                "waiting for NSM connection to {}",
+                n.network_service
+            )),
+            &[][..],
+            &[][..],
+        ),
+    };
+    out.insert(ItemKey::VppInterface(itf.name.clone()), Item::Memif(spec));
+    for p in l3i.addresses.iter().chain(addresses) {
+        out.insert(ItemKey::VppAddress(itf.name.clone(), *p), Item::Address);
+    }
+    for &(dst, via) in routes {
+        out.insert(
+            ItemKey::VppRoute(dst),
+            Item::Route(RouteVia {
+                interface: itf.name.clone(),
+                via,
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::NsmMemif;
+
+    const NSM_MEMIF: &str = r#"
+apiVersion: xcnf.io/v1alpha1
+kind: CNFConfiguration
+metadata: {name: t}
+spec:
+  interfaces:
+    - name: inside
+      nsm: {networkService: nat, role: endpoint, mechanism: memif, ipam: {cidr: 10.60.0.0/24}}
+      backend: vpp
+      ipAddresses: [192.168.100.1/24]
+    - name: outside
+      nsm: {networkService: web, role: client, mechanism: memif}
+      backend: vpp
+  nat44:
+    inside: [inside]
+    outside: [outside]
+    pools:
+      - {first: 80.80.80.100, last: 80.80.80.100}
+"#;
+
+    fn p(s: &str) -> Ipv4Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn nsm_memifs_wait_for_their_socket_then_carry_the_ip_context() {
+        let cfg = Config::parse(NSM_MEMIF).unwrap();
+        let resolved = cfg.resolve().unwrap_or_else(|e| panic!("{e:?}"));
+        let mut bound = BTreeMap::new();
+        bound.insert(
+            "inside".to_owned(),
+            Binding::Waiting("waiting for an NSM client of nat".into()),
+        );
+        let items = resolved_items(&cfg, &resolved, &bound);
+        let memif = |items: &Items, n: &str| match items.get(&ItemKey::VppInterface(n.into())) {
+            Some(Item::Memif(m)) => m.clone(),
+            other => panic!("{n}: {other:?}"),
+        };
+        let inside = memif(&items, "inside");
+        assert_eq!(inside.role, MemifRole::Master);
+        assert_eq!(
+            inside.waiting.as_deref(),
+            Some("waiting for an NSM client of nat")
+        );
+        assert_eq!(
+            memif(&items, "outside").waiting.as_deref(),
+            Some("waiting for NSM connection to web")
+        );
+        assert_eq!(memif(&items, "outside").role, MemifRole::Slave);
+        // The NAT domain is VPP's, over both memifs.
+        assert!(matches!(items.get(&ItemKey::VppNat), Some(Item::VppNat(_))));
+        assert!(items.contains_key(&ItemKey::VppAddress("inside".into(), p("192.168.100.1/24"))));
+
+        bound.insert(
+            "outside".to_owned(),
+            Binding::Memif(NsmMemif {
+                socket: "abstract:fwd/1".into(),
+                role: MemifRole::Slave,
+                mode: MemifMode::Ip,
+                addresses: vec![p("10.70.0.2/32")],
+                routes: vec![(p("10.70.0.1/32"), None)],
+            }),
+        );
+        let items = resolved_items(&cfg, &resolved, &bound);
+        let outside = memif(&items, "outside");
+        assert_eq!(
+            (outside.socket.as_str(), outside.mode, outside.waiting),
+            ("abstract:fwd/1", MemifMode::Ip, None)
+        );
+        assert!(items.contains_key(&ItemKey::VppAddress("outside".into(), p("10.70.0.2/32"))));
+        assert_eq!(
+            items.get(&ItemKey::VppRoute(p("10.70.0.1/32"))),
+            Some(&Item::Route(RouteVia {
+                interface: "outside".into(),
+                via: None
+            }))
+        );
+    }
 }

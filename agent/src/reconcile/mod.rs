@@ -21,7 +21,7 @@ pub mod system;
 pub mod vpp;
 
 pub use backend::{Backend, Outcome, StepError};
-pub use bindings::{Binding, Bindings};
+pub use bindings::{Binding, Bindings, NsmMemif};
 pub use engine::{Engine, new};
 pub use handle::{ApplyError, ApplyMode, ApplyReport, Handle, OpKind, PlannedOp};
 pub use item::{Item, ItemKey, Items};

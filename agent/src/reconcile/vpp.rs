@@ -304,6 +304,9 @@ impl Vpp {
     }
 
     async fn create_memif(&mut self, logical: &str, m: &MemifSpec) -> Result<(), Halt> {
+        if let Some(why) = &m.waiting {
+            return Err(Halt::Wait(why.clone()));
+        }
         let socket_id = self.register_socket(&m.socket).await?;
         let want = memif_name(socket_id, m.id);
         // Adopt a memif an earlier run made in this VPP (the same socket and
