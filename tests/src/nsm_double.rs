@@ -39,8 +39,8 @@ use xcnf_proto::nsm::{
     },
 };
 
-pub use manager::Conn;
 use manager::{BuiltIn, Manager, Nse, Reach};
+pub use manager::{Conn, MEMIF, MemifPair, SOCKETFILE};
 
 use fdpass::{Received, RecvStream};
 
@@ -198,6 +198,39 @@ impl NsmDouble {
         netns: &Path,
         ifname: &str,
     ) -> Result<Connection, String> {
+        let kernel = Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters: [("name".to_string(), ifname.to_string())].into(),
+        };
+        self.request_with(id, service, labels, netns, kernel)
+    }
+
+    /// [`NsmDouble::request`] over the memif mechanism: the client gets the
+    /// forwarder's socket in its mechanism's `socketfile`.
+    pub fn request_memif(
+        &self,
+        id: &str,
+        service: &str,
+        labels: &[(&str, &str)],
+        netns: &Path,
+    ) -> Result<Connection, String> {
+        let memif = Mechanism {
+            cls: "LOCAL".into(),
+            r#type: manager::MEMIF.into(),
+            parameters: Default::default(),
+        };
+        self.request_with(id, service, labels, netns, memif)
+    }
+
+    fn request_with(
+        &self,
+        id: &str,
+        service: &str,
+        labels: &[(&str, &str)],
+        netns: &Path,
+        mechanism: Mechanism,
+    ) -> Result<Connection, String> {
         let conn = self
             .last(id)
             .map(|c| c.client)
@@ -220,11 +253,7 @@ impl NsmDouble {
             });
         let req = NetworkServiceRequest {
             connection: Some(conn),
-            mechanism_preferences: vec![Mechanism {
-                cls: "LOCAL".into(),
-                r#type: "KERNEL".into(),
-                parameters: [("name".to_string(), ifname.to_string())].into(),
-            }],
+            mechanism_preferences: vec![mechanism],
         };
         let m = self.manager.clone();
         let ns = netns.display().to_string();

@@ -458,12 +458,12 @@ spec:
 "#;
 
     fn p(s: &str) -> Ipv4Prefix {
-        s.parse().unwrap()
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
     #[test]
     fn nsm_memifs_wait_for_their_socket_then_carry_the_ip_context() {
-        let cfg = Config::parse(NSM_MEMIF).unwrap();
+        let cfg = Config::parse(NSM_MEMIF).unwrap_or_else(|e| panic!("{e}"));
         let resolved = cfg.resolve().unwrap_or_else(|e| panic!("{e:?}"));
         let mut bound = BTreeMap::new();
         bound.insert(

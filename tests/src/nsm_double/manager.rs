@@ -35,6 +35,9 @@ use super::{
 };
 
 const INODE_URL: &str = "inodeURL";
+/// NSM's memif mechanism type and its socket parameter.
+pub const MEMIF: &str = "MEMIF";
+pub const SOCKETFILE: &str = "socketfile";
 const FD_WAIT: Duration = Duration::from_secs(5);
 
 pub fn ts(t: SystemTime) -> Timestamp {
@@ -85,6 +88,17 @@ pub struct Conn {
     pub endpoint_end: End,
     /// Kept open while the pair exists: the namespaces' descriptors.
     pub fds: Vec<Arc<OwnedFd>>,
+    /// Over the memif mechanism, instead of a veth pair: the socket the
+    /// forwarder's master listens on for the client, and the one the
+    /// endpoint's master listens on for the forwarder.
+    pub memif: Option<MemifPair>,
+}
+
+/// The two memif sockets of a connection, as a forwarder would join them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifPair {
+    pub client_socket: String,
+    pub endpoint_socket: String,
 }
 
 #[derive(Default, Debug)]
@@ -153,11 +167,12 @@ impl Manager {
         let pref = req
             .mechanism_preferences
             .iter()
-            .find(|m| m.r#type == "KERNEL")
+            .find(|m| m.r#type == "KERNEL" || m.r#type == MEMIF)
             .cloned()
-            .ok_or_else(|| Status::invalid_argument("no KERNEL mechanism preference"))?;
+            .ok_or_else(|| Status::invalid_argument("no KERNEL or MEMIF mechanism preference"))?;
+        let memif = pref.r#type == MEMIF;
         let client_if = pref.parameters.get("name").cloned().unwrap_or_default();
-        if client_if.is_empty() {
+        if !memif && client_if.is_empty() {
             return Err(Status::invalid_argument("KERNEL mechanism without a name"));
         }
         *self
@@ -185,8 +200,13 @@ impl Manager {
         }
         let existing = self.state.lock().unwrap().conns.get(&conn.id).cloned();
         if let Some(old) = &existing
-            && veth::exists(&old.client_end)
-            && old.client_end.ifname == client_if
+            && if memif {
+                old.memif.is_some()
+            } else {
+                old.memif.is_none()
+                    && veth::exists(&old.client_end)
+                    && old.client_end.ifname == client_if
+            }
         {
             // Refresh: the same connection, the same pair; a registered
             // endpoint is refreshed too (with the connection it returned).
@@ -209,7 +229,7 @@ impl Manager {
                         .into_iter()
                         .skip(3),
                 );
-                let (ec, _, _) = self.forward(&old.endpoint, &p, &sock).await?;
+                let (ec, _, _) = self.forward(&old.endpoint, &p, &sock, &pref.r#type).await?;
                 endpoint = ec;
             } else if let Some(p) = endpoint.path.as_mut() {
                 for s in &mut p.path_segments {
@@ -231,7 +251,9 @@ impl Manager {
             return Ok(c);
         }
         if let Some(old) = existing {
-            veth::delete(&old.client_end);
+            if old.memif.is_none() {
+                veth::delete(&old.client_end);
+            }
             self.state.lock().unwrap().conns.remove(&conn.id);
         }
         let (nse_name, nse) = {
@@ -303,7 +325,7 @@ impl Manager {
                 (ec, end)
             }
             Reach::Socket(sock) => {
-                let (ec, end, fd) = self.forward(&conn, &path, sock).await?;
+                let (ec, end, fd) = self.forward(&conn, &path, sock, &pref.r#type).await?;
                 fds.push(fd);
                 (ec, end)
             }
@@ -317,17 +339,44 @@ impl Manager {
             .clone()
             .and_then(|c| c.ip_context)
             .unwrap_or_default();
-        veth::create(&client_end, &endpoint_end, &ipc).map_err(status)?;
         let mut client = endpoint_conn.clone();
         client.id = conn.id.clone();
         let mut p = endpoint_conn.path.clone().unwrap_or_default();
         p.index = 0;
         client.path = Some(p);
-        client.mechanism = Some(Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: pref.parameters.clone(),
-        });
+        let pair = if memif {
+            // The forwarder's master for the client, in the client's netns
+            // (the inodeURL it sent comes back); a built-in endpoint's
+            // master is the double's too.
+            let client_socket = format!("@nsm-double/{}", conn.id);
+            let endpoint_socket = match endpoint_conn
+                .mechanism
+                .as_ref()
+                .and_then(|m| m.parameters.get(SOCKETFILE))
+            {
+                Some(s) => s.clone(),
+                None => format!("@nsm-double-nse/{}", conn.id),
+            };
+            let mut parameters = pref.parameters.clone();
+            parameters.insert(SOCKETFILE.into(), client_socket.clone());
+            client.mechanism = Some(Mechanism {
+                cls: "LOCAL".into(),
+                r#type: MEMIF.into(),
+                parameters,
+            });
+            Some(MemifPair {
+                client_socket,
+                endpoint_socket,
+            })
+        } else {
+            veth::create(&client_end, &endpoint_end, &ipc).map_err(status)?;
+            client.mechanism = Some(Mechanism {
+                cls: "LOCAL".into(),
+                r#type: "KERNEL".into(),
+                parameters: pref.parameters.clone(),
+            });
+            None
+        };
         client.state = ConnState::Up as i32;
         self.state.lock().unwrap().conns.insert(
             conn.id.clone(),
@@ -338,6 +387,7 @@ impl Manager {
                 client_end,
                 endpoint_end,
                 fds,
+                memif: pair,
             },
         );
         self.event(ConnectionEventType::Update, &client);
@@ -351,6 +401,7 @@ impl Manager {
         conn: &Connection,
         path: &Path,
         sock: &Arc<OwnedFd>,
+        kind: &str,
     ) -> Result<(Connection, End, Arc<OwnedFd>), Status> {
         let (channel, received) = dial(&proc_path(sock)).await.map_err(status)?;
         let mut out = conn.clone();
@@ -367,7 +418,7 @@ impl Manager {
                 connection: Some(out),
                 mechanism_preferences: vec![Mechanism {
                     cls: "LOCAL".into(),
-                    r#type: "KERNEL".into(),
+                    r#type: kind.into(),
                     parameters: Default::default(),
                 }],
             })
@@ -377,7 +428,7 @@ impl Manager {
             .mechanism
             .clone()
             .ok_or_else(|| Status::internal("endpoint chose no mechanism"))?;
-        if m.r#type != "KERNEL" {
+        if m.r#type != kind {
             return Err(Status::internal(format!("endpoint chose {}", m.r#type)));
         }
         let ifname = m.parameters.get("name").cloned().unwrap_or_default();
@@ -395,7 +446,9 @@ impl Manager {
             return;
         };
         self.state.lock().unwrap().closes.push(conn.id.clone());
-        veth::delete(&c.client_end);
+        if c.memif.is_none() {
+            veth::delete(&c.client_end);
+        }
         let reach = self
             .state
             .lock()
@@ -484,7 +537,7 @@ impl NetworkService for Manager {
         let url = req
             .mechanism_preferences
             .iter()
-            .find(|m| m.r#type == "KERNEL")
+            .find(|m| m.r#type == "KERNEL" || m.r#type == MEMIF)
             .and_then(|m| m.parameters.get(INODE_URL))
             .cloned()
             .unwrap_or_default();
