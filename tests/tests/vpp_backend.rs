@@ -527,3 +527,75 @@ fn a_restarted_agent_adopts_what_it_left_in_vpp() {
         vpp.double.received()
     );
 }
+
+/// A restarted agent removes from VPP what an earlier run made and its new
+/// config no longer has (the record kept next to `owned.json`), and leaves
+/// the rest in place: the inside memif is adopted, not made again.
+#[test]
+fn a_restarted_agent_removes_what_its_new_config_dropped() {
+    let prefix = unique_prefix("vpl");
+    let ns = Netns::new(&prefix);
+    let vpp = Vpp::start("leftover");
+    let mut first = start_configured(&ns, &prefix, &vpp);
+    let s = vpp.double.snapshot();
+    let inside_sw = s
+        .interfaces
+        .iter()
+        .find(|(_, i)| {
+            i.addresses
+                .contains(&("192.168.100.1".parse().unwrap(), 24))
+        })
+        .map(|(sw, _)| *sw)
+        .unwrap_or_else(|| panic!("no inside memif:\n{}", summary(&s)));
+    assert!(s.nat44.is_some() && !s.routes.is_empty(), "{}", summary(&s));
+    first.kill9();
+    first.keep_pins();
+    drop(first);
+
+    let only_inside = format!(
+        r#"apiVersion: xcnf.io/v1alpha1
+kind: CNFConfiguration
+metadata: {{name: {prefix}}}
+spec:
+  interfaces:
+    - name: inside
+      memif: {{socket: {dir}/memif-inside.sock, role: master, id: 1}}
+      backend: vpp
+      ipAddresses: [192.168.100.1/24]
+"#,
+        dir = vpp.dir.display()
+    );
+    let second = start_agent(&ns, &prefix, &vpp, &only_inside);
+    let outside_socket = vpp.dir.join("memif-outside.sock").display().to_string();
+    wait_until(
+        "VPP holding only the inside memif",
+        || {
+            let s = vpp.double.snapshot();
+            let memifs: Vec<u32> = s
+                .interfaces
+                .iter()
+                .filter(|(_, i)| i.memif.is_some())
+                .map(|(sw, _)| *sw)
+                .collect();
+            s.nat44.is_none()
+                && s.routes.is_empty()
+                && memifs == [inside_sw]
+                && !s.memif_sockets.values().any(|f| *f == outside_socket)
+                && all_configured(&ns, &prefix)
+        },
+        || format!("{}\n{}", summary(&vpp.double.snapshot()), second.log()),
+    );
+    let s = vpp.double.snapshot();
+    assert_eq!(
+        s.interfaces[&inside_sw].addresses,
+        [("192.168.100.1".parse().unwrap(), 24)].into(),
+        "{}",
+        summary(&s)
+    );
+    assert_eq!(
+        vpp.double.count("memif_create_v2"),
+        2,
+        "the inside memif was made again: {:?}",
+        vpp.double.received()
+    );
+}

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod status;
 pub mod system;
 pub mod vpp;
+pub mod vpp_owned;
 
 pub use backend::{Backend, Outcome, StepError};
 pub use bindings::{Binding, Bindings, NsmMemif};

@@ -558,7 +558,14 @@ impl Backend for System {
             && items.keys().any(ItemKey::is_vpp)
             && let Some(connect) = &mut self.vpp_connect
         {
-            self.vpp = Some(Vpp::new(connect()));
+            let owned = self
+                .owned_path
+                .as_deref()
+                .map(super::vpp_owned::path_next_to);
+            self.vpp = Some(Vpp::new(connect(), owned));
+        }
+        if let Some(v) = &mut self.vpp {
+            v.prepare(items).await;
         }
         let nat = items.get(&ItemKey::Nat).and_then(|i| match i {
             Item::Nat(p) => Some(p.as_ref().clone()),

@@ -12,14 +12,16 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
     net::Ipv4Addr,
+    path::PathBuf,
     pin::Pin,
 };
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     backend::{Outcome, StepError},
-    item::{Item, ItemKey, MemifSpec, RouteVia},
+    item::{Item, ItemKey, Items, MemifSpec, RouteVia},
+    vpp_owned::{MemifRef, VppOwned, fingerprint},
 };
 use crate::config::{
     IdentitySpec, Interface, Ipv4Prefix, MacAddr, MemifMode, MemifRole, Nat44Spec, NatTimeouts,
@@ -148,9 +150,9 @@ pub struct Vpp {
     api: SharedVppApi,
     /// Socket filename → VPP socket id, for the sockets in use this epoch.
     sockets: BTreeMap<String, u32>,
-    /// Logical memif → its socket filename, to unregister a socket with
-    /// its last memif.
-    memif_sockets: BTreeMap<String, String>,
+    /// Logical memif → its socket filename and id, to unregister a socket
+    /// with its last memif and to record what is the agent's.
+    memif_sockets: BTreeMap<String, MemifRef>,
     /// Logical interface → sw_if_index.
     ifaces: BTreeMap<String, u32>,
     /// Memifs found in VPP rather than created in this epoch: what is on
@@ -160,6 +162,12 @@ pub struct Vpp {
     applied: BTreeSet<ItemKey>,
     /// The epoch the state above belongs to.
     epoch: Option<u64>,
+    /// What the agent made in VPP, across restarts, and where it is kept.
+    owned: VppOwned,
+    owned_path: Option<PathBuf>,
+    /// Whether what an earlier run made and this config no longer has was
+    /// removed yet (once per process, on the first connection).
+    swept: bool,
 }
 
 /// The VPP socket id for a memif socket filename. VPP has no lookup by
@@ -215,7 +223,9 @@ async fn del(call: Call<'_, ()>) -> R<()> {
 }
 
 impl Vpp {
-    pub fn new(api: SharedVppApi) -> Self {
+    /// With `owned_path`, what the agent makes is recorded there, and what
+    /// an earlier run recorded is removed when the config no longer has it.
+    pub fn new(api: SharedVppApi, owned_path: Option<PathBuf>) -> Self {
         Self {
             api,
             sockets: BTreeMap::new(),
@@ -224,7 +234,111 @@ impl Vpp {
             adopted: BTreeSet::new(),
             applied: BTreeSet::new(),
             epoch: None,
+            owned: owned_path
+                .as_deref()
+                .map(VppOwned::load)
+                .unwrap_or_default(),
+            owned_path,
+            swept: false,
         }
+    }
+
+    fn record(&mut self, f: impl FnOnce(&mut VppOwned)) {
+        let before = self.owned.clone();
+        f(&mut self.owned);
+        if self.owned != before
+            && let Some(p) = &self.owned_path
+        {
+            self.owned.save(p);
+        }
+    }
+
+    fn memif_ref(&self, logical: &str) -> Option<MemifRef> {
+        self.memif_sockets.get(logical).cloned()
+    }
+
+    /// Before the first pass with VPP connected: removes what an earlier
+    /// run made that `items` no longer want. NAT44 changed while the agent
+    /// was down is disabled here and made anew by its item (nat44-ed has no
+    /// dump of its configuration to diff against).
+    pub async fn prepare(&mut self, items: &Items) {
+        if self.swept || self.sync_epoch().is_none() {
+            return;
+        }
+        self.swept = true;
+        let want = VppOwned::wanted(items);
+        if let Err(e) = self.sweep(&want).await {
+            warn!(error = %e, "could not remove what an earlier run made in VPP");
+        }
+    }
+
+    async fn sweep(&mut self, want: &VppOwned) -> R<()> {
+        let old = self.owned.clone();
+        if old == VppOwned::default() {
+            return Ok(());
+        }
+        let sockets = self.api.memif_sockets().await?;
+        let names: BTreeMap<String, u32> = self
+            .api
+            .interfaces()
+            .await?
+            .into_iter()
+            .map(|(sw, n)| (n, sw))
+            .collect();
+        let sw_of = |(socket, id): &MemifRef| {
+            let vpp_name = self.api.vpp_socket_name(socket);
+            let sid = sockets.iter().find(|(_, f)| *f == vpp_name)?.0;
+            names.get(&memif_name(sid, *id)).copied()
+        };
+        if let Some(f) = old.nat
+            && want.nat != Some(f)
+        {
+            info!("removing the NAT44 configuration an earlier run made in VPP");
+            del(self.api.nat_enable(0, false)).await?;
+        }
+        for r @ (dst, len, via, m) in old.routes.difference(&want.routes) {
+            if let Some(sw) = sw_of(m) {
+                info!(route = %format!("{dst}/{len}"), "removing a VPP route an earlier run made");
+                let dst = Ipv4Prefix {
+                    addr: *dst,
+                    len: *len,
+                };
+                del(self.api.route(dst, *via, sw, false)).await?;
+            }
+            self.owned.routes.remove(r);
+        }
+        for a @ (m, addr, len) in old.addresses.difference(&want.addresses) {
+            if want.memifs.contains(m)
+                && let Some(sw) = sw_of(m)
+            {
+                info!(address = %format!("{addr}/{len}"), "removing a VPP address an earlier run made");
+                let p = Ipv4Prefix {
+                    addr: *addr,
+                    len: *len,
+                };
+                del(self.api.address(sw, p, false)).await?;
+            }
+            self.owned.addresses.remove(a);
+        }
+        for m in old.memifs.difference(&want.memifs) {
+            if let Some(sw) = sw_of(m) {
+                info!(socket = %m.0, id = m.1, "removing a memif an earlier run made");
+                del(self.api.memif_delete(sw)).await?;
+            }
+            let (socket, _) = m;
+            let still_used = want.memifs.iter().any(|(s, _)| s == socket);
+            let vpp_name = self.api.vpp_socket_name(socket);
+            if !still_used && let Some((sid, _)) = sockets.iter().find(|(_, f)| *f == vpp_name) {
+                del(self.api.memif_socket(*sid, socket, false)).await?;
+            }
+            self.owned.memifs.remove(m);
+            self.owned.addresses.retain(|(am, ..)| am != m);
+        }
+        self.owned.nat = old.nat.filter(|f| want.nat == Some(*f));
+        if let Some(p) = &self.owned_path {
+            self.owned.save(p);
+        }
+        Ok(())
     }
 
     /// Forgets what belongs to an earlier connection when a new one is up:
@@ -341,8 +455,11 @@ impl Vpp {
         } else {
             self.adopted.insert(logical.to_owned());
         }
-        self.memif_sockets
-            .insert(logical.to_owned(), m.socket.clone());
+        let mref = (m.socket.clone(), m.id);
+        self.memif_sockets.insert(logical.to_owned(), mref.clone());
+        self.record(|o| {
+            o.memifs.insert(mref);
+        });
         Ok(())
     }
 
@@ -352,8 +469,16 @@ impl Vpp {
         if let Some(sw) = self.ifaces.remove(logical) {
             del(self.api.memif_delete(sw)).await?;
         }
-        if let Some(socket) = self.memif_sockets.remove(logical)
-            && !self.memif_sockets.values().any(|s| *s == socket)
+        let Some(mref) = self.memif_sockets.remove(logical) else {
+            return Ok(());
+        };
+        self.record(|o| {
+            o.memifs.remove(&mref);
+            o.addresses.retain(|(m, ..)| *m != mref);
+            o.routes.retain(|(.., m)| *m != mref);
+        });
+        let socket = mref.0;
+        if !self.memif_sockets.values().any(|(s, _)| *s == socket)
             && let Some(id) = self.sockets.remove(&socket)
         {
             del(self.api.memif_socket(id, &socket, false)).await?;
@@ -371,12 +496,22 @@ impl Vpp {
             del(self.api.address(sw, p, false)).await?;
         }
         add(self.api.address(sw, p, true)).await?;
+        if let Some(m) = self.memif_ref(logical) {
+            self.record(|o| {
+                o.addresses.insert((m, p.addr, p.len));
+            });
+        }
         Ok(())
     }
 
     async fn route(&mut self, dst: Ipv4Prefix, r: &RouteVia) -> Result<(), Halt> {
         let sw = self.sw_if_index(&r.interface)?;
         add(self.api.route(dst, r.via, sw, true)).await?;
+        if let Some(m) = self.memif_ref(&r.interface) {
+            self.record(|o| {
+                o.routes.insert((dst.addr, dst.len, r.via, m));
+            });
+        }
         Ok(())
     }
 
@@ -400,7 +535,9 @@ impl Vpp {
         if r.is_err() {
             let _ = self.api.nat_enable(0, false).await;
         }
-        r.map_err(Halt::from)
+        r.map_err(Halt::from)?;
+        self.record(|o| o.nat = Some(fingerprint(p)));
+        Ok(())
     }
 
     async fn program_nat(&self, p: &VppNatPlan, roles: &BTreeSet<(u32, bool)>) -> R<()> {
@@ -432,7 +569,10 @@ impl Vpp {
             return self.create_nat(new).await;
         }
         match self.nat_difference(old, new, &old_roles, &new_roles).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.record(|o| o.nat = Some(fingerprint(new)));
+                Ok(())
+            }
             Err(f @ VppFault::Unreachable(_)) => Err(f.into()),
             Err(f) => {
                 let _ = self.api.nat_enable(0, false).await;
@@ -533,15 +673,41 @@ impl Vpp {
         let r = match (key, old) {
             (ItemKey::VppInterface(n), Item::Memif(_)) => self.delete_memif(n).await,
             (ItemKey::VppAddress(n, p), Item::Address) => match self.ifaces.get(n) {
-                Some(&sw) => del(self.api.address(sw, *p, false)).await,
+                Some(&sw) => {
+                    let r = del(self.api.address(sw, *p, false)).await;
+                    if r.is_ok()
+                        && let Some(m) = self.memif_ref(n)
+                    {
+                        self.record(|o| {
+                            o.addresses.remove(&(m, p.addr, p.len));
+                        });
+                    }
+                    r
+                }
                 None => Ok(()),
             },
             (ItemKey::VppRoute(dst), Item::Route(r)) => match self.ifaces.get(&r.interface) {
-                Some(&sw) => del(self.api.route(*dst, r.via, sw, false)).await,
+                Some(&sw) => {
+                    let res = del(self.api.route(*dst, r.via, sw, false)).await;
+                    if res.is_ok()
+                        && let Some(m) = self.memif_ref(&r.interface)
+                    {
+                        self.record(|o| {
+                            o.routes.remove(&(dst.addr, dst.len, r.via, m));
+                        });
+                    }
+                    res
+                }
                 None => Ok(()),
             },
             // Disabling the plugin drops its whole configuration.
-            (ItemKey::VppNat, Item::VppNat(_)) => del(self.api.nat_enable(0, false)).await,
+            (ItemKey::VppNat, Item::VppNat(_)) => {
+                let r = del(self.api.nat_enable(0, false)).await;
+                if r.is_ok() {
+                    self.record(|o| o.nat = None);
+                }
+                r
+            }
             _ => return Err(StepError(format!("{key}: not a VPP item"))),
         };
         match r {
