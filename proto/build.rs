@@ -1,8 +1,9 @@
 //! Compiles the .proto files with protox (pure Rust, no protoc) and generates
 //! the prost messages and tonic client/server code into OUT_DIR.
 //!
-//! Three separate compilations, each with its own descriptor set: the xcnf
-//! schema, the Network Service Mesh API and the SPIFFE Workload API. The NSM
+//! Four separate compilations, each with its own descriptor set: the xcnf
+//! schema, the Network Service Mesh API, the SPIFFE Workload API and gRPC's
+//! health checking protocol. The NSM
 //! and SPIFFE files keep upstream's bare file names (`connection.proto`,
 //! imported as such), so they need their own include roots, which must not
 //! overlap the crate root the xcnf files are named from.
@@ -48,6 +49,13 @@ const SPIFFE_INCLUDE: &str = "spiffe";
 /// The SPIFFE Workload API file, by its protobuf name.
 const SPIFFE_PROTO: &str = "workload.proto";
 
+/// The gRPC health checking protocol, by its protobuf name (include root:
+/// the crate root), compiled on its own like the NSM and SPIFFE files.
+const HEALTH_PROTO: &str = "grpc/health/v1/health.proto";
+
+/// Written to OUT_DIR (no consumer embeds it yet).
+const HEALTH_DESCRIPTOR_FILE: &str = "health_descriptor_set.bin";
+
 /// Written to OUT_DIR (no consumer embeds it yet; kept for symmetry with the
 /// other two compilations).
 const SPIFFE_DESCRIPTOR_FILE: &str = "spiffe_descriptor_set.bin";
@@ -85,6 +93,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         &[spiffe_include],
         &out_dir,
         SPIFFE_DESCRIPTOR_FILE,
+    )?;
+
+    generate(
+        &[root.join(HEALTH_PROTO)],
+        std::slice::from_ref(&root),
+        &out_dir,
+        HEALTH_DESCRIPTOR_FILE,
     )?;
 
     Ok(())

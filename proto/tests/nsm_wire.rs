@@ -818,3 +818,29 @@ fn unknown_fields_are_skipped_not_rejected() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn health_messages_have_the_grpc_health_v1_bytes() {
+    use prost::Message as _;
+    use xcnf_proto::health::{
+        HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    };
+    let req = HealthCheckRequest {
+        service: "networkservice.NetworkService".into(),
+    };
+    let mut want = vec![0x0a, 29];
+    want.extend_from_slice(b"networkservice.NetworkService");
+    assert_eq!(req.encode_to_vec(), want);
+    let resp = HealthCheckResponse {
+        status: ServingStatus::Serving as i32,
+    };
+    assert_eq!(resp.encode_to_vec(), [0x08, 0x01]);
+    assert_eq!(
+        HealthCheckResponse::decode(&[0x08, 0x03][..]).map(|r| r.status()),
+        Ok(ServingStatus::ServiceUnknown)
+    );
+    assert_eq!(
+        <xcnf_proto::health::health_server::HealthServer<()> as tonic::server::NamedService>::NAME,
+        "grpc.health.v1.Health"
+    );
+}

@@ -318,6 +318,11 @@ impl NsmDouble {
         self.manager.state.lock().unwrap().closes.clone()
     }
 
+    /// The registered network services: name → payload.
+    pub fn services(&self) -> std::collections::BTreeMap<String, String> {
+        self.manager.state.lock().unwrap().services.clone()
+    }
+
     /// The registered endpoints (name, services).
     pub fn endpoints(&self) -> Vec<NetworkServiceEndpoint> {
         self.manager
@@ -328,6 +333,31 @@ impl NsmDouble {
             .values()
             .map(|n| n.nse.clone())
             .collect()
+    }
+
+    /// Asks a registered endpoint's `grpc.health.v1.Health/Check` about
+    /// `service` over its listen socket: the status, or the gRPC error.
+    pub fn health(&self, endpoint: &str, service: &str) -> Result<i32, String> {
+        let reach = self
+            .manager
+            .state
+            .lock()
+            .unwrap()
+            .nses
+            .get(endpoint)
+            .map(|n| n.reach.clone());
+        let Some(Reach::Socket(sock)) = reach else {
+            return Err(format!("{endpoint} is not a registered endpoint"));
+        };
+        let service = service.to_owned();
+        self.rt.block_on(async move {
+            let (channel, _) = manager::dial(&fdpass::proc_path(&sock)).await?;
+            xcnf_proto::health::health_client::HealthClient::new(channel)
+                .check(xcnf_proto::health::HealthCheckRequest { service })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
     }
 
     /// Waits until `pred` holds or `timeout` passes.

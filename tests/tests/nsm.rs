@@ -314,6 +314,19 @@ fn endpoint_serves_clients_with_stable_addresses() {
         .unwrap();
     assert_eq!(nse.network_service_names, ["svc"]);
     assert_eq!(
+        double.services().get("svc").map(String::as_str),
+        Some("ETHERNET"),
+        "the network service is registered with its payload"
+    );
+    // grpc.health.v1 next to the NSM services, as NSM endpoints serve it.
+    assert_eq!(double.health(&name, ""), Ok(1), "SERVING");
+    assert_eq!(double.health(&name, "networkservice.NetworkService"), Ok(1));
+    let unknown = double.health(&name, "no.Such");
+    assert!(
+        unknown.as_ref().is_err_and(|e| e.starts_with("NotFound")),
+        "{unknown:?}"
+    );
+    assert_eq!(
         nse.network_service_labels["svc"]
             .labels
             .get("app")

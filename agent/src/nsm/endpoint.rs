@@ -27,6 +27,7 @@ use tokio::{
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
+use xcnf_proto::health::health_server::HealthServer;
 use xcnf_proto::nsm::{
     connection::{
         Connection, ConnectionEvent, ConnectionEventType, MonitorScopeSelector, PathSegment, State,
@@ -43,6 +44,7 @@ use super::{
     Context,
     client::OWN_NETNS,
     grpcfd::INODE_URL,
+    health::EndpointHealth,
     hooks::{Role, Security, system_time},
     ipam::Ipam,
     memif,
@@ -195,6 +197,7 @@ async fn run(
         tonic::transport::Server::builder()
             .add_service(NetworkServiceServer::new(ep.clone()))
             .add_service(MonitorConnectionServer::new(ep.clone()))
+            .add_service(HealthServer::new(EndpointHealth))
             .serve_with_incoming_shutdown(incoming(listener, security.transport.clone()), async {
                 let _ = server_stop.await;
             }),
@@ -213,6 +216,7 @@ async fn run(
         service: spec.network_service.clone(),
         labels: spec.labels.clone().into_iter().collect(),
         url: format!("file://{}", socket.display()),
+        payload: "ETHERNET".into(),
     };
     let stop_reg = stop.clone();
     keep_registered(ctx.clone(), reg, &socket, stop_reg).await;

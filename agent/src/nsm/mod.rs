@@ -9,6 +9,7 @@
 pub mod client;
 pub mod endpoint;
 pub mod grpcfd;
+pub mod health;
 pub mod hooks;
 pub mod ipam;
 pub mod manager;

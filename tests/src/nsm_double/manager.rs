@@ -109,6 +109,8 @@ pub struct State {
     pub requests: HashMap<String, u32>,
     pub closes: Vec<String>,
     pub next_builtin: u32,
+    /// Network services registered, by name (name → payload).
+    pub services: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -687,7 +689,16 @@ impl NetworkServiceRegistry for Manager {
         &self,
         req: Request<registry::NetworkService>,
     ) -> Result<Response<registry::NetworkService>, Status> {
-        Ok(Response::new(req.into_inner()))
+        let ns = req.into_inner();
+        if ns.name.is_empty() {
+            return Err(Status::invalid_argument("network service without a name"));
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .services
+            .insert(ns.name.clone(), ns.payload.clone());
+        Ok(Response::new(ns))
     }
 
     async fn find(&self, _req: Request<NetworkServiceQuery>) -> Result<Response<NsStream>, Status> {
