@@ -252,6 +252,18 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
     let status = status_of(&cnf, &p);
     assert!(!status.contains("pending"), "{status}");
 
+    // One logical interface is one memif: a second client is refused, and
+    // says why.
+    let second = d
+        .nsm
+        .request_memif("c2", "nat44-svc", &[("app", "nat44")], &nsc.path());
+    assert!(
+        second
+            .as_ref()
+            .is_err_and(|e| e.contains("one client at a time over memif")),
+        "{second:?}"
+    );
+
     // The only client closes: the endpoint's memif and socket go, the
     // client side stays.
     d.nsm.close("c1");
@@ -270,4 +282,13 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
         status.contains("waiting for an NSM client of nat44-svc"),
         "{status}"
     );
+    // With the first one gone, the second client is served.
+    d.nsm
+        .request_memif("c2", "nat44-svc", &[("app", "nat44")], &nsc.path())
+        .unwrap_or_else(|e| panic!("second client after the first closed: {e}"));
+    let socket2 = abstract_name(&d.nsm.last("c2").unwrap().memif.unwrap().endpoint_socket);
+    assert_ne!(socket2, inside_socket);
+    wait_until("the second client's memif", &agent, || {
+        memif_on(&d.vpp.snapshot(), &socket2).map(|_| ())
+    });
 }

@@ -5,9 +5,11 @@
 //! label) or the MEMIF one (a VPP master on a socket of ours, see
 //! [`super::memif`]) and a point-to-point address pair.
 //!
-//! Several clients may connect; the logical interface is bound to the
-//! interface (or memif) of the oldest live connection (the reconciler gives one
-//! logical name one host interface), the others are served all the same.
+//! Several clients may connect over the kernel mechanism; the logical
+//! interface is bound to the interface of the oldest live connection (the
+//! reconciler gives one logical name one host interface), the others are
+//! served all the same. Over memif, one client at a time: the others would
+//! get a socket with no memif behind it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -408,6 +410,14 @@ impl NetworkService for Endpoint {
             let ifname = match (known, self.mechanism) {
                 (Some(n), _) => n,
                 (None, NsmMechanism::Kernel) => self.pick_name(&st, &conn)?,
+                // One logical interface is one memif in VPP: a second
+                // client would get a socket nobody listens on.
+                (None, NsmMechanism::Memif) if !st.conns.is_empty() => {
+                    return Err(Status::resource_exhausted(format!(
+                        "{} serves one client at a time over memif (its logical interface {} is one VPP memif)",
+                        self.name, self.logical
+                    )));
+                }
                 (None, NsmMechanism::Memif) => String::new(),
             };
             let pair = match st.ipam.as_mut() {
