@@ -306,3 +306,52 @@ impl Drop for VppDouble {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// The double on a runtime of its own, in a fresh directory that goes when
+/// it is dropped: for tests whose agent is another process and that keep no
+/// runtime themselves.
+pub struct VppDoubleHost {
+    pub double: VppDouble,
+    rt: tokio::runtime::Runtime,
+    /// Where its API socket is; tests put their memif sockets here too.
+    pub dir: PathBuf,
+}
+
+impl VppDoubleHost {
+    pub fn start(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(crate::netns::unique_prefix(&format!("xcnf-vpp-{tag}-")));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let double = {
+            let _g = rt.enter();
+            VppDouble::start(&dir.join("api.sock"))
+        };
+        Self { double, rt, dir }
+    }
+
+    /// The API socket, as `--vpp-api-socket` takes it.
+    pub fn socket_arg(&self) -> String {
+        self.double.path().display().to_string()
+    }
+
+    pub fn restart(&self) {
+        let _g = self.rt.enter();
+        self.double.restart();
+    }
+
+    pub fn resume(&self) {
+        let _g = self.rt.enter();
+        self.double.resume();
+    }
+}
+
+impl Drop for VppDoubleHost {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

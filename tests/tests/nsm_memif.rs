@@ -12,7 +12,6 @@
 
 use std::{
     net::Ipv4Addr,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -20,44 +19,30 @@ use xcnf_tests::{
     agent::{Agent, Scratch, xcnfctl_output},
     netns::{Netns, unique_prefix},
     nsm_double::{NsmDouble, SOCKETFILE},
-    vpp_double::{Role, VppDouble, VppState},
+    vpp_double::{Role, VppDoubleHost, VppState},
 };
 
 /// Guards against a hang, not a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The NSM and VPP doubles of one test, and their directory.
+/// The NSM and VPP doubles of one test.
 struct Doubles {
     nsm: NsmDouble,
-    vpp: VppDouble,
-    _rt: tokio::runtime::Runtime,
+    vpp: VppDoubleHost,
     _scratch: Scratch,
-    vpp_socket: PathBuf,
 }
 
 impl Doubles {
     fn start(prefix: &str) -> Self {
         let scratch = Scratch::new(&format!("{prefix}-memif"));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let vpp_socket = scratch.path().join("api.sock");
-        let vpp = {
-            let _g = rt.enter();
-            VppDouble::start(&vpp_socket)
-        };
         let nsm = NsmDouble::start(
             &scratch.path().join("nsm.io.sock"),
             Duration::from_secs(600),
         );
         Self {
             nsm,
-            vpp,
-            _rt: rt,
+            vpp: VppDoubleHost::start("nsm-memif"),
             _scratch: scratch,
-            vpp_socket,
         }
     }
 
@@ -71,7 +56,7 @@ impl Doubles {
                 &self.nsm.url(),
                 "--nsm-insecure",
                 "--vpp-api-socket",
-                &self.vpp_socket.display().to_string(),
+                &self.vpp.socket_arg(),
             ],
         )
     }
@@ -186,7 +171,7 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
     let pair = d.nsm.last(&client_id).unwrap().memif.expect("a memif pair");
     let outside_socket = abstract_name(&pair.client_socket);
     wait_until("the outside memif in VPP", &agent, || {
-        let s = d.vpp.snapshot();
+        let s = d.vpp.double.snapshot();
         let (sw, role, addrs) = memif_on(&s, &outside_socket)?;
         if role != Role::Slave {
             return Err(format!("outside is {role:?}"));
@@ -226,7 +211,7 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
     let inside_socket = abstract_name(&endpoint_socket);
     let mut inside_sw = 0;
     wait_until("the inside memif and the NAT in VPP", &agent, || {
-        let s = d.vpp.snapshot();
+        let s = d.vpp.double.snapshot();
         let (sw, role, addrs) = memif_on(&s, &inside_socket)?;
         inside_sw = sw;
         if role != Role::Master {
@@ -268,7 +253,7 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
     // client side stays.
     d.nsm.close("c1");
     wait_until("the inside memif removed", &agent, || {
-        let s = d.vpp.snapshot();
+        let s = d.vpp.double.snapshot();
         if s.interfaces.contains_key(&inside_sw) {
             return Err(format!("sw {inside_sw} still there"));
         }
@@ -289,6 +274,6 @@ fn memif_client_and_endpoint_are_made_in_vpp_with_the_ip_context_and_nat() {
     let socket2 = abstract_name(&d.nsm.last("c2").unwrap().memif.unwrap().endpoint_socket);
     assert_ne!(socket2, inside_socket);
     wait_until("the second client's memif", &agent, || {
-        memif_on(&d.vpp.snapshot(), &socket2).map(|_| ())
+        memif_on(&d.vpp.double.snapshot(), &socket2).map(|_| ())
     });
 }

@@ -8,69 +8,20 @@
     reason = "tests fail by panicking"
 )]
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde_json::Value;
 use xcnf_tests::{
     agent::{Agent, xcnfctl, xcnfctl_output},
     netns::{Netns, unique_prefix},
-    vpp_double::{DoubleSession, VERSION, VppDouble, VppState},
+    vpp_double::{DoubleSession, VERSION, VppDoubleHost, VppState},
 };
 
 /// Guards against a hang, not a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The double runs on its own runtime; the agent is another process.
-struct Vpp {
-    double: VppDouble,
-    _rt: tokio::runtime::Runtime,
-    dir: PathBuf,
-}
-
-impl Drop for Vpp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Vpp {
-    fn start(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique_prefix(&format!("xcnf-vppb-{tag}-")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let double = {
-            let _g = rt.enter();
-            VppDouble::start(&dir.join("api.sock"))
-        };
-        Self {
-            double,
-            _rt: rt,
-            dir,
-        }
-    }
-
-    fn socket_arg(&self) -> String {
-        self.double.path().display().to_string()
-    }
-
-    fn restart(&self) {
-        let _g = self._rt.enter();
-        self.double.restart();
-    }
-
-    fn resume(&self) {
-        let _g = self._rt.enter();
-        self.double.resume();
-    }
-}
+/// The double on its own runtime; the agent is another process.
+type Vpp = VppDoubleHost;
 
 /// The classic chain with both CNF interfaces as memifs in VPP.
 fn chain(instance: &str, dir: &Path, extra: &str, statics: &str) -> String {

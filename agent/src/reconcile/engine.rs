@@ -602,14 +602,7 @@ impl<B: Backend> Engine<B> {
         let r = match &self.config {
             Some(c) => serde_json::to_vec(c)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, bytes)?;
-                    std::fs::rename(&tmp, path)
-                }),
+                .and_then(|bytes| super::record::write_atomically(path, &bytes)),
             None => match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),

@@ -16,6 +16,7 @@ mod engine;
 pub mod handle;
 pub mod item;
 pub mod plan;
+mod record;
 pub mod status;
 pub mod system;
 pub mod vpp;

@@ -168,14 +168,7 @@ impl System {
         let Some(p) = &self.owned_path else { return };
         let r = serde_json::to_vec_pretty(&self.owned)
             .map_err(std::io::Error::other)
-            .and_then(|b| {
-                if let Some(d) = p.parent() {
-                    std::fs::create_dir_all(d)?;
-                }
-                let tmp = p.with_extension("tmp");
-                std::fs::write(&tmp, b)?;
-                std::fs::rename(&tmp, p)
-            });
+            .and_then(|b| super::record::write_atomically(p, &b));
         if let Err(e) = r {
             warn!(path = %p.display(), error = %e, "cannot record what the agent created; a restarted agent will leave it in place");
         }

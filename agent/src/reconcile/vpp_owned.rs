@@ -47,14 +47,7 @@ impl VppOwned {
     pub fn save(&self, path: &Path) {
         let r = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|b| {
-                if let Some(d) = path.parent() {
-                    std::fs::create_dir_all(d)?;
-                }
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, b)?;
-                std::fs::rename(&tmp, path)
-            });
+            .and_then(|b| super::record::write_atomically(path, &b));
         if let Err(e) = r {
             warn!(path = %path.display(), error = %e, "cannot record what the agent made in VPP; a restarted agent will leave it in place");
         }
