@@ -156,7 +156,7 @@ fn nat_session_round_trips_with_absent_inbound() -> TestResult {
         remote_translated: None,
         kinds: vec![nat_session::Kind::Snat.into()],
         state: "half".into(),
-        age_ns: 1,
+        age_ns: Some(1),
         idle_ns: 1,
         outbound: Some(PacketBytes {
             packets: 1,
@@ -168,6 +168,14 @@ fn nat_session_round_trips_with_absent_inbound() -> TestResult {
     let back = NatSession::decode(msg.encode_to_vec().as_slice())?;
     assert_eq!(back, msg);
     assert!(back.inbound.is_none() && back.remote_translated.is_none());
+    // age_ns has presence: 0 is sent (field 8, varint 0), absence is not.
+    let zero = NatSession {
+        age_ns: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(zero.encode_to_vec(), [0x40, 0x00]);
+    assert_eq!(NatSession::default().encode_to_vec(), Vec::<u8>::new());
+    assert_eq!(NatSession::decode(&[0x40, 0x00][..])?.age_ns, Some(0));
     Ok(())
 }
 

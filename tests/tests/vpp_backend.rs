@@ -436,6 +436,14 @@ fn xcnfctl_reads_sessions_and_runs_cli_commands_in_vpp() {
     for want in ["192.168.100.10", "41000", "80.80.80.100", "80.80.80.80"] {
         assert!(text.contains(want), "{want} not in {text}");
     }
+    // VPP does not say when a session began: no age rather than a made-up 0.
+    assert!(
+        v["sessions"]
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|s| s["ageNs"].is_null()),
+        "{text}"
+    );
     let table = xcnfctl(&ns, &prefix, &["nat", "sessions"]).unwrap();
     assert!(
         table.contains("192.168.100.10:41000") && table.contains("80.80.80.100:41000"),

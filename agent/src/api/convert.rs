@@ -603,7 +603,7 @@ mod tests {
             remote_translated: Some((Ipv4Addr::new(192, 168, 100, 11), 80)),
             kind: kind::SNAT | kind::HAIRPIN,
             state: "established".into(),
-            age_ns: 7,
+            age_ns: Some(7),
             idle_ns: 3,
             outbound: PacketBytes {
                 packets: 1,

@@ -186,7 +186,7 @@ fn vpp_session_view(s: &NatSession) -> SessionView {
             xcnf_common::nat::kind::SNAT
         },
         state: if s.is_timed_out { "expired" } else { "active" }.to_owned(),
-        age_ns: 0,
+        age_ns: None,
         idle_ns: s.seconds_since_last_heard.saturating_mul(1_000_000_000),
         outbound: xcnf_common::PacketBytes {
             packets: u64::from(s.total_pkts),

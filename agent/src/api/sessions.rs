@@ -239,7 +239,7 @@ mod tests {
             remote_translated: None,
             kind: k,
             state: "udp".into(),
-            age_ns: 0,
+            age_ns: Some(0),
             idle_ns: 0,
             outbound: PacketBytes::default(),
             inbound: None,

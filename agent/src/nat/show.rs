@@ -127,7 +127,8 @@ pub struct SessionView {
     pub kind: u8,
     /// A [`State`] name, or `half` for a half without its peer.
     pub state: String,
-    pub age_ns: u64,
+    /// `None` where the NAT does not tell (VPP).
+    pub age_ns: Option<u64>,
     pub idle_ns: u64,
     /// Traffic of the half shown.
     pub outbound: PacketBytes,
@@ -207,7 +208,7 @@ fn view(
         remote_translated: (answers != remote).then_some(answers),
         kind: v.kind,
         state,
-        age_ns,
+        age_ns: Some(age_ns),
         idle_ns,
         outbound: traffic_of(v),
         inbound,
@@ -230,7 +231,7 @@ pub fn session_row(v: &SessionView) -> Vec<String> {
         remote,
         kind_names(v.kind),
         v.state.clone(),
-        human_duration(v.age_ns),
+        v.age_ns.map_or_else(|| "-".to_owned(), human_duration),
         human_duration(v.idle_ns),
         traffic(&v.outbound),
         v.inbound.as_ref().map_or_else(|| "-".to_owned(), traffic),
