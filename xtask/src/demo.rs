@@ -65,6 +65,9 @@ pub fn run(args: &Args) -> Result<()> {
     if args.vpp {
         return crate::demo_vpp::run(args.vpp_bin.as_deref());
     }
+    if args.nsm {
+        return crate::demo_nsm::run();
+    }
     prepare("cargo xtask demo")?;
     let config_text = std::fs::read_to_string(setup::root().join(CONFIG))
         .with_context(|| format!("reading {CONFIG}"))?;

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod crd;
 mod demo;
+mod demo_nsm;
 mod demo_vpp;
 mod image;
 mod setup;
