@@ -214,7 +214,17 @@ pub(crate) fn prepare(what: &str) -> Result<()> {
 /// `xcnfctl <args>` against the agent `instance` in `ns`, printed under a
 /// heading.
 pub(crate) fn print_xcnfctl(ns: &Netns, instance: &str, args: &[&str]) -> Result<()> {
-    println!("\n== xcnfctl {} --instance {instance}", args.join(" "));
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect();
+    println!("\n== xcnfctl {} --instance {instance}", shown.join(" "));
     print!(
         "{}",
         xcnfctl(ns, instance, args).map_err(|e| anyhow::anyhow!("{e}"))?
