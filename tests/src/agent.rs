@@ -600,6 +600,53 @@ pub fn xcnfctl_output(ns: &Netns, instance: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
 }
 
+/// `xcnfctl -o json status` in `ns`: (key, state) of every item, or why not.
+pub fn item_states(ns: &Netns, instance: &str) -> Result<Vec<(String, String)>, String> {
+    let text = xcnfctl(ns, instance, &["-o", "json", "status"])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("xcnfctl status: {e}: {text}"))?;
+    let items = v
+        .as_array()
+        .ok_or_else(|| format!("xcnfctl status: not a list: {text}"))?;
+    Ok(items
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (text("key"), text("state"))
+        })
+        .collect())
+}
+
+/// Waits until the agent reports every item configured (for items such as
+/// VPP's or NSM's, which come after the agent's ready file); on timeout, the
+/// items that are not, with their states.
+pub fn wait_all_configured(ns: &Netns, instance: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = item_states(ns, instance);
+        if let Ok(s) = &last
+            && !s.is_empty()
+            && s.iter().all(|(_, state)| state == "configured")
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(match last {
+                Ok(s) => format!(
+                    "not every item configured after {timeout:?}: {}",
+                    s.iter()
+                        .filter(|(_, st)| st != "configured")
+                        .map(|(k, st)| format!("{k} {st}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => e,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `xcnfctl nat sessions --instance <instance>` in `ns`.
 pub fn xcnfctl_sessions(ns: &Netns, instance: &str) -> Result<String, String> {
     xcnfctl(ns, instance, &["nat", "sessions"])

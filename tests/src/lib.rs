@@ -14,6 +14,7 @@ pub mod bench;
 pub mod image;
 pub mod kube_double;
 pub mod netns;
+pub mod nsm_chain;
 pub mod nsm_double;
 pub mod packet;
 pub mod spiffe_double;

@@ -33,7 +33,7 @@ use xcnf_proto::nsm::{
     },
     networkservice::{NetworkServiceRequest, network_service_server::NetworkServiceServer},
     registry::{
-        NetworkServiceEndpoint, NetworkServiceLabels,
+        Destination, Match, NetworkService, NetworkServiceEndpoint, NetworkServiceLabels,
         network_service_endpoint_registry_server::NetworkServiceEndpointRegistryServer,
         network_service_registry_server::NetworkServiceRegistryServer,
     },
@@ -43,6 +43,9 @@ use manager::{BuiltIn, Manager, Nse, Reach};
 pub use manager::{Conn, MEMIF, MemifPair, SOCKETFILE};
 
 use fdpass::{Received, RecvStream};
+
+/// Labels a selector requires, as `(key, value)` pairs.
+pub type Selector<'a> = &'a [(&'a str, &'a str)];
 
 /// The running double. Dropping it stops serving and deletes every pair it
 /// made.
@@ -187,6 +190,41 @@ impl NsmDouble {
         );
     }
 
+    /// Registers network service `name` with `matches`, each a source
+    /// selector and the destination selector of its one route, as a
+    /// `NetworkService` resource does: a request whose labels satisfy a
+    /// source selector reaches only the endpoints its destination selector
+    /// selects.
+    pub fn add_service(&self, name: &str, matches: &[(Selector<'_>, Selector<'_>)]) {
+        let map = |sel: Selector<'_>| {
+            sel.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ns = NetworkService {
+            name: name.into(),
+            payload: "ETHERNET".into(),
+            matches: matches
+                .iter()
+                .map(|(src, dst)| Match {
+                    source_selector: map(src),
+                    routes: vec![Destination {
+                        destination_selector: map(dst),
+                        weight: 0,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        self.manager
+            .state
+            .lock()
+            .unwrap()
+            .services
+            .insert(name.into(), ns);
+    }
+
     /// Requests `service` as a client whose namespace is at `netns`, with
     /// interface `ifname` (the double as its own NSC, for testing an
     /// endpoint). Refreshing is the caller's business.
@@ -316,11 +354,6 @@ impl NsmDouble {
     /// Ids of the connections closed so far.
     pub fn closes(&self) -> Vec<String> {
         self.manager.state.lock().unwrap().closes.clone()
-    }
-
-    /// The registered network services: name → payload.
-    pub fn services(&self) -> std::collections::BTreeMap<String, String> {
-        self.manager.state.lock().unwrap().services.clone()
     }
 
     /// The registered endpoints (name, services).

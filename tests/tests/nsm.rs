@@ -18,8 +18,9 @@ use std::{
 };
 
 use xcnf_tests::{
-    agent::{Agent, Scratch},
-    netns::{Netns, unique_prefix},
+    agent::{Agent, Scratch, paired_address_in_maps},
+    netns::{CLIENT_IP, Netns, unique_prefix},
+    nsm_chain::{self, NsmChain},
     nsm_double::NsmDouble,
 };
 
@@ -313,11 +314,6 @@ fn endpoint_serves_clients_with_stable_addresses() {
         .find(|n| n.name == name)
         .unwrap();
     assert_eq!(nse.network_service_names, ["svc"]);
-    assert_eq!(
-        double.services().get("svc").map(String::as_str),
-        Some("ETHERNET"),
-        "the network service is registered with its payload"
-    );
     // grpc.health.v1 next to the NSM services, as NSM endpoints serve it.
     assert_eq!(double.health(&name, ""), Ok(1), "SERVING");
     assert_eq!(double.health(&name, "networkservice.NetworkService"), Ok(1));
@@ -401,81 +397,45 @@ fn without_security_nsm_interfaces_stay_pending_with_the_reason() {
 
 const HTTP_ECHO: &str = env!("CARGO_BIN_EXE_xcnf-http-echo");
 
-/// The classic chain over NSM: a client connects to the cnf (the agent as
-/// endpoint of `nat`), the cnf connects to the web server (the agent as
-/// client of `web`, served by a built-in endpoint), and curl from the client
-/// reaches the web server through the cnf's NAT44: the server sees the
-/// cnf's outside address.
+/// The classic chain over NSM (tests/src/nsm_chain.rs, the example's
+/// network service and labels): the client reaches the cnf's inside
+/// endpoint and the cnf's outside reaches the web server only through the
+/// service's matches (with plain label matching the cnf's outside would
+/// pick its own endpoint), and curl from the client reaches the web server
+/// through the cnf's NAT44: the server sees the pool address paired
+/// pooling gave the client.
 #[test]
 fn chain_client_cnf_webserver_through_the_nat() {
     let p = unique_prefix("nsn");
-    let s = setup(&p);
-    let client = Netns::new(&format!("{p}a"));
-    let cnf = Netns::new(&format!("{p}c"));
-    let web = Netns::new(&format!("{p}w"));
-    cnf.sysctl("net.ipv4.ip_forward", "1");
-    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
-    double.add_endpoint(
-        "web",
-        "web",
-        &[],
-        &web.path(),
-        "web",
-        Ipv4Addr::new(10, 70, 0, 0),
-    );
-    let interfaces = "    - name: inside
-      nsm: {networkService: nat, role: endpoint, interfaceNamePrefix: nsm, ipam: {cidr: 192.168.100.0/24}}
-      datapath: {hook: tc}
-    - name: outside
-      nsm: {networkService: web, role: client, interfaceName: out0}
-      datapath: {hook: tc}
-  nat44:
-    inside: [inside]
-    outside: [outside]
-    pools: [{first: 10.70.0.1}]
-";
-    let agent = start_agent(&cnf, &p, interfaces, &double);
-    let _log = LogOnPanic(&agent);
-    let name = format!("{p}-inside");
-    double.wait_for(WAIT, "the cnf's registration", |d| {
-        d.endpoints().iter().any(|n| n.name == name)
-    });
-    poll(WAIT, "the cnf's outside connection", || {
-        addresses(&cnf, "out0").map(|_| ())
-    });
-    let conn = double
-        .request("client", "nat", &[], &client.path(), "nsc0")
-        .unwrap_or_else(|e| panic!("request: {e}"));
-    let ipc = conn.context.unwrap().ip_context.unwrap();
-    assert_eq!(ipc.src_ip_addrs, ["192.168.100.2/32"]);
-    client.ip(&[
-        "route",
-        "add",
-        "10.70.0.0/24",
-        "via",
-        "192.168.100.1",
-        "dev",
-        "nsc0",
-        "onlink",
-    ]);
-    let mut server = web.command(HTTP_ECHO);
-    server.arg("10.70.0.2:8080");
-    let _server = xcnf_tests::netns::Proc::spawn(server, "http echo");
-    poll(WAIT, "both datapaths attached", || {
-        let (i, o) = (cnf.attached_programs("nsm0"), cnf.attached_programs("out0"));
-        (!i.is_empty() && !o.is_empty())
-            .then_some(())
-            .ok_or(format!("{i:?} {o:?}"))
-    });
-    let seen = poll(WAIT, "curl through the cnf", || {
-        let out = client.output("curl", &["-s", "--max-time", "2", "http://10.70.0.2:8080/"]);
-        let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !body.is_empty())
-            .then_some(body.clone())
-            .ok_or(format!("{}: {body}", out.status))
-    });
+    let chain = NsmChain::start(&p, std::path::Path::new(HTTP_ECHO), &[]);
+    let _log = LogOnPanic(&chain.agent);
     assert_eq!(
-        seen, "10.70.0.1",
-        "the server sees the cnf's outside address"
+        chain.client_conn.network_service_endpoint_name,
+        format!("{p}-inside"),
+        "the client reached the cnf's endpoint"
+    );
+    let outside: Vec<_> = chain
+        .double
+        .connections()
+        .into_iter()
+        .filter(|c| c.client_end.ifname == nsm_chain::OUTSIDE_IF)
+        .map(|c| c.nse)
+        .collect();
+    assert_eq!(
+        outside,
+        ["webserver"],
+        "the cnf's outside reached the web server"
+    );
+    let seen = chain.curl_through().unwrap_or_else(|e| panic!("{e}"));
+    let client_ip: Ipv4Addr = CLIENT_IP.parse().unwrap();
+    let expected = paired_address_in_maps(&chain.agent.pin_dir(), client_ip).unwrap();
+    assert_eq!(
+        seen,
+        expected.to_string(),
+        "the server sees the client's pool address"
+    );
+    assert_eq!(
+        seen, "80.80.80.100",
+        "the first inside host gets the pool's first address"
     );
 }

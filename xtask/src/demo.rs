@@ -9,6 +9,7 @@
 //! on Ctrl-C.
 
 use std::{
+    path::PathBuf,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -19,7 +20,7 @@ use xcnf_tests::{
         Agent, abridged, format_session, paired_address_in_maps, pin_dir, read_counters,
         read_nat_stats, read_sessions, xcnfctl, xcnfctl_binary, xcnfctl_sessions,
     },
-    netns::{CLIENT_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, SERVER_IP},
+    netns::{CLIENT_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, Netns, SERVER_IP},
 };
 
 use crate::{build, setup};
@@ -33,28 +34,41 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn check_interrupt() -> Result<()> {
+/// Fails once Ctrl-C was pressed, so the caller returns and its guards
+/// (namespaces, processes, pins) clean up on the way out.
+pub(crate) fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
     Ok(())
 }
 
-pub fn run() -> Result<()> {
-    if !setup::is_root() {
-        bail!("cargo xtask demo needs root: it creates network namespaces and loads eBPF");
-    }
-    setup::ensure_tools()?;
-    let object = build::ebpf(true)?;
-    build::userspace()?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    // SAFETY: setenv before any thread of ours reads the environment concurrently.
-    unsafe {
-        std::env::set_var("XCNF_EBPF_OBJECT", &object);
-        std::env::set_var("PATH", setup::path_with_sbin());
-    }
+#[derive(clap::Args)]
+pub struct Args {
+    /// The CNF's NAT in VPP over memif instead of eBPF: three VPPs (client
+    /// wire, the CNF's NAT configured by the agent over VPP's binary API,
+    /// web server wire) with deploy/examples/nat44-memif.yaml.
+    #[arg(long, conflicts_with = "nsm")]
+    pub vpp: bool,
+    /// The `vpp` binary for --vpp (default: `vpp` on PATH); `vppctl` is
+    /// taken from the same directory, else from PATH.
+    #[arg(long, value_name = "PATH", requires = "vpp")]
+    pub vpp_bin: Option<PathBuf>,
+    /// The cnf's interfaces from NSM (the NSM manager double in
+    /// tests/src/nsm_double): the agent is an NSM endpoint for the client
+    /// and an NSM client of the web server's service, in insecure mode.
+    #[arg(long)]
+    pub nsm: bool,
+}
 
+pub fn run(args: &Args) -> Result<()> {
+    if args.vpp {
+        return crate::demo_vpp::run(args.vpp_bin.as_deref());
+    }
+    if args.nsm {
+        return crate::demo_nsm::run();
+    }
+    prepare("cargo xtask demo")?;
     let config_text = std::fs::read_to_string(setup::root().join(CONFIG))
         .with_context(|| format!("reading {CONFIG}"))?;
     let instance = "cnf-nat44";
@@ -137,11 +151,7 @@ pub fn run() -> Result<()> {
 
     if xcnfctl_binary().is_some() {
         for args in [["status"].as_slice(), &["stats"], &["nat", "stats"]] {
-            println!("\n== xcnfctl {} --instance {instance}", args.join(" "));
-            print!(
-                "{}",
-                xcnfctl(&chain.cnf, instance, args).map_err(|e| anyhow::anyhow!("{e}"))?
-            );
+            print_xcnfctl(&chain.cnf, instance, args)?;
         }
     } else {
         println!("\n== per-interface totals (all CPUs)");
@@ -178,6 +188,47 @@ pub fn run() -> Result<()> {
         bail!("the web server saw {seen}, not {CNF_OUTSIDE_IP}");
     }
     println!("done: the web server saw {seen}");
+    Ok(())
+}
+
+/// What every demo needs first: root, the tools, the eBPF object and the
+/// binaries built, Ctrl-C turned into a clean teardown, and the environment
+/// the test harness reads (`XCNF_EBPF_OBJECT`, a PATH with the sbin dirs).
+pub(crate) fn prepare(what: &str) -> Result<()> {
+    if !setup::is_root() {
+        bail!("{what} needs root: it creates network namespaces and loads eBPF");
+    }
+    setup::ensure_tools()?;
+    let object = build::ebpf(true)?;
+    build::userspace()?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    // SAFETY: setenv before any thread of ours reads the environment concurrently.
+    unsafe {
+        std::env::set_var("XCNF_EBPF_OBJECT", &object);
+        std::env::set_var("PATH", setup::path_with_sbin());
+    }
+    Ok(())
+}
+
+/// `xcnfctl <args>` against the agent `instance` in `ns`, printed under a
+/// heading.
+pub(crate) fn print_xcnfctl(ns: &Netns, instance: &str, args: &[&str]) -> Result<()> {
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect();
+    println!("\n== xcnfctl {} --instance {instance}", shown.join(" "));
+    print!(
+        "{}",
+        xcnfctl(ns, instance, args).map_err(|e| anyhow::anyhow!("{e}"))?
+    );
     Ok(())
 }
 

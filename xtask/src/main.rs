@@ -6,6 +6,8 @@ mod bench;
 mod build;
 mod crd;
 mod demo;
+mod demo_nsm;
+mod demo_vpp;
 mod image;
 mod setup;
 mod test;
@@ -34,8 +36,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The NAT44 example chain in network namespaces, with curl through the cnf (root).
-    Demo,
+    /// The NAT44 example chain in network namespaces, with curl through the cnf (root);
+    /// `--vpp`: the cnf's NAT in VPP over memif; `--nsm`: the cnf's interfaces from NSM.
+    Demo(demo::Args),
     /// Per-packet cost (BPF_PROG_TEST_RUN) and end-to-end comparison with the kernel (root).
     Bench(bench::Args),
     /// The OCI image (oci-archive) with buildah, no daemon: agent, xcnfctl, bpftool, eBPF object (root).
@@ -50,7 +53,7 @@ fn main() -> Result<()> {
             println!("{}", p.display());
         }),
         Cmd::Test { args } => test::run(&args),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo(args) => demo::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Image(args) => image::run(&args),
         Cmd::Crd => crd::run(),

@@ -218,7 +218,6 @@ async fn run(
         service: spec.network_service.clone(),
         labels: spec.labels.clone().into_iter().collect(),
         url: format!("file://{}", socket.display()),
-        payload: "ETHERNET".into(),
     };
     let stop_reg = stop.clone();
     keep_registered(ctx.clone(), reg, &socket, stop_reg).await;

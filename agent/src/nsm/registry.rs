@@ -1,7 +1,6 @@
 //! An endpoint's registration with the NSM registry (through nsmgr's
-//! socket): register its network service (name and payload), then itself
-//! with the listen socket's descriptor passed by grpcfd, re-register at 2/3
-//! of the granted lifetime, unregister on exit.
+//! socket): register with the listen socket's descriptor passed by grpcfd,
+//! re-register at 2/3 of the granted lifetime, unregister on exit.
 
 use std::{
     collections::HashMap,
@@ -14,9 +13,8 @@ use tokio::sync::watch;
 use tonic::Request;
 use tracing::{info, warn};
 use xcnf_proto::nsm::registry::{
-    NetworkService, NetworkServiceEndpoint, NetworkServiceLabels,
+    NetworkServiceEndpoint, NetworkServiceLabels,
     network_service_endpoint_registry_client::NetworkServiceEndpointRegistryClient,
-    network_service_registry_client::NetworkServiceRegistryClient,
 };
 
 use super::{Context, client::add_token, hooks::system_time, transport};
@@ -32,9 +30,6 @@ pub struct Registration {
     pub labels: HashMap<String, String>,
     /// `file://` URL of the listen socket.
     pub url: String,
-    /// The service's payload: `ETHERNET` (what both mechanisms carry here)
-    /// or `IP`.
-    pub payload: String,
 }
 
 async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEndpoint, String> {
@@ -47,25 +42,6 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
         .tokens
         .own_token(dialed.peer().as_ref())
         .map_err(|e| e.to_string())?;
-    // The service first, as NSM's endpoints do: nsmgr tells clients its
-    // payload, and a registry that has it already keeps it.
-    let mut svc = Request::new(NetworkService {
-        name: reg.service.clone(),
-        payload: reg.payload.clone(),
-        ..Default::default()
-    });
-    svc.set_timeout(CALL_TIMEOUT);
-    add_token(&mut svc, &token, &expires);
-    NetworkServiceRegistryClient::new(dialed.channel.clone())
-        .register(svc)
-        .await
-        .map_err(|s| {
-            format!(
-                "registering network service {}: {}",
-                reg.service,
-                s.message()
-            )
-        })?;
     let mut req = Request::new(NetworkServiceEndpoint {
         name: reg.name.clone(),
         network_service_names: vec![reg.service.clone()],

@@ -109,8 +109,9 @@ pub struct State {
     pub requests: HashMap<String, u32>,
     pub closes: Vec<String>,
     pub next_builtin: u32,
-    /// Network services registered, by name (name → payload).
-    pub services: BTreeMap<String, String>,
+    /// Registered network services, by name: their matches steer endpoint
+    /// selection.
+    pub services: BTreeMap<String, registry::NetworkService>,
 }
 
 #[derive(Clone)]
@@ -133,6 +134,56 @@ fn labels_match(
         .unwrap_or_default();
     // An endpoint qualifies when no label both sides have differs.
     have.iter().all(|(k, v)| want.get(k).is_none_or(|w| w == v))
+}
+
+/// `selector` is a subset of `have`.
+fn selects(selector: &HashMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// The endpoints among `candidates` that a request for `service` with
+/// `want` labels may reach. A service registered with matches is matched
+/// as NSM's discovery does: the first match whose source selector the
+/// request's labels satisfy selects the endpoints that one of its routes'
+/// destination selectors selects (a match with `fallthrough` and no such
+/// endpoint hands over to the next match), and when no source selector
+/// matches, every endpoint qualifies. Without matches, [`labels_match`].
+fn choose<'a>(
+    service: Option<&registry::NetworkService>,
+    name: &str,
+    want: &BTreeMap<String, String>,
+    candidates: Vec<(&'a String, &'a Nse)>,
+) -> Vec<(&'a String, &'a Nse)> {
+    let Some(svc) = service.filter(|s| !s.matches.is_empty()) else {
+        return candidates
+            .into_iter()
+            .filter(|(_, n)| labels_match(&n.nse, name, want))
+            .collect();
+    };
+    for m in &svc.matches {
+        if !selects(&m.source_selector, want) {
+            continue;
+        }
+        let picked: Vec<_> = candidates
+            .iter()
+            .filter(|(_, n)| {
+                let have: BTreeMap<String, String> = n
+                    .nse
+                    .network_service_labels
+                    .get(name)
+                    .map(|l| l.labels.clone().into_iter().collect())
+                    .unwrap_or_default();
+                m.routes
+                    .iter()
+                    .any(|r| selects(&r.destination_selector, &have))
+            })
+            .copied()
+            .collect();
+        if !picked.is_empty() || !m.fallthrough {
+            return picked;
+        }
+    }
+    candidates
 }
 
 fn status(e: impl std::fmt::Display) -> Status {
@@ -260,20 +311,24 @@ impl Manager {
         }
         let (nse_name, nse) = {
             let st = self.state.lock().unwrap();
-            let pick = st
+            let candidates = st
                 .nses
                 .iter()
                 .filter(|(_, n)| n.expires > now)
                 .filter(|(_, n)| n.nse.network_service_names.contains(&conn.network_service))
-                .find(|(name, n)| {
-                    (conn.network_service_endpoint_name.is_empty()
-                        || **name == conn.network_service_endpoint_name)
-                        && labels_match(
-                            &n.nse,
-                            &conn.network_service,
-                            &conn.labels.clone().into_iter().collect(),
-                        )
-                });
+                .filter(|(name, _)| {
+                    conn.network_service_endpoint_name.is_empty()
+                        || **name == conn.network_service_endpoint_name
+                })
+                .collect();
+            let pick = choose(
+                st.services.get(&conn.network_service),
+                &conn.network_service,
+                &conn.labels.clone().into_iter().collect(),
+                candidates,
+            )
+            .into_iter()
+            .next();
             let (name, n) = pick.ok_or_else(|| {
                 Status::not_found(format!(
                     "no endpoint for network service {:?}",
@@ -697,7 +752,7 @@ impl NetworkServiceRegistry for Manager {
             .lock()
             .unwrap()
             .services
-            .insert(ns.name.clone(), ns.payload.clone());
+            .insert(ns.name.clone(), ns.clone());
         Ok(Response::new(ns))
     }
 
