@@ -173,7 +173,7 @@ impl NetworkService for Echo {
         m.parameters
             .insert("seen".into(), format!("{}/{}", meta.dev(), meta.ino()));
         m.parameters.insert("local".into(), local);
-        info.fds.restore_mechanism(&mut m);
+        info.inner.restore_mechanism(&mut m);
         Ok(Response::new(Connection {
             mechanism: Some(m),
             ..Default::default()
