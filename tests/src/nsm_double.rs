@@ -19,7 +19,9 @@
 //! the token policies (`tokens_valid`, `prev_token_signed`, `tokens_expired`,
 //! `tokens_chained`, refused with PermissionDenied) and its own signed
 //! segments. [`NsmDouble::set_token_fault`] makes the token it forwards to an
-//! endpoint forged or expired, to test the endpoint's checks. The TLS and
+//! endpoint forged or expired, to test the endpoint's checks, and
+//! [`NsmDouble::set_reply_token_fault`] its own token in replies, to test a
+//! client's. The TLS and
 //! token code is the agent's own (`xcnf_agent::nsm::security`, tested on its
 //! own against independent expectations in tests/tests/nsm_security.rs).
 
@@ -99,6 +101,12 @@ impl NsmDouble {
     /// Makes the token forwarded to endpoints faulty (or right again).
     pub fn set_token_fault(&self, fault: TokenFault) {
         *self.manager.fault.lock().unwrap() = fault;
+    }
+
+    /// Makes nsmgr's token in the replies to gRPC clients faulty (or right
+    /// again); what the double holds stays right.
+    pub fn set_reply_token_fault(&self, fault: TokenFault) {
+        *self.manager.reply_fault.lock().unwrap() = fault;
     }
 
     fn with_manager(rt: Runtime, socket: &Path, manager: Manager) -> Self {

@@ -635,6 +635,51 @@ fn secure_client_refuses_an_untrusted_nsmgr_certificate() {
     assert!(!has_link(&cnf, "nsm1"));
 }
 
+/// nsmgr's token in the reply is forged, then expired: the agent's client
+/// refuses the reply (the interface stays Pending with the policy that
+/// failed), and takes the connection once the tokens are right again.
+#[test]
+fn secure_client_refuses_a_reply_with_a_forged_or_expired_token() {
+    let p = unique_prefix("nsq");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::new();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 77, 0, 0),
+    );
+    double.set_reply_token_fault(TokenFault::Forged);
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("the reply's path tokens are refused")
+                && l.contains("bad signature")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    double.set_reply_token_fault(TokenFault::Expired);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("the reply's path tokens are refused")
+                && l.contains("expired")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = addresses(&cnf, "nsm1").unwrap_or_default();
+    assert!(!a.contains("172.16.9.1/24"), "bound despite refusal: {a}");
+    double.set_reply_token_fault(TokenFault::None);
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+}
+
 /// The agent as endpoint over mTLS: a Request forwarded with a correct
 /// token is served; one whose forwarder token is signed by another key
 /// than the forwarder's certificate, or is expired, is refused with

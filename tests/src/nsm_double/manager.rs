@@ -150,7 +150,10 @@ pub struct Manager {
     /// mTLS on both of its sides and tokens, or insecure.
     pub security: Security,
     pub tokens: Option<Arc<Tokens>>,
+    /// The fault of the token forwarded to endpoints.
     pub fault: Arc<Mutex<TokenFault>>,
+    /// The fault of nsmgr's token in replies to gRPC clients.
+    pub reply_fault: Arc<Mutex<TokenFault>>,
 }
 
 /// The caller of a gRPC Request as the TLS layer and the metadata tell.
@@ -186,6 +189,7 @@ impl Manager {
             security,
             tokens,
             fault: Arc::default(),
+            reply_fault: Arc::default(),
         }
     }
 
@@ -229,11 +233,40 @@ impl Manager {
 
     /// The forwarder's token for the endpoint it dialled, faulty if asked.
     fn forwarder_token(&self, peer: Option<&PeerId>) -> Result<Option<Token>, Status> {
+        let fault = *self.fault.lock().unwrap();
+        self.token_with(fault, peer)
+    }
+
+    /// nsmgr's segment in a reply to a gRPC client, re-signed faulty if
+    /// asked (the client must refuse the reply).
+    fn fault_reply(&self, c: &mut Connection) -> Result<(), Status> {
+        let fault = *self.reply_fault.lock().unwrap();
+        let Some(t) = &self.tokens else {
+            return Ok(());
+        };
+        if fault == TokenFault::None {
+            return Ok(());
+        }
+        let me = t.me()?;
+        if let (Some(tok), Some(seg)) = (
+            self.token_with(fault, Some(&me))?,
+            c.path.as_mut().and_then(|p| p.path_segments.get_mut(1)),
+        ) {
+            seg.token = tok.jwt;
+        }
+        Ok(())
+    }
+
+    /// A token of the double for `peer`, with `fault` (SPIFFE mode only).
+    fn token_with(
+        &self,
+        fault: TokenFault,
+        peer: Option<&PeerId>,
+    ) -> Result<Option<Token>, Status> {
         let Some(t) = &self.tokens else {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let fault = *self.fault.lock().unwrap();
         let tok = match fault {
             TokenFault::None => self.security.hop_token(peer).map_err(status)?,
             TokenFault::Forged => {
@@ -652,9 +685,9 @@ impl NetworkService for Manager {
             .await
             .map_err(Status::invalid_argument)?;
         let ns = proc_path(&fd);
-        Manager::request(self, req, ns, Some(fd), Some(&caller))
-            .await
-            .map(Response::new)
+        let mut c = Manager::request(self, req, ns, Some(fd), Some(&caller)).await?;
+        self.fault_reply(&mut c)?;
+        Ok(Response::new(c))
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
