@@ -516,11 +516,18 @@ struct Spiffe {
 
 impl Spiffe {
     fn new() -> Self {
+        let s = Self::without_agent_svid();
+        s.agent.issue(AGENT_ID, DAY);
+        s
+    }
+
+    /// The agent's Workload API has no identity for it yet (as while SPIRE
+    /// has not attested the pod).
+    fn without_agent_svid() -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let ca = Arc::new(TestCa::new("example.org"));
         let (agent, nsm) = rt.block_on(async {
             let agent = SpiffeDouble::with_ca(ca.clone()).await;
-            agent.issue(AGENT_ID, DAY);
             let nsm = SpiffeDouble::with_ca(ca).await;
             nsm.issue(NSMGR_ID, DAY);
             (agent, nsm)
@@ -629,10 +636,46 @@ fn secure_client_refuses_an_untrusted_nsmgr_certificate() {
                 && l.contains(NSMGR_ID)
                 && l.contains("does not verify")
         })
+        .inspect(|l| eprintln!("refused: {l}"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(double.requests(&format!("{p}-mesh")), 0);
     assert!(double.connections().is_empty());
     assert!(!has_link(&cnf, "nsm1"));
+}
+
+/// SPIRE has no SVID for the agent yet: the NSM interface waits, naming
+/// the Workload API, and connects once the SVID is issued (no restart).
+#[test]
+fn secure_client_starts_when_the_first_svid_arrives() {
+    let p = unique_prefix("nsl");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::without_agent_svid();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 78, 0, 0),
+    );
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("waiting for NSM connection to svc")
+                && l.contains(&spiffe.agent.endpoint())
+                && l.contains("no identity issued")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(double.requests(&format!("{p}-mesh")), 0);
+    spiffe.agent.issue(AGENT_ID, DAY);
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
 }
 
 /// nsmgr's token in the reply is forged, then expired: the agent's client
