@@ -18,8 +18,22 @@ use crate::{
     agent::{Agent, Scratch, abridged},
     netns::{CLIENT_IP, Netns, Proc, SERVER_IP},
     nsm_double::NsmDouble,
+    spiffe_double::SpiffeDouble,
     workspace_root,
 };
+
+/// How the chain's NSM runs.
+pub enum ChainSecurity<'a> {
+    /// `--nsm-insecure`: no mTLS, no path tokens (a lab without SPIRE).
+    Insecure,
+    /// As NSM runs: the manager double with mTLS and NSM's token policies,
+    /// its SVID from `nsm`; the agent's from the Workload API at
+    /// `agent_endpoint`.
+    Spiffe {
+        nsm: &'a SpiffeDouble,
+        agent_endpoint: String,
+    },
+}
 
 /// The cnf's config, relative to the workspace root.
 pub const CONFIG: &str = "deploy/examples/nat44-nsm.yaml";
@@ -71,11 +85,16 @@ pub fn cnf_config(instance: &str) -> String {
 
 impl NsmChain {
     /// Builds the chain with namespaces `<prefix>-client`, `-cnf` and
-    /// `-webserver`, instance `prefix`, the agent run with `--nsm-insecure`
-    /// and `agent_args`, and `http_echo` serving on the web server; returns
-    /// once the client's connection stands and both of the cnf's datapaths
-    /// are attached.
-    pub fn start(prefix: &str, http_echo: &Path, agent_args: &[&str]) -> Self {
+    /// `-webserver`, instance `prefix`, NSM secured as `security` says, the
+    /// agent run with `agent_args` too, and `http_echo` serving on the web
+    /// server; returns once the client's connection stands and both of the
+    /// cnf's datapaths are attached.
+    pub fn start(
+        prefix: &str,
+        http_echo: &Path,
+        security: &ChainSecurity<'_>,
+        agent_args: &[&str],
+    ) -> Self {
         let scratch = Scratch::new(&format!("{prefix}-nsm"));
         let socket = scratch.path().join("nsm.io.sock");
         let client = Netns::new(&format!("{prefix}-client"));
@@ -83,7 +102,12 @@ impl NsmChain {
         let web = Netns::new(&format!("{prefix}-webserver"));
         cnf.sysctl("net.ipv4.ip_forward", "1");
 
-        let double = NsmDouble::start(&socket, Duration::from_secs(600));
+        let double = match security {
+            ChainSecurity::Insecure => NsmDouble::start(&socket, Duration::from_secs(600)),
+            ChainSecurity::Spiffe { nsm, .. } => {
+                NsmDouble::start_secure(&socket, Duration::from_secs(600), nsm)
+            }
+        };
         // The NetworkService resource of the classic example.
         double.add_service(
             SERVICE,
@@ -99,7 +123,13 @@ impl NsmChain {
         );
 
         let url = double.url();
-        let mut args = vec!["--nsm-socket", url.as_str(), "--nsm-insecure"];
+        let mut args = vec!["--nsm-socket", url.as_str()];
+        match security {
+            ChainSecurity::Insecure => args.push("--nsm-insecure"),
+            ChainSecurity::Spiffe { agent_endpoint, .. } => {
+                args.extend(["--spiffe-endpoint-socket", agent_endpoint.as_str()]);
+            }
+        }
         args.extend_from_slice(agent_args);
         let agent = Agent::start(&cnf, prefix, &cnf_config(prefix), &args);
         let log = || abridged(&agent.log());

@@ -12,6 +12,18 @@
 //! [`NsmDouble::restart`] drops every stream, connection and data-plane
 //! pair and listens again (registrations stay, as the registry is a
 //! separate service in NSM), so clients must heal.
+//!
+//! Started with a SPIFFE Workload API ([`NsmDouble::start_secure`]) it
+//! secures NSM as a real nsmgr does: mTLS on its socket and when it dials an
+//! endpoint (peers verified against the trust bundle), and on every Request
+//! the token policies (`tokens_valid`, `prev_token_signed`, `tokens_expired`,
+//! `tokens_chained`, refused with PermissionDenied) and its own signed
+//! segments. [`NsmDouble::set_token_fault`] makes the token it forwards to an
+//! endpoint forged or expired, to test the endpoint's checks, and
+//! [`NsmDouble::set_reply_token_fault`] its own token in replies, to test a
+//! client's. The TLS and
+//! token code is the agent's own (`xcnf_agent::nsm::security`, tested on its
+//! own against independent expectations in tests/tests/nsm_security.rs).
 
 mod fdpass;
 mod manager;
@@ -39,8 +51,11 @@ use xcnf_proto::nsm::{
     },
 };
 
-use manager::{BuiltIn, Manager, Nse, Reach};
-pub use manager::{Conn, MEMIF, MemifPair, SOCKETFILE};
+use manager::{BuiltIn, Manager, Nse, Reach, Tokens};
+pub use manager::{Conn, MEMIF, MemifPair, SOCKETFILE, TokenFault};
+use xcnf_agent::nsm::security::{Authorizer, Security, X509Source, X509Svid, x509};
+
+use crate::spiffe_double::SpiffeDouble;
 
 use fdpass::{Received, RecvStream};
 
@@ -57,14 +72,47 @@ pub struct NsmDouble {
 }
 
 impl NsmDouble {
-    /// Serves on `socket`; path segments and registrations last `expiry`.
+    /// Serves on `socket`, insecure; path segments and registrations last
+    /// `expiry`.
     pub fn start(socket: &Path, expiry: Duration) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let manager = Manager::new(expiry);
+        let rt = runtime();
+        Self::with_manager(rt, socket, Manager::new(expiry, Security::Insecure, None))
+    }
+
+    /// Serves on `socket` with mTLS and path tokens, its SVID from `spiffe`
+    /// (whatever it serves: an untrusted one makes the double a peer to be
+    /// refused). The forged-token key is a second SVID of the same SPIFFE ID
+    /// from `spiffe`'s trusted CA.
+    pub fn start_secure(socket: &Path, expiry: Duration, spiffe: &SpiffeDouble) -> Self {
+        let rt = runtime();
+        let source = rt
+            .block_on(X509Source::connect(
+                &spiffe.endpoint(),
+                Duration::from_secs(30),
+            ))
+            .unwrap_or_else(|e| panic!("NSM double: SVID: {e}"));
+        let security = Security::spiffe(source.clone(), Authorizer::Any)
+            .unwrap_or_else(|e| panic!("NSM double: TLS: {e}"));
+        let id = source.current().svid.id().to_string();
+        let forged = spiffe.ca().issue(&id, Duration::from_secs(3600));
+        let chain = x509::split_certs(&forged.cert_der).unwrap();
+        let forger = X509Svid::from_der(chain, forged.key_der).unwrap();
+        let tokens = Arc::new(Tokens { source, forger });
+        Self::with_manager(rt, socket, Manager::new(expiry, security, Some(tokens)))
+    }
+
+    /// Makes the token forwarded to endpoints faulty (or right again).
+    pub fn set_token_fault(&self, fault: TokenFault) {
+        *self.manager.fault.lock().unwrap() = fault;
+    }
+
+    /// Makes nsmgr's token in the replies to gRPC clients faulty (or right
+    /// again); what the double holds stays right.
+    pub fn set_reply_token_fault(&self, fault: TokenFault) {
+        *self.manager.reply_fault.lock().unwrap() = fault;
+    }
+
+    fn with_manager(rt: Runtime, socket: &Path, manager: Manager) -> Self {
         let m = manager.clone();
         rt.spawn(async move {
             loop {
@@ -88,12 +136,13 @@ impl NsmDouble {
         let listener = UnixListener::bind(&self.socket)
             .unwrap_or_else(|e| panic!("bind {}: {e}", self.socket.display()));
         let m = self.manager.clone();
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| {
+        let raw = tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| {
             s.map(|sock| RecvStream {
                 sock,
                 received: Arc::new(Received::default()),
             })
         });
+        let incoming = m.security.incoming(raw);
         self.server = Some(self.rt.spawn(async move {
             let _ = Server::builder()
                 .add_service(NetworkServiceServer::new(m.clone()))
@@ -128,14 +177,7 @@ impl NsmDouble {
         }
         // Aborting the task does not close the HTTP/2 connections it
         // spawned: a fresh runtime does.
-        let old = std::mem::replace(
-            &mut self.rt,
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
+        let old = std::mem::replace(&mut self.rt, runtime());
         old.shutdown_background();
         self.manager.events = tokio::sync::broadcast::channel(256).0;
         let m = self.manager.clone();
@@ -296,8 +338,8 @@ impl NsmDouble {
         let m = self.manager.clone();
         let ns = netns.display().to_string();
         self.rt
-            .block_on(async move { m.request(req, ns, None).await })
-            .map_err(|s| s.message().to_owned())
+            .block_on(async move { m.request(req, ns, None, None).await })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     }
 
     /// Closes a connection made by [`NsmDouble::request`].
@@ -383,8 +425,9 @@ impl NsmDouble {
             return Err(format!("{endpoint} is not a registered endpoint"));
         };
         let service = service.to_owned();
+        let security = self.manager.security.clone();
         self.rt.block_on(async move {
-            let (channel, _) = manager::dial(&fdpass::proc_path(&sock)).await?;
+            let (channel, _, _) = manager::dial(&fdpass::proc_path(&sock), &security).await?;
             xcnf_proto::health::health_client::HealthClient::new(channel)
                 .check(xcnf_proto::health::HealthCheckRequest { service })
                 .await
@@ -422,4 +465,12 @@ impl Drop for NsmDouble {
         }
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }

@@ -3,8 +3,11 @@
 //! an endpoint, refreshing, healing after the manager restarts, and closing
 //! when the interface leaves the config.
 //!
-//! NSM runs insecure here (`--nsm-insecure`): mTLS and path tokens are the
-//! security provider's, tested with it.
+//! Most tests run insecure (`--nsm-insecure`) to look at one NSM mechanism
+//! at a time; the `secure_*` ones run as NSM does in production: mTLS with
+//! SVIDs from SPIFFE Workload API doubles of one trust domain (the agent's
+//! and the manager double's) and signed path tokens, and show that an
+//! untrusted certificate and forged or expired tokens are refused.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,14 +17,17 @@
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use xcnf_agent::nsm::security::token;
 use xcnf_tests::{
     agent::{Agent, Scratch, paired_address_in_maps},
     netns::{CLIENT_IP, Netns, unique_prefix},
-    nsm_chain::{self, NsmChain},
-    nsm_double::NsmDouble,
+    nsm_chain::{self, ChainSecurity, NsmChain},
+    nsm_double::{NsmDouble, TokenFault},
+    spiffe_double::{SpiffeDouble, TestCa},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -372,7 +378,7 @@ fn endpoint_serves_clients_with_stable_addresses() {
     assert!(refused.is_err(), "{refused:?}");
 }
 
-/// Without --nsm-insecure and without a security provider, NSM interfaces
+/// Without --nsm-insecure and without a SPIFFE Workload API, NSM interfaces
 /// do not connect, and say why.
 #[test]
 fn without_security_nsm_interfaces_stay_pending_with_the_reason() {
@@ -406,9 +412,38 @@ const HTTP_ECHO: &str = env!("CARGO_BIN_EXE_xcnf-http-echo");
 /// pooling gave the client.
 #[test]
 fn chain_client_cnf_webserver_through_the_nat() {
+    chain_through_the_nat(None);
+}
+
+/// The same chain over mTLS with signed path tokens: the cnf's client and
+/// endpoint and the manager double verify each other's SVIDs and run NSM's
+/// token policies on every Request.
+#[test]
+fn secure_chain_client_cnf_webserver_through_the_nat() {
+    chain_through_the_nat(Some(&Spiffe::new()));
+}
+
+fn chain_through_the_nat(spiffe: Option<&Spiffe>) {
     let p = unique_prefix("nsn");
-    let chain = NsmChain::start(&p, std::path::Path::new(HTTP_ECHO), &[]);
+    let security = match spiffe {
+        Some(sp) => ChainSecurity::Spiffe {
+            nsm: &sp.nsm,
+            agent_endpoint: sp.agent.endpoint(),
+        },
+        None => ChainSecurity::Insecure,
+    };
+    let chain = NsmChain::start(&p, std::path::Path::new(HTTP_ECHO), &security, &[]);
     let _log = LogOnPanic(&chain.agent);
+    if spiffe.is_some() {
+        // Both of the cnf's hops signed their segments with its SVID.
+        let endpoint_seg = &chain.client_conn.path.as_ref().unwrap().path_segments[3];
+        assert_eq!(subject(&endpoint_seg.token), AGENT_ID);
+        let out = chain.double.last(&format!("{p}-outside")).unwrap();
+        assert_eq!(
+            subject(&out.client.path.unwrap().path_segments[0].token),
+            AGENT_ID
+        );
+    }
     assert_eq!(
         chain.client_conn.network_service_endpoint_name,
         format!("{p}-inside"),
@@ -438,4 +473,322 @@ fn chain_client_cnf_webserver_through_the_nat() {
         seen, "80.80.80.100",
         "the first inside host gets the pool's first address"
     );
+}
+
+const AGENT_ID: &str = "spiffe://example.org/ns/cnf/sa/xcnf";
+const NSMGR_ID: &str = "spiffe://example.org/ns/nsm-system/sa/nsmgr";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Workload API doubles of one trust domain: the agent's and the NSM
+/// manager double's (each workload has its own SVID, as under SPIRE).
+struct Spiffe {
+    agent: SpiffeDouble,
+    nsm: SpiffeDouble,
+    /// Runs the two Workload API servers; dropped after them.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Spiffe {
+    fn new() -> Self {
+        let s = Self::without_agent_svid();
+        s.agent.issue(AGENT_ID, DAY);
+        s
+    }
+
+    /// The agent's Workload API has no identity for it yet (as while SPIRE
+    /// has not attested the pod).
+    fn without_agent_svid() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ca = Arc::new(TestCa::new("example.org"));
+        let (agent, nsm) = rt.block_on(async {
+            let agent = SpiffeDouble::with_ca(ca.clone()).await;
+            let nsm = SpiffeDouble::with_ca(ca).await;
+            nsm.issue(NSMGR_ID, DAY);
+            (agent, nsm)
+        });
+        Self {
+            agent,
+            nsm,
+            _rt: rt,
+        }
+    }
+
+    /// The NSM manager double with mTLS and tokens.
+    fn double(&self, socket: &std::path::Path, expiry: Duration) -> NsmDouble {
+        NsmDouble::start_secure(socket, expiry, &self.nsm)
+    }
+
+    /// The agent in its default (secure) mode, its SVID from its double.
+    fn agent(&self, ns: &Netns, instance: &str, interfaces: &str, double: &NsmDouble) -> Agent {
+        Agent::start(
+            ns,
+            instance,
+            &config(instance, interfaces),
+            &[
+                "--nsm-socket",
+                &double.url(),
+                "--spiffe-endpoint-socket",
+                &self.agent.endpoint(),
+            ],
+        )
+    }
+}
+
+/// The `sub` claim of a path token.
+fn subject(jwt: &str) -> String {
+    token::decode(jwt)
+        .unwrap_or_else(|e| panic!("token {jwt:?}: {e}"))
+        .sub
+}
+
+/// The agent as a client over mTLS with path tokens: it connects, its
+/// segment carries a token it signed for nsmgr (the double refuses
+/// Requests whose tokens fail NSM's policies), and it accepts the reply
+/// only after checking the returned path (the double's segments signed by
+/// the nsmgr certificate it verified).
+#[test]
+fn secure_client_connects_over_mtls_with_tokens() {
+    let p = unique_prefix("nss");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::new();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[("app", "nat44")],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 75, 0, 0),
+    );
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+    poll(WAIT, "ping across", || ping(&cnf, "10.75.0.2"));
+    let conn = double.last(&format!("{p}-mesh")).unwrap();
+    let path = conn.client.path.unwrap();
+    let own = token::decode(&path.path_segments[0].token).unwrap();
+    assert_eq!(own.sub, AGENT_ID);
+    assert_eq!(own.aud, [NSMGR_ID]);
+    assert_eq!(subject(&path.path_segments[1].token), NSMGR_ID);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("NSM security: mTLS") && l.contains(AGENT_ID)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// nsmgr presents an SVID from a CA outside the agent's trust bundle: the
+/// agent refuses the TLS handshake, so no Request goes out, no veth
+/// appears, and the interface stays Pending with the TLS failure.
+#[test]
+fn secure_client_refuses_an_untrusted_nsmgr_certificate() {
+    let p = unique_prefix("nsu");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::new();
+    spiffe.nsm.serve_untrusted(NSMGR_ID, DAY);
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[("app", "nat44")],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 76, 0, 0),
+    );
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("waiting for NSM connection to svc")
+                && l.contains("TLS handshake")
+                && l.contains(NSMGR_ID)
+                && l.contains("does not verify")
+        })
+        .inspect(|l| eprintln!("refused: {l}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(double.requests(&format!("{p}-mesh")), 0);
+    assert!(double.connections().is_empty());
+    assert!(!has_link(&cnf, "nsm1"));
+}
+
+/// SPIRE has no SVID for the agent yet: the NSM interface waits, naming
+/// the Workload API, and connects once the SVID is issued (no restart).
+#[test]
+fn secure_client_starts_when_the_first_svid_arrives() {
+    let p = unique_prefix("nsl");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::without_agent_svid();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 78, 0, 0),
+    );
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("waiting for NSM connection to svc")
+                && l.contains(&spiffe.agent.endpoint())
+                && l.contains("no identity issued")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(double.requests(&format!("{p}-mesh")), 0);
+    spiffe.agent.issue(AGENT_ID, DAY);
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+}
+
+/// nsmgr's token in the reply is forged, then expired: the agent's client
+/// refuses the reply (the interface stays Pending with the policy that
+/// failed), and takes the connection once the tokens are right again.
+#[test]
+fn secure_client_refuses_a_reply_with_a_forged_or_expired_token() {
+    let p = unique_prefix("nsq");
+    let s = setup(&p);
+    let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
+    let spiffe = Spiffe::new();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    double.add_endpoint(
+        "ep",
+        "svc",
+        &[],
+        &ep.path(),
+        "nse",
+        Ipv4Addr::new(10, 77, 0, 0),
+    );
+    double.set_reply_token_fault(TokenFault::Forged);
+    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("the reply's path tokens are refused")
+                && l.contains("bad signature")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    double.set_reply_token_fault(TokenFault::Expired);
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("the reply's path tokens are refused")
+                && l.contains("expired")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = addresses(&cnf, "nsm1").unwrap_or_default();
+    assert!(!a.contains("172.16.9.1/24"), "bound despite refusal: {a}");
+    double.set_reply_token_fault(TokenFault::None);
+    poll(WAIT, "the config address on nsm1", || {
+        let a = addresses(&cnf, "nsm1")?;
+        a.contains("172.16.9.1/24").then_some(()).ok_or(a)
+    });
+}
+
+/// The agent as endpoint over mTLS: a Request forwarded with a correct
+/// token is served; one whose forwarder token is signed by another key
+/// than the forwarder's certificate, or is expired, is refused with
+/// PermissionDenied and gets no interface.
+#[test]
+fn secure_endpoint_refuses_forged_and_expired_tokens() {
+    let p = unique_prefix("nsf");
+    let s = setup(&p);
+    let ep = Netns::new(&format!("{p}e"));
+    let (c1, c2) = (Netns::new(&format!("{p}1")), Netns::new(&format!("{p}2")));
+    let spiffe = Spiffe::new();
+    let double = spiffe.double(&s.socket, Duration::from_secs(600));
+    let agent = spiffe.agent(&ep, &p, ENDPOINT_ITF, &double);
+    let _log = LogOnPanic(&agent);
+    let name = format!("{p}-svc");
+    double.wait_for(WAIT, "the registration", |d| {
+        d.endpoints().iter().any(|n| n.name == name)
+    });
+    let good = double
+        .request("c1", "svc", &[("app", "web")], &c1.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let segs = good.path.unwrap().path_segments;
+    assert_eq!(subject(&segs[3].token), AGENT_ID);
+    poll(WAIT, "ping the endpoint", || ping(&c1, "10.80.0.1"));
+
+    double.set_token_fault(TokenFault::Forged);
+    let forged = double.request("c2", "svc", &[("app", "web")], &c2.path(), "nsc0");
+    let e = forged.expect_err("a forged token is refused");
+    assert!(
+        e.contains("PermissionDenied") && e.contains("bad signature"),
+        "{e}"
+    );
+    double.set_token_fault(TokenFault::Expired);
+    let expired = double.request("c3", "svc", &[("app", "web")], &c2.path(), "nsc0");
+    let e = expired.expect_err("an expired token is refused");
+    assert!(
+        e.contains("PermissionDenied") && e.contains("expired"),
+        "{e}"
+    );
+    assert!(!has_link(&c2, "nsc0"));
+    assert!(!has_link(&ep, "nsm1"));
+    assert!(double.last("c2").is_none() && double.last("c3").is_none());
+
+    // The endpoint still serves correct tokens (refusals broke nothing).
+    double.set_token_fault(TokenFault::None);
+    double
+        .request("c2", "svc", &[("app", "web")], &c2.path(), "nsc0")
+        .unwrap_or_else(|e| panic!("request after the refusals: {e}"));
+    poll(WAIT, "the second client pings", || ping(&c2, "10.80.0.3"));
+}
+
+/// The SPIFFE Workload API socket does not exist: the NSM interface stays
+/// Pending with the reason naming the socket, the agent keeps running and
+/// the rest of the config applies.
+#[test]
+fn without_a_workload_api_nsm_waits_and_the_rest_applies() {
+    let p = unique_prefix("nsv");
+    let s = setup(&p);
+    let cnf = Netns::new(&format!("{p}c"));
+    let double = NsmDouble::start(&s.socket, Duration::from_secs(600));
+    cnf.ip(&["link", "add", "k0", "type", "veth", "peer", "name", "k1"]);
+    let missing = format!(
+        "unix://{}/no-spire.sock",
+        s.socket.parent().unwrap().display()
+    );
+    let agent = Agent::start(
+        &cnf,
+        &p,
+        &config(
+            &p,
+            &format!(
+                "{CLIENT_ITF}    - {{name: plain, kernel: {{hostIfName: k0}}, ipAddresses: [192.0.2.1/24]}}\n"
+            ),
+        ),
+        &[
+            "--nsm-socket",
+            &double.url(),
+            "--spiffe-endpoint-socket",
+            &missing,
+        ],
+    );
+    let _log = LogOnPanic(&agent);
+    poll(WAIT, "the plain interface's address", || {
+        let a = addresses(&cnf, "k0")?;
+        a.contains("192.0.2.1/24").then_some(()).ok_or(a)
+    });
+    agent
+        .wait_for_log_line(WAIT, |l| {
+            l.contains("pending")
+                && l.contains("waiting for NSM connection to svc")
+                && l.contains("no-spire.sock")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(double.requests(&format!("{p}-mesh")), 0);
 }

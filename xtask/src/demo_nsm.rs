@@ -18,7 +18,7 @@ use anyhow::{Result, anyhow, bail};
 use xcnf_tests::{
     agent::{abridged, paired_address_in_maps},
     netns::{CLIENT_IP, SERVER_IP},
-    nsm_chain::{self, NsmChain},
+    nsm_chain::{self, ChainSecurity, NsmChain},
 };
 
 use crate::{
@@ -53,6 +53,7 @@ pub fn run() -> Result<()> {
     let chain = NsmChain::start(
         PREFIX,
         &setup::root().join("target/debug/xcnf-http-echo"),
+        &ChainSecurity::Insecure,
         &[],
     );
     check_interrupt()?;

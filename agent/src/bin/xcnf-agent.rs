@@ -91,9 +91,13 @@ struct Args {
     nsm_name: Option<String>,
     /// Talk NSM without mTLS and path tokens. Lab setups only: any local
     /// process can then impersonate nsmgr or an endpoint. Off by default;
-    /// without it, NSM interfaces need the SPIFFE security provider.
+    /// without it, NSM runs mTLS with SVIDs from --spiffe-endpoint-socket.
     #[arg(long, env = "XCNF_NSM_INSECURE")]
     nsm_insecure: bool,
+    /// The SPIFFE Workload API (unix:///path) NSM's mTLS certificates and
+    /// token keys come from, as SPIRE's agent serves it to the pod.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    spiffe_endpoint_socket: Option<String>,
 }
 
 /// How long a stopping agent waits for open API calls to finish.
@@ -264,6 +268,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .or_else(|| args.pod_name.clone())
                 .unwrap_or_else(|| instance.clone()),
             insecure: args.nsm_insecure,
+            spiffe_endpoint: args.spiffe_endpoint_socket.clone(),
             listen_dir: state_dir.join("nsm"),
         },
         bindings,

@@ -26,8 +26,9 @@ use xcnf_proto::nsm::{
 use super::{
     Context,
     grpcfd::INODE_URL,
-    hooks::{Role, system_time},
     memif,
+    security::token::DEFAULT_MAX_TOKEN_LIFETIME,
+    system_time, timestamp,
     transport::{self, Dialed},
 };
 use crate::{
@@ -154,7 +155,7 @@ impl Client {
     /// until the connection is lost or the client is stopped.
     async fn connected(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Lost, String> {
         let security = self.ctx.security()?;
-        let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
+        let dialed = transport::connect(&self.ctx.socket, &security)
             .await
             .map_err(|e| e.to_string())?;
         let conn = self.request(&dialed, true).await?;
@@ -210,9 +211,9 @@ impl Client {
     async fn request(&mut self, dialed: &Dialed, fresh: bool) -> Result<Connection, String> {
         let (channel, fds) = (&dialed.channel, &dialed.fds);
         let security = self.ctx.security()?;
-        let (token, expires) = security
-            .tokens
-            .own_token(dialed.peer().as_ref())
+        let peer = dialed.peer();
+        let token = security
+            .hop_token(peer.as_ref())
             .map_err(|e| e.to_string())?;
         let mut conn = match (&self.last, fresh) {
             (Some(last), false) => last.clone(),
@@ -239,8 +240,8 @@ impl Client {
         let own = &mut path.path_segments[0];
         own.name = self.ctx.name.clone();
         own.id = self.id.clone();
-        own.token = token.clone();
-        own.expires = Some(expires);
+        own.token = token.jwt.clone();
+        own.expires = Some(timestamp(token.expires));
         conn.path = Some(path);
         if let Some(m) = conn.mechanism.as_mut() {
             fds.send_mechanism(m).map_err(|e| e.to_string())?;
@@ -263,7 +264,9 @@ impl Client {
             mechanism_preferences: vec![pref],
         });
         req.set_timeout(CALL_TIMEOUT);
-        add_token(&mut req, &token, &expires);
+        token
+            .insert_into(req.metadata_mut())
+            .map_err(|e| e.to_string())?;
         let mut reply = NetworkServiceClient::new(channel.clone())
             .request(req)
             .await
@@ -272,12 +275,13 @@ impl Client {
         if let Some(m) = reply.mechanism.as_mut() {
             fds.restore_mechanism(m);
         }
-        if let Some(p) = &reply.path {
-            security
-                .tokens
-                .check(p, 0, Role::Client)
-                .map_err(|e| e.to_string())?;
-        }
+        // The client policies, seen from our own segment (0) whatever index
+        // the reply carries.
+        let mut path = reply.path.clone().unwrap_or_default();
+        path.index = 0;
+        security
+            .check_client_path(&path, peer.as_ref())
+            .map_err(|e| format!("the reply's path tokens are refused: {e}"))?;
         let binding = self.binding(&reply)?;
         if self.ctx.bindings.get(&self.spec.logical).as_ref() != Some(&binding) {
             let (host_if, socket) = match &binding {
@@ -325,19 +329,20 @@ impl Client {
             return;
         };
         let r = async {
-            let dialed = transport::connect(&self.ctx.socket, security.transport.clone())
+            let dialed = transport::connect(&self.ctx.socket, &security)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(m) = last.mechanism.as_mut() {
                 dialed.fds.send_mechanism(m).map_err(|e| e.to_string())?;
             }
-            let (token, expires) = security
-                .tokens
-                .own_token(dialed.peer().as_ref())
+            let token = security
+                .hop_token(dialed.peer().as_ref())
                 .map_err(|e| e.to_string())?;
             let mut req = Request::new(last);
             req.set_timeout(CALL_TIMEOUT);
-            add_token(&mut req, &token, &expires);
+            token
+                .insert_into(req.metadata_mut())
+                .map_err(|e| e.to_string())?;
             NetworkServiceClient::new(dialed.channel)
                 .close(req)
                 .await
@@ -353,43 +358,6 @@ impl Client {
     }
 }
 
-/// NSM's per-call token metadata.
-pub fn add_token<T>(req: &mut Request<T>, token: &str, expires: &prost_types::Timestamp) {
-    let md = req.metadata_mut();
-    if let Ok(v) = token.parse() {
-        md.insert("nsm-client-token", v);
-    }
-    let t = system_time(expires);
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    if let Ok(v) = rfc3339(secs).parse() {
-        md.insert("nsm-client-token-expires", v);
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (civil-from-days, UTC).
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The earliest expiry in the path, as an Instant.
 fn path_expiry(c: &Connection) -> Instant {
     let now_sys = SystemTime::now();
@@ -403,7 +371,7 @@ fn path_expiry(c: &Connection) -> Instant {
         .min();
     match earliest {
         Some(t) => Instant::now() + t.duration_since(now_sys).unwrap_or_default(),
-        None => Instant::now() + super::hooks::INSECURE_TOKEN_LIFETIME,
+        None => Instant::now() + DEFAULT_MAX_TOKEN_LIFETIME,
     }
 }
 
@@ -445,12 +413,5 @@ mod tests {
         assert_eq!(refresh_delay(Some(&four), ten), Duration::from_secs(120));
         let mid = Path { index: 2, ..four };
         assert_eq!(refresh_delay(Some(&mid), ten), Duration::from_secs(180));
-    }
-
-    #[test]
-    fn token_expiry_is_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -47,10 +47,14 @@ use super::{
     client::OWN_NETNS,
     grpcfd::INODE_URL,
     health::EndpointHealth,
-    hooks::{Role, Security, system_time},
     ipam::Ipam,
     memif,
     registry::{Registration, keep_registered},
+    security::{
+        Security, Token,
+        token::{self, DEFAULT_MAX_TOKEN_LIFETIME},
+    },
+    system_time,
     transport::{ConnInfo, incoming},
 };
 use crate::{
@@ -200,7 +204,7 @@ async fn run(
             .add_service(NetworkServiceServer::new(ep.clone()))
             .add_service(MonitorConnectionServer::new(ep.clone()))
             .add_service(HealthServer::new(EndpointHealth))
-            .serve_with_incoming_shutdown(incoming(listener, security.transport.clone()), async {
+            .serve_with_incoming_shutdown(incoming(listener, &security), async {
                 let _ = server_stop.await;
             }),
     );
@@ -333,11 +337,8 @@ impl NetworkService for Endpoint {
             .get::<ConnInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("no connection info"))?;
-        let md_token = req
-            .metadata()
-            .get("nsm-client-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let caller = Token::from_metadata(req.metadata())
+            .map_err(|e| Status::permission_denied(format!("the caller's token: {e}")))?;
         let req = req.into_inner();
         let mut conn = req.connection.ok_or_else(|| bad("no connection"))?;
         if conn.network_service != self.service {
@@ -367,28 +368,25 @@ impl NetworkService for Endpoint {
                 ..Default::default()
             });
         }
-        let (token, expires) = self
-            .security
-            .tokens
-            .own_token(Some(&info.peer))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(t) = md_token {
-            path.path_segments[idx - 1].token = t;
-        }
-        path.path_segments[idx].token = token;
-        path.path_segments[idx].expires = Some(expires);
+        // NSM updatetoken and the server policies: the caller's token into
+        // its segment, ours into ours, then the chain up to us is checked.
         path.index = idx as u32;
+        let own = self
+            .security
+            .hop_token(info.peer.as_ref())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        token::update_path(&mut path, caller.as_ref(), &own)
+            .map_err(|e| Status::internal(e.to_string()))?;
         self.security
-            .tokens
-            .check(&path, idx, Role::Server)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+            .check_server_path(&path, info.peer.as_ref())
+            .map_err(|e| Status::permission_denied(format!("path tokens refused: {e}")))?;
         let id = path.path_segments[idx].id.clone();
         conn.id = id.clone();
         let prev_expires = path.path_segments[idx - 1]
             .expires
             .as_ref()
             .map(system_time)
-            .unwrap_or_else(|| SystemTime::now() + super::hooks::INSECURE_TOKEN_LIFETIME);
+            .unwrap_or_else(|| SystemTime::now() + DEFAULT_MAX_TOKEN_LIFETIME);
         conn.path = Some(path);
 
         let excluded: Vec<Ipv4Prefix> = conn
@@ -483,7 +481,7 @@ impl NetworkService for Endpoint {
                 .map(Binding::Memif)
                 .map_err(bad)?,
         };
-        info.fds
+        info.inner
             .send_mechanism(&mut mech)
             .map_err(|e| Status::internal(e.to_string()))?;
         conn.mechanism = Some(mech);

@@ -3,7 +3,7 @@
 //! gRPC message and as an SCM_RIGHTS descriptor on the raw socket beside it.
 //!
 //! This is the raw layer: [`FdStream`] wraps the tokio `UnixStream` and is
-//! what a TLS layer (see [`super::hooks`]) sits on, so the descriptors
+//! what the TLS layer ([`super::security`]) sits on, so the descriptors
 //! travel on the unix socket under TLS, as NSM sends them. Everything a
 //! connection sent or received is in its [`FdShared`], which the
 //! connection's owner keeps: the client next to its channel, the server in

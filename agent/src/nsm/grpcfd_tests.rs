@@ -25,7 +25,7 @@ use xcnf_proto::nsm::{
 
 use super::{
     grpcfd::{FdShared, FdStream, INODE_URL, inode_url, parse_inode_url},
-    hooks::Insecure,
+    security::Security,
     transport::{ConnInfo, connect, incoming},
 };
 
@@ -163,7 +163,7 @@ impl NetworkService for Echo {
             .into_iter()
             .next()
             .ok_or_else(|| Status::invalid_argument("no mechanism"))?;
-        info.fds
+        info.inner
             .recv_mechanism(&mut m, soon())
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -173,7 +173,7 @@ impl NetworkService for Echo {
         m.parameters
             .insert("seen".into(), format!("{}/{}", meta.dev(), meta.ino()));
         m.parameters.insert("local".into(), local);
-        info.fds.restore_mechanism(&mut m);
+        info.inner.restore_mechanism(&mut m);
         Ok(Response::new(Connection {
             mechanism: Some(m),
             ..Default::default()
@@ -193,12 +193,12 @@ async fn through_grpc_the_netns_descriptor_arrives_and_urls_are_restored() {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(NetworkServiceServer::new(Echo))
-            .serve_with_incoming(incoming(listener, std::sync::Arc::new(Insecure::default()))),
+            .serve_with_incoming(incoming(listener, &Security::Insecure)),
     );
-    let dialed = connect(&sock, std::sync::Arc::new(Insecure::default()))
+    let dialed = connect(&sock, &Security::Insecure)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(dialed.peer(), Some(super::hooks::PeerId::default()));
+    assert_eq!(dialed.peer(), None);
     let (channel, fds) = (dialed.channel, dialed.fds);
     let netns = std::fs::metadata("/proc/self/ns/net").unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..2 {

@@ -2,16 +2,16 @@
 //! force: starts those that appear, restarts those whose NSM settings
 //! changed, closes those removed, and closes everything on shutdown.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{
     Context,
     client::{self, ClientHandle, ClientSpec},
     endpoint::{self, EndpointHandle},
-    hooks::Security,
+    security::{Security, SecurityError, SecurityOptions, WorkloadError},
     transport::{TransportError, unix_path},
 };
 use crate::{
@@ -32,6 +32,9 @@ pub struct NsmOptions {
     pub name: String,
     /// Run without mTLS and path tokens (lab only; logged loudly).
     pub insecure: bool,
+    /// The SPIFFE Workload API (`unix:///...`, `SPIFFE_ENDPOINT_SOCKET`)
+    /// the SVIDs come from, unless `insecure`.
+    pub spiffe_endpoint: Option<String>,
     /// Where the endpoints' listen sockets go.
     pub listen_dir: PathBuf,
 }
@@ -53,21 +56,71 @@ impl Running {
 pub struct NsmManager {
     ctx: Arc<Context>,
     running: BTreeMap<String, (NsmInterface, Running)>,
+    /// The Workload API to get the first SVID from, once [`NsmManager::run`]
+    /// runs (its stream must live on the NSM thread's runtime).
+    spiffe: Option<String>,
+}
+
+/// How long one attempt waits for the first SVID before the NSM interfaces'
+/// status shows why there is none (attempts go on after that).
+const SVID_WAIT: Duration = Duration::from_secs(5);
+
+/// Gets SPIFFE mode's first SVID, retrying until it comes: until then the
+/// NSM interfaces are Pending with the last error, naming the socket, and
+/// the rest of the config applies as usual.
+async fn load_spiffe(endpoint: String, tx: watch::Sender<Result<Security, String>>) {
+    loop {
+        let opts = SecurityOptions {
+            insecure: false,
+            spiffe_endpoint: Some(endpoint.clone()),
+            first_svid_wait: SVID_WAIT,
+            ..SecurityOptions::default()
+        };
+        match Security::from_options(opts).await {
+            Ok(s) => {
+                info!(id = ?s.own_id().map(|i| i.to_string()), %endpoint, "NSM security: mTLS with SPIFFE X.509-SVIDs and signed path tokens");
+                drop(tx.send_replace(Ok(s)));
+                return;
+            }
+            Err(e) => {
+                warn!(%endpoint, error = %e, "NSM security: no SPIFFE X.509-SVID yet; NSM interfaces wait");
+                let fatal = matches!(e, SecurityError::Workload(WorkloadError::Endpoint(_)));
+                drop(tx.send_replace(Err(format!("NSM security: {e}"))));
+                if fatal || tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 impl NsmManager {
     pub fn new(opts: &NsmOptions, bindings: Bindings) -> Result<Self, TransportError> {
         let socket = unix_path(&opts.socket)?;
-        let security = Security::new(opts.insecure).map_err(|e| e.to_string());
+        let (security, spiffe) = match (opts.insecure, &opts.spiffe_endpoint) {
+            (true, _) => (Ok(Security::insecure()), None),
+            (false, Some(endpoint)) => (
+                Err(format!(
+                    "NSM security: waiting for an X.509-SVID from the SPIFFE Workload API at {endpoint}"
+                )),
+                Some(endpoint.clone()),
+            ),
+            (false, None) => (
+                Err("NSM security: no SPIFFE Workload API socket (--spiffe-endpoint-socket or SPIFFE_ENDPOINT_SOCKET) for mTLS; --nsm-insecure turns NSM security off, in a lab only".to_string()),
+                None,
+            ),
+        };
         Ok(Self {
             ctx: Arc::new(Context {
                 socket,
                 name: opts.name.clone(),
                 bindings,
-                security,
+                security: watch::channel(security).0,
                 listen_dir: opts.listen_dir.clone(),
             }),
             running: BTreeMap::new(),
+            spiffe,
         })
     }
 
@@ -93,7 +146,7 @@ impl NsmManager {
             if self.running.contains_key(name) {
                 continue;
             }
-            if let Err(e) = &self.ctx.security {
+            if let Err(e) = self.ctx.security() {
                 error!(interface = %name, error = %e, "NSM interface cannot connect");
                 self.ctx.bindings.set(
                     name,
@@ -132,13 +185,24 @@ impl NsmManager {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        let mut security = self.ctx.security.subscribe();
+        let loader = self
+            .spiffe
+            .take()
+            .map(|endpoint| tokio::spawn(load_spiffe(endpoint, self.ctx.security.clone())));
         loop {
             let now = interfaces.borrow_and_update().clone();
+            security.mark_unchanged();
             self.update(&now).await;
             tokio::select! {
                 r = interfaces.changed() => if r.is_err() { break },
+                // The SVID arrived (the interfaces start) or why not changed.
+                _ = security.changed() => {}
                 () = &mut stop => break,
             }
+        }
+        if let Some(l) = loader {
+            l.abort();
         }
         self.shutdown().await;
     }

@@ -17,7 +17,9 @@ use xcnf_proto::nsm::registry::{
     network_service_endpoint_registry_client::NetworkServiceEndpointRegistryClient,
 };
 
-use super::{Context, client::add_token, hooks::system_time, transport};
+use super::{
+    Context, security::token::DEFAULT_MAX_TOKEN_LIFETIME, system_time, timestamp, transport,
+};
 
 const RETRY: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,13 +36,12 @@ pub struct Registration {
 
 async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEndpoint, String> {
     let security = ctx.security()?;
-    let dialed = transport::connect(&ctx.socket, security.transport.clone())
+    let dialed = transport::connect(&ctx.socket, &security)
         .await
         .map_err(|e| e.to_string())?;
     let url = dialed.fds.send_file(&reg.url).map_err(|e| e.to_string())?;
-    let (token, expires) = security
-        .tokens
-        .own_token(dialed.peer().as_ref())
+    let token = security
+        .hop_token(dialed.peer().as_ref())
         .map_err(|e| e.to_string())?;
     let mut req = Request::new(NetworkServiceEndpoint {
         name: reg.name.clone(),
@@ -53,11 +54,13 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
         )]
         .into(),
         url,
-        expiration_time: Some(expires),
+        expiration_time: Some(timestamp(token.expires)),
         ..Default::default()
     });
     req.set_timeout(CALL_TIMEOUT);
-    add_token(&mut req, &token, &expires);
+    token
+        .insert_into(req.metadata_mut())
+        .map_err(|e| e.to_string())?;
     NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .register(req)
         .await
@@ -67,12 +70,11 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
 
 async fn unregister(ctx: &Context, reg: &Registration) -> Result<(), String> {
     let security = ctx.security()?;
-    let dialed = transport::connect(&ctx.socket, security.transport.clone())
+    let dialed = transport::connect(&ctx.socket, &security)
         .await
         .map_err(|e| e.to_string())?;
-    let (token, expires) = security
-        .tokens
-        .own_token(dialed.peer().as_ref())
+    let token = security
+        .hop_token(dialed.peer().as_ref())
         .map_err(|e| e.to_string())?;
     let mut req = Request::new(NetworkServiceEndpoint {
         name: reg.name.clone(),
@@ -80,7 +82,9 @@ async fn unregister(ctx: &Context, reg: &Registration) -> Result<(), String> {
         ..Default::default()
     });
     req.set_timeout(CALL_TIMEOUT);
-    add_token(&mut req, &token, &expires);
+    token
+        .insert_into(req.metadata_mut())
+        .map_err(|e| e.to_string())?;
     NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .unregister(req)
         .await
@@ -108,7 +112,7 @@ pub async fn keep_registered(
                     .as_ref()
                     .map(system_time)
                     .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                    .unwrap_or(super::hooks::INSECURE_TOKEN_LIFETIME);
+                    .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME);
                 (left * 2 / 3).max(Duration::from_millis(100))
             }
             Err(e) => {

@@ -1,40 +1,35 @@
 //! gRPC over NSM's unix sockets: a tonic channel whose connections are
-//! [`FdStream`]s wrapped by the [`TransportSecurity`], and a server's
-//! incoming stream of the same, each carrying its [`ConnInfo`] (descriptors
-//! and peer) into the request's extensions.
+//! [`FdStream`]s secured by [`Security`] (mTLS or, in lab mode, plain), and
+//! a server's incoming stream of the same. Descriptors travel on the raw
+//! socket underneath the TLS layer: each connection's [`FdShared`] is made
+//! before the handshake, and reaches server handlers as the `inner` of the
+//! [`ConnInfo`] in the request's extensions, beside the verified peer.
 
 use std::{
     io,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
 };
 
+use futures::{Stream, StreamExt as _};
 use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{UnixListener, UnixStream},
-    sync::mpsc,
-};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, server::Connected};
-use tracing::debug;
 
 use super::{
     grpcfd::{FdShared, FdStream},
-    hooks::{Io, PeerId, TransportSecurity},
+    security::{PeerId, SecureConnectInfo, SecureStream, Security},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("{url:?} is not a unix:// URL")]
     NotUnix { url: String },
-    #[error("cannot connect to {path}: {source}")]
-    Connect {
-        path: String,
-        source: tonic::transport::Error,
-    },
+    /// `reason` is the whole error chain: tonic's own message is only
+    /// "transport error", and the TLS failure is what the operator needs.
+    #[error("cannot connect to {path}: {reason}")]
+    Connect { path: String, reason: String },
 }
 
 /// The socket path of a `unix://` URL (or a bare absolute path).
@@ -52,8 +47,8 @@ pub struct Dialed {
     pub channel: Channel,
     /// The descriptors its connections send and receive.
     pub fds: Arc<FdShared>,
-    /// The server as the transport established it (its SPIFFE ID under
-    /// mTLS), for the audience of path tokens; set once connected.
+    /// The server as TLS verified it (`None` in insecure mode): the
+    /// audience of our path tokens and the signer of the next segment's.
     pub peer: Arc<std::sync::Mutex<Option<PeerId>>>,
 }
 
@@ -63,14 +58,27 @@ impl Dialed {
     }
 }
 
-/// A channel to the gRPC server on `path` (connected before it returns).
-pub async fn connect(
-    path: &Path,
-    security: Arc<dyn TransportSecurity>,
-) -> Result<Dialed, TransportError> {
+/// `e` and its sources, joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// A channel to the gRPC server on `path` (connected, and the peer
+/// verified, before it returns).
+pub async fn connect(path: &Path, security: &Security) -> Result<Dialed, TransportError> {
     let fds = FdShared::new();
     let peer: Arc<std::sync::Mutex<Option<PeerId>>> = Arc::default();
-    let (shared, peer_slot) = (fds.clone(), peer.clone());
+    let (shared, peer_slot, security) = (fds.clone(), peer.clone(), security.clone());
     let p = path.to_path_buf();
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (p, shared, security, slot) = (
@@ -81,8 +89,11 @@ pub async fn connect(
         );
         async move {
             let s = UnixStream::connect(&p).await?;
-            let (io, peer) = security.wrap_client(FdStream::new(s, shared)).await?;
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+            let (io, peer) = security
+                .connect(FdStream::new(s, shared))
+                .await
+                .map_err(io::Error::other)?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = peer;
             Ok::<_, io::Error>(TokioIo::new(io))
         }
     });
@@ -90,97 +101,32 @@ pub async fn connect(
     let channel = Endpoint::from_static("http://nsm.local")
         .connect_with_connector(connector)
         .await
-        .map_err(|source| TransportError::Connect {
+        .map_err(|e| TransportError::Connect {
             path: path.display().to_string(),
-            source,
+            reason: chain(&e),
         })?;
     Ok(Dialed { channel, fds, peer })
 }
 
-/// What a server handler knows about the connection a request came on.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub fds: Arc<FdShared>,
-    pub peer: PeerId,
-}
+/// What a server handler knows about the connection a request came on:
+/// `peer` (verified by TLS) and `inner`, the connection's descriptors.
+pub type ConnInfo = SecureConnectInfo<Arc<FdShared>>;
 
-/// An accepted, wrapped server connection.
-pub struct ServerConn {
-    io: Box<dyn Io>,
-    info: ConnInfo,
-}
-
-impl Connected for ServerConn {
-    type ConnectInfo = ConnInfo;
-    fn connect_info(&self) -> ConnInfo {
-        self.info.clone()
+impl Connected for FdStream {
+    type ConnectInfo = Arc<FdShared>;
+    fn connect_info(&self) -> Arc<FdShared> {
+        self.fds().clone()
     }
 }
 
-impl AsyncRead for ServerConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ServerConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// The connections accepted on `listener`, each wrapped on its own task so
-/// one slow handshake does not hold up the others.
+/// The connections accepted on `listener`, each secured on its own task
+/// (see [`Security::incoming`]) so one slow or failing handshake holds up
+/// no other client.
 pub fn incoming(
     listener: UnixListener,
-    security: Arc<dyn TransportSecurity>,
-) -> ReceiverStream<io::Result<ServerConn>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let s = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    if tx.send(Err(e)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let (conn_tx, security) = (tx.clone(), security.clone());
-            tokio::spawn(async move {
-                let fds = FdShared::new();
-                match security.wrap_server(FdStream::new(s, fds.clone())).await {
-                    Ok((io, peer)) => {
-                        let _ = conn_tx
-                            .send(Ok(ServerConn {
-                                io,
-                                info: ConnInfo { fds, peer },
-                            }))
-                            .await;
-                    }
-                    // One failed handshake is that peer's problem, not the server's.
-                    Err(e) => debug!(error = %e, "NSM connection refused by the transport"),
-                }
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
+    security: &Security,
+) -> impl Stream<Item = io::Result<SecureStream<FdStream>>> + Send + 'static {
+    let raw =
+        UnixListenerStream::new(listener).map(|s| s.map(|s| FdStream::new(s, FdShared::new())));
+    security.incoming(raw)
 }

@@ -12,6 +12,11 @@ use prost_types::Timestamp;
 use tokio::{net::UnixStream, sync::broadcast};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, transport::Endpoint};
+use xcnf_agent::nsm::security::{
+    PeerId, SecureConnectInfo, Security, Token, X509Source, X509Svid,
+    token::{self, DEFAULT_MAX_TOKEN_LIFETIME},
+    x509,
+};
 use xcnf_proto::nsm::{
     connection::{
         Connection, ConnectionEvent, ConnectionEventType, Mechanism, MonitorScopeSelector, Path,
@@ -114,12 +119,64 @@ pub struct State {
     pub services: BTreeMap<String, registry::NetworkService>,
 }
 
+/// What the double does wrong, on purpose, in the token it sends an
+/// endpoint with a forwarded Request (the endpoint must refuse it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenFault {
+    #[default]
+    None,
+    /// Signed by a key that is not the one of the double's TLS certificate
+    /// (a certificate of the same SPIFFE ID and trusted CA all the same).
+    Forged,
+    /// Expired an hour ago or so (signed by the right key).
+    Expired,
+}
+
+/// SPIFFE mode: the double's own SVID (for its tokens' audience when it
+/// talks to itself, nsmgr to forwarder) and a second key for forged tokens.
+pub struct Tokens {
+    pub source: X509Source,
+    pub forger: X509Svid,
+}
+
+impl Tokens {
+    /// The double as a peer: the audience of the tokens nsmgr gives the
+    /// forwarder (both are the double).
+    fn me(&self) -> Result<PeerId, Status> {
+        let ctx = self.source.current();
+        let leaf = ctx
+            .svid
+            .chain()
+            .first()
+            .ok_or_else(|| Status::internal("no SVID"))?;
+        let info = x509::leaf_info(leaf).map_err(status)?;
+        Ok(PeerId {
+            id: info.id,
+            public_key: info.public_key,
+            not_after: info.not_after,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Manager {
     pub state: Arc<Mutex<State>>,
     pub events: broadcast::Sender<ConnectionEvent>,
     /// Lifetime the double gives path segments and registrations.
     pub expiry: Duration,
+    /// mTLS on both of its sides and tokens, or insecure.
+    pub security: Security,
+    pub tokens: Option<Arc<Tokens>>,
+    /// The fault of the token forwarded to endpoints.
+    pub fault: Arc<Mutex<TokenFault>>,
+    /// The fault of nsmgr's token in replies to gRPC clients.
+    pub reply_fault: Arc<Mutex<TokenFault>>,
+}
+
+/// The caller of a gRPC Request as the TLS layer and the metadata tell.
+pub struct Caller {
+    pub peer: Option<PeerId>,
+    pub token: Option<Token>,
 }
 
 fn labels_match(
@@ -191,12 +248,106 @@ fn status(e: impl std::fmt::Display) -> Status {
 }
 
 impl Manager {
-    pub fn new(expiry: Duration) -> Self {
+    pub fn new(expiry: Duration, security: Security, tokens: Option<Arc<Tokens>>) -> Self {
         Self {
             state: Arc::default(),
             events: broadcast::channel(256).0,
             expiry,
+            security,
+            tokens,
+            fault: Arc::default(),
+            reply_fault: Arc::default(),
         }
+    }
+
+    /// The double's token for `peer` (SPIFFE mode only).
+    fn sign(&self, peer: &PeerId) -> Result<String, Status> {
+        self.security
+            .hop_token(Some(peer))
+            .map(|t| t.jwt)
+            .map_err(status)
+    }
+
+    /// nsmgr's side of a Request in SPIFFE mode: updatetoken and the
+    /// server policies on the path up to nsmgr (sdk authorize checks the
+    /// left side), then the tokens of nsmgr → forwarder and forwarder →
+    /// built-in endpoint (a registered endpoint's is signed when dialled).
+    /// Without a caller (the double as its own NSC) it signs segment 0 too.
+    fn authorize(&self, path: &mut Path, caller: Option<&Caller>) -> Result<(), Status> {
+        let Some(t) = &self.tokens else {
+            return Ok(());
+        };
+        let me = t.me()?;
+        match caller {
+            Some(c) => {
+                let mut left = Path {
+                    index: 1,
+                    path_segments: path.path_segments[..2].to_vec(),
+                };
+                let own = self.security.hop_token(c.peer.as_ref()).map_err(status)?;
+                token::update_path(&mut left, c.token.as_ref(), &own).map_err(status)?;
+                self.security
+                    .check_server_path(&left, c.peer.as_ref())
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                path.path_segments[0] = left.path_segments[0].clone();
+            }
+            None => path.path_segments[0].token = self.sign(&me)?,
+        }
+        path.path_segments[1].token = self.sign(&me)?;
+        path.path_segments[2].token = self.sign(&me)?;
+        Ok(())
+    }
+
+    /// The forwarder's token for the endpoint it dialled, faulty if asked.
+    fn forwarder_token(&self, peer: Option<&PeerId>) -> Result<Option<Token>, Status> {
+        let fault = *self.fault.lock().unwrap();
+        self.token_with(fault, peer)
+    }
+
+    /// nsmgr's segment in a reply to a gRPC client, re-signed faulty if
+    /// asked (the client must refuse the reply).
+    fn fault_reply(&self, c: &mut Connection) -> Result<(), Status> {
+        let fault = *self.reply_fault.lock().unwrap();
+        let Some(t) = &self.tokens else {
+            return Ok(());
+        };
+        if fault == TokenFault::None {
+            return Ok(());
+        }
+        let me = t.me()?;
+        if let (Some(tok), Some(seg)) = (
+            self.token_with(fault, Some(&me))?,
+            c.path.as_mut().and_then(|p| p.path_segments.get_mut(1)),
+        ) {
+            seg.token = tok.jwt;
+        }
+        Ok(())
+    }
+
+    /// A token of the double for `peer`, with `fault` (SPIFFE mode only).
+    fn token_with(
+        &self,
+        fault: TokenFault,
+        peer: Option<&PeerId>,
+    ) -> Result<Option<Token>, Status> {
+        let Some(t) = &self.tokens else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let tok = match fault {
+            TokenFault::None => self.security.hop_token(peer).map_err(status)?,
+            TokenFault::Forged => {
+                token::sign(&t.forger, peer, DEFAULT_MAX_TOKEN_LIFETIME, now).map_err(status)?
+            }
+            TokenFault::Expired => token::sign(
+                &t.source.current().svid,
+                peer,
+                DEFAULT_MAX_TOKEN_LIFETIME,
+                now - Duration::from_secs(3600),
+            )
+            .map_err(status)?,
+        };
+        Ok(Some(tok))
     }
 
     fn event(&self, kind: ConnectionEventType, c: &Connection) {
@@ -213,6 +364,7 @@ impl Manager {
         req: NetworkServiceRequest,
         client_ns: String,
         client_fd: Option<Arc<OwnedFd>>,
+        caller: Option<&Caller>,
     ) -> Result<Connection, Status> {
         let mut conn = req
             .connection
@@ -251,6 +403,7 @@ impl Manager {
                 ..Default::default()
             });
         }
+        self.authorize(&mut path, caller)?;
         let existing = self.state.lock().unwrap().conns.get(&conn.id).cloned();
         if let Some(old) = &existing
             && if memif {
@@ -282,17 +435,21 @@ impl Manager {
                         .into_iter()
                         .skip(3),
                 );
+                // The endpoint's reply carries the path as forwarded.
                 let (ec, _, _) = self.forward(&old.endpoint, &p, &sock, &pref.r#type).await?;
                 endpoint = ec;
             } else if let Some(p) = endpoint.path.as_mut() {
                 for s in &mut p.path_segments {
                     s.expires = Some(expires);
                 }
+                p.path_segments[..3].clone_from_slice(&path.path_segments);
+                if let Some(t) = &self.tokens {
+                    p.path_segments[3].token = self.sign(&t.me()?)?;
+                }
             }
             let mut c = old.client.clone();
             let mut p = endpoint.path.clone().unwrap_or_default();
             p.index = 0;
-            p.path_segments[..3].clone_from_slice(&path.path_segments);
             c.path = Some(p);
             {
                 let mut st = self.state.lock().unwrap();
@@ -368,10 +525,15 @@ impl Manager {
                     ..Default::default()
                 }];
                 let mut p = path.clone();
+                let token = match &self.tokens {
+                    Some(t) => self.sign(&t.me()?)?,
+                    None => String::new(),
+                };
                 p.path_segments.push(PathSegment {
                     name: nse_name.clone(),
                     id: format!("{nse_name}-{}", conn.id),
                     expires: Some(expires),
+                    token,
                     ..Default::default()
                 });
                 ec.path = Some(p);
@@ -460,25 +622,38 @@ impl Manager {
         sock: &Arc<OwnedFd>,
         kind: &str,
     ) -> Result<(Connection, End, Arc<OwnedFd>), Status> {
-        let (channel, received) = dial(&proc_path(sock)).await.map_err(status)?;
+        let (channel, received, peer) = dial(&proc_path(sock), &self.security)
+            .await
+            .map_err(status)?;
         let mut out = conn.clone();
         if out.mechanism.is_none() {
             // A first request: the forwarder's own connection id.
             out.id = format!("forwarder-double-{}", conn.id);
         }
-        out.path = Some(Path {
+        let mut path = Path {
             index: 2,
             path_segments: path.path_segments.clone(),
+        };
+        // The forwarder's client-side updatetoken: its segment's token is
+        // for the endpoint it dialled, and goes in the call metadata too.
+        let tok = self.forwarder_token(peer.as_ref())?;
+        if let Some(t) = &tok {
+            path.path_segments[2].token = t.jwt.clone();
+        }
+        out.path = Some(path);
+        let mut req = Request::new(NetworkServiceRequest {
+            connection: Some(out),
+            mechanism_preferences: vec![Mechanism {
+                cls: "LOCAL".into(),
+                r#type: kind.into(),
+                parameters: Default::default(),
+            }],
         });
+        if let Some(t) = &tok {
+            t.insert_into(req.metadata_mut()).map_err(status)?;
+        }
         let reply = NetworkServiceClient::new(channel)
-            .request(NetworkServiceRequest {
-                connection: Some(out),
-                mechanism_preferences: vec![Mechanism {
-                    cls: "LOCAL".into(),
-                    r#type: kind.into(),
-                    parameters: Default::default(),
-                }],
-            })
+            .request(req)
             .await?
             .into_inner();
         let m = reply
@@ -514,7 +689,7 @@ impl Manager {
             .get(&c.nse)
             .map(|n| n.reach.clone());
         if let Some(Reach::Socket(sock)) = reach
-            && let Ok((channel, _)) = dial(&proc_path(&sock)).await
+            && let Ok((channel, _, _)) = dial(&proc_path(&sock), &self.security).await
         {
             let _ = NetworkServiceClient::new(channel)
                 .close(c.endpoint.clone())
@@ -554,31 +729,42 @@ impl Manager {
     }
 }
 
+type PeerSlot = Arc<Mutex<Option<PeerId>>>;
+
 /// A channel to an endpoint's socket (at a `/proc/<pid>/fd/<n>` path),
-/// collecting the descriptors its replies carry.
-pub async fn dial(path: &str) -> Result<(tonic::transport::Channel, Arc<Received>), String> {
+/// secured as the double is (the endpoint's SVID verified), collecting the
+/// descriptors its replies carry; with the endpoint's verified identity.
+pub async fn dial(
+    path: &str,
+    security: &Security,
+) -> Result<(tonic::transport::Channel, Arc<Received>, Option<PeerId>), String> {
     let received = Arc::new(Received::default());
-    let r = received.clone();
+    let slot = PeerSlot::default();
+    let (r, sl, security) = (received.clone(), slot.clone(), security.clone());
     let path = path.to_owned();
     let channel = Endpoint::from_static("http://nse.double")
         .connect_with_connector(tower::service_fn(move |_| {
-            let (path, r) = (path.clone(), r.clone());
+            let (path, r, sl, security) = (path.clone(), r.clone(), sl.clone(), security.clone());
             async move {
                 let sock = UnixStream::connect(&path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(RecvStream {
-                    sock,
-                    received: r,
-                }))
+                let (io, peer) = security
+                    .connect(RecvStream { sock, received: r })
+                    .await
+                    .map_err(std::io::Error::other)?;
+                *sl.lock().unwrap() = peer;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
             }
         }))
         .await
         .map_err(|e| format!("connect {e:?}"))?;
-    Ok((channel, received))
+    let peer = slot.lock().unwrap().clone();
+    Ok((channel, received, peer))
 }
 
-fn received(req_ext: &tonic::Extensions) -> Result<Arc<Received>, Status> {
+/// What the server side knows of a connection: its descriptors and peer.
+fn conn_info(req_ext: &tonic::Extensions) -> Result<SecureConnectInfo<Arc<Received>>, Status> {
     req_ext
-        .get::<Arc<Received>>()
+        .get::<SecureConnectInfo<Arc<Received>>>()
         .cloned()
         .ok_or_else(|| Status::internal("no connection info"))
 }
@@ -589,7 +775,13 @@ impl NetworkService for Manager {
         &self,
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        let fds = received(req.extensions())?;
+        let info = conn_info(req.extensions())?;
+        let caller = Caller {
+            peer: info.peer.clone(),
+            token: Token::from_metadata(req.metadata())
+                .map_err(|e| Status::permission_denied(e.to_string()))?,
+        };
+        let fds = info.inner;
         let req = req.into_inner();
         let url = req
             .mechanism_preferences
@@ -603,9 +795,9 @@ impl NetworkService for Manager {
             .await
             .map_err(Status::invalid_argument)?;
         let ns = proc_path(&fd);
-        Manager::request(self, req, ns, Some(fd))
-            .await
-            .map(Response::new)
+        let mut c = Manager::request(self, req, ns, Some(fd), Some(&caller)).await?;
+        self.fault_reply(&mut c)?;
+        Ok(Response::new(c))
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
@@ -677,7 +869,7 @@ impl NetworkServiceEndpointRegistry for Manager {
         &self,
         req: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
-        let fds = received(req.extensions())?;
+        let fds = conn_info(req.extensions())?.inner;
         let mut nse = req.into_inner();
         if nse.name.is_empty() {
             return Err(Status::invalid_argument("endpoint without a name"));

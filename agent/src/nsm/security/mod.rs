@@ -248,6 +248,17 @@ impl Security {
         }
     }
 
+    /// This hop's token for a call to, or a reply to, `peer`, as the NSM
+    /// code puts it in the path and the call metadata. Insecure mode has an
+    /// empty token that still expires after MaxTokenLifetime, so paths
+    /// expire and refresh on NSM's schedule either way.
+    pub fn hop_token(&self, peer: Option<&PeerId>) -> Result<Token, SecurityError> {
+        Ok(self.sign_token(peer)?.unwrap_or_else(|| Token {
+            jwt: String::new(),
+            expires: SystemTime::now() + token::DEFAULT_MAX_TOKEN_LIFETIME,
+        }))
+    }
+
     /// The server policies on a Request's path (after `updatetoken`); a
     /// no-op when insecure.
     pub fn check_server_path(
