@@ -18,7 +18,7 @@ use crate::{
     agent::{Agent, Scratch, abridged},
     netns::{CLIENT_IP, Netns, Proc, SERVER_IP},
     nsm_double::NsmDouble,
-    spiffe_double::SpiffeDouble,
+    spiffe_double::{SpiffeDouble, TestCa},
     workspace_root,
 };
 
@@ -33,6 +33,48 @@ pub enum ChainSecurity<'a> {
         nsm: &'a SpiffeDouble,
         agent_endpoint: String,
     },
+}
+
+/// SPIFFE for the chain: Workload API doubles of one trust domain, one for
+/// the agent and one for the NSM manager double (each workload its own SVID,
+/// as under SPIRE), on a runtime of their own.
+pub struct ChainSpiffe {
+    agent: SpiffeDouble,
+    nsm: SpiffeDouble,
+    /// Runs the two Workload API servers; dropped after them.
+    _rt: tokio::runtime::Runtime,
+}
+
+/// The identities the chain's workloads get.
+pub const AGENT_SPIFFE_ID: &str = "spiffe://example.org/ns/cnf/sa/xcnf";
+pub const NSMGR_SPIFFE_ID: &str = "spiffe://example.org/ns/nsm-system/sa/nsmgr";
+
+impl ChainSpiffe {
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+        let ca = std::sync::Arc::new(TestCa::new("example.org"));
+        let (agent, nsm) = rt.block_on(async {
+            (
+                SpiffeDouble::with_ca(ca.clone()).await,
+                SpiffeDouble::with_ca(ca).await,
+            )
+        });
+        let day = Duration::from_secs(24 * 3600);
+        agent.issue(AGENT_SPIFFE_ID, day);
+        nsm.issue(NSMGR_SPIFFE_ID, day);
+        Self {
+            agent,
+            nsm,
+            _rt: rt,
+        }
+    }
+
+    pub fn security(&self) -> ChainSecurity<'_> {
+        ChainSecurity::Spiffe {
+            nsm: &self.nsm,
+            agent_endpoint: self.agent.endpoint(),
+        }
+    }
 }
 
 /// The cnf's config, relative to the workspace root.

@@ -56,7 +56,8 @@ pub struct Args {
     pub vpp_bin: Option<PathBuf>,
     /// The cnf's interfaces from NSM (the NSM manager double in
     /// tests/src/nsm_double): the agent is an NSM endpoint for the client
-    /// and an NSM client of the web server's service, in insecure mode.
+    /// and an NSM client of the web server's service, over mTLS with SPIFFE
+    /// SVIDs (Workload API doubles) and path tokens.
     #[arg(long)]
     pub nsm: bool,
 }

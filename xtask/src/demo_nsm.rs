@@ -9,8 +9,9 @@
 //! inside (the agent as NSM endpoint, `app=nat44`); the cnf's outside (the
 //! agent as NSM client, `app=nat44`) reaches the web server
 //! (`app=webserver`). The chain is built by tests/src/nsm_chain.rs, which the
-//! integration test uses too. The agent runs with `--nsm-insecure`: no
-//! SPIFFE mTLS or path tokens here.
+//! integration test uses too. NSM runs as it does in a cluster: mTLS with
+//! SPIFFE X.509 SVIDs and signed path tokens on every hop, the SVIDs served
+//! by Workload API doubles (SPIRE cannot run here) from one test CA.
 
 use std::net::Ipv4Addr;
 
@@ -18,7 +19,7 @@ use anyhow::{Result, anyhow, bail};
 use xcnf_tests::{
     agent::{abridged, paired_address_in_maps},
     netns::{CLIENT_IP, SERVER_IP},
-    nsm_chain::{self, ChainSecurity, NsmChain},
+    nsm_chain::{self, ChainSpiffe, NsmChain},
 };
 
 use crate::{
@@ -43,8 +44,11 @@ pub fn run() -> Result<()> {
     );
     println!("   app=nat44 -> app=webserver (the cnf's outside, agent as NSM client)");
     println!(
-        "   NSM manager: the test double (tests/src/nsm_double); agent with --nsm-insecure (no SPIFFE mTLS)"
+        "   NSM manager: the test double (tests/src/nsm_double); mTLS with SPIFFE SVIDs ({} for the agent, {} for the manager) and signed path tokens",
+        nsm_chain::AGENT_SPIFFE_ID,
+        nsm_chain::NSMGR_SPIFFE_ID
     );
+    let spiffe = ChainSpiffe::start();
     println!(
         "\n== starting xcnf-agent in {PREFIX}-cnf with {}:",
         nsm_chain::CONFIG
@@ -53,7 +57,7 @@ pub fn run() -> Result<()> {
     let chain = NsmChain::start(
         PREFIX,
         &setup::root().join("target/debug/xcnf-http-echo"),
-        &ChainSecurity::Insecure,
+        &spiffe.security(),
         &[],
     );
     check_interrupt()?;
@@ -70,6 +74,17 @@ pub fn run() -> Result<()> {
             c.endpoint_end.ifname,
             c.endpoint_end.netns
         );
+    }
+    println!("\n== the client's path: who signed each hop's token");
+    for seg in chain
+        .client_conn
+        .path
+        .iter()
+        .flat_map(|p| p.path_segments.iter())
+    {
+        let signer = xcnf_agent::nsm::security::token::decode(&seg.token)
+            .map_or_else(|e| format!("no valid token ({e})"), |c| c.sub);
+        println!("{:<28} {signer}", seg.name);
     }
     print_xcnfctl(&chain.cnf, &chain.instance, &["status"])?;
     check_interrupt()?;
