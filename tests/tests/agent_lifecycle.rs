@@ -7,10 +7,15 @@
     reason = "tests fail by panicking"
 )]
 
-use std::process::Output;
+use std::{
+    process::{Output, Stdio},
+    time::{Duration, Instant},
+};
 
 use xcnf_tests::{
-    agent::{Agent, PinGuard, agent_binary, chain_config, pin_dir, read_counters, xcnfctl},
+    agent::{
+        Agent, PinGuard, Scratch, agent_binary, chain_config, pin_dir, read_counters, xcnfctl,
+    },
     netns::{Chain, Netns, unique_prefix},
 };
 
@@ -380,4 +385,56 @@ fn pins_of_another_map_layout_are_recreated_not_reused() {
     assert!(forwarded(&prefix, &chain) >= 3);
     assert!(!pin_dir(&prefix).join("layout-00000000000000aa").exists());
     assert_eq!(attached(&chain.cnf, "c0").matches("xcnf_tc").count(), 1);
+}
+
+/// Whoever sees the agent ready may stop it at once: SIGTERM sent the moment
+/// the ready file appears is a clean stop (exit 0, pins removed), not
+/// SIGTERM's default action killing the agent half way.
+#[test]
+fn sigterm_right_after_ready_stops_cleanly() {
+    let prefix = unique_prefix("st");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let _pins = PinGuard(prefix.clone());
+    let scratch = Scratch::new(&prefix);
+    let ready = scratch.path().join("ready");
+    let log_path = scratch.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Agent::command(&chain.cnf, &scratch, &cfg, &["--instance", &prefix]);
+    cmd.arg("--ready-file")
+        .arg(&ready)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut child = cmd.spawn().unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Guards against a hang, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the agent exited before it was ready: {st}\n{}", log());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("not ready after 60 s\n{}", log());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running 20 s after SIGTERM\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}\n{}", log());
+    assert!(!pin_dir(&prefix).exists(), "pins left behind\n{}", log());
 }

@@ -359,6 +359,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
 
+    // Caught from here on: whoever sees "ready" may stop the agent at once,
+    // before the engine first polls for signals, and must get a clean stop
+    // rather than the default action of SIGTERM.
+    let signals = Signals::install()?;
     if let Some(f) = &args.ready_file {
         std::fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
     }
@@ -371,14 +375,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         info!(item = %p, "not configured yet");
     }
 
-    let mut engine = engine
-        .run(commands, changes, async {
-            if let Err(e) = wait_for_shutdown().await {
-                warn!(error = %e, "cannot wait for signals");
-                std::future::pending::<()>().await;
-            }
-        })
-        .await;
+    let mut engine = engine.run(commands, changes, signals.wait()).await;
     if let Some(dp) = engine.backend().datapath() {
         match dp.counters() {
             Ok(c) => {
@@ -492,14 +489,27 @@ fn spawn_ebpf_logger(dp: &mut xcnf_agent::datapath::Datapath) {
     });
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from [`Signals::install`] on: one that
+/// arrives before [`Signals::wait`] is polled is kept for it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
+    }
 }
 
 /// Opens the VPP connection when the config first needs it. Every new
