@@ -55,7 +55,7 @@ pub struct Args {
     /// Cold and warm agent starts each [default: 5].
     #[arg(long)]
     starts: Option<u32>,
-    /// gRPC applies per mode [default: 20].
+    /// gRPC applies per mode, rounded up to an even count [default: 20].
     #[arg(long)]
     applies: Option<u32>,
     /// Seconds the agent idles before its memory is read [default: 3].

@@ -71,7 +71,7 @@ pub struct Options {
     pub mappings: u32,
     /// Cold starts, and as many warm ones.
     pub starts: u32,
-    /// gRPC applies per mode.
+    /// gRPC applies per mode (rounded up to an even count).
     pub applies: u32,
     /// Idle time before memory is read.
     pub idle: Duration,
@@ -348,7 +348,9 @@ fn run_inner(opts: &Options) -> Result<Results, BenchError> {
                 &mut merge,
             ),
         ] {
-            for _ in 0..opts.applies {
+            // An even count per mode: each mode then ends with the mapping
+            // where it began (unmoved), which the file edits below rely on.
+            for _ in 0..opts.applies.next_multiple_of(2) {
                 check_interrupt()?;
                 moved = !moved;
                 let req = pb::ApplyRequest {
