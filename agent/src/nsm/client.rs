@@ -13,7 +13,6 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_stream::StreamExt;
-use tonic::Request;
 use tracing::{info, warn};
 use xcnf_proto::nsm::{
     connection::{
@@ -29,7 +28,7 @@ use super::{
     memif,
     security::token::DEFAULT_MAX_TOKEN_LIFETIME,
     system_time, timestamp,
-    transport::{self, Dialed},
+    transport::{self, CALL_TIMEOUT, Dialed},
 };
 use crate::{
     config::{MemifRole, NsmMechanism},
@@ -43,8 +42,6 @@ pub const OWN_NETNS: &str = "file:///proc/self/ns/net";
 const RETRY: Duration = Duration::from_millis(200);
 /// Re-connecting after nsmgr went away backs off up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// A single call gives up after this long.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the client requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,14 +256,13 @@ impl Client {
             NsmMechanism::Memif => memif::preference(),
         };
         fds.send_mechanism(&mut pref).map_err(|e| e.to_string())?;
-        let mut req = Request::new(NetworkServiceRequest {
-            connection: Some(conn),
-            mechanism_preferences: vec![pref],
-        });
-        req.set_timeout(CALL_TIMEOUT);
-        token
-            .insert_into(req.metadata_mut())
-            .map_err(|e| e.to_string())?;
+        let req = transport::signed(
+            NetworkServiceRequest {
+                connection: Some(conn),
+                mechanism_preferences: vec![pref],
+            },
+            &token,
+        )?;
         let mut reply = NetworkServiceClient::new(channel.clone())
             .request(req)
             .await
@@ -338,11 +334,7 @@ impl Client {
             let token = security
                 .hop_token(dialed.peer().as_ref())
                 .map_err(|e| e.to_string())?;
-            let mut req = Request::new(last);
-            req.set_timeout(CALL_TIMEOUT);
-            token
-                .insert_into(req.metadata_mut())
-                .map_err(|e| e.to_string())?;
+            let req = transport::signed(last, &token)?;
             NetworkServiceClient::new(dialed.channel)
                 .close(req)
                 .await

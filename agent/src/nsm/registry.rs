@@ -10,7 +10,6 @@ use std::{
 };
 
 use tokio::sync::watch;
-use tonic::Request;
 use tracing::{info, warn};
 use xcnf_proto::nsm::registry::{
     NetworkServiceEndpoint, NetworkServiceLabels,
@@ -18,11 +17,13 @@ use xcnf_proto::nsm::registry::{
 };
 
 use super::{
-    Context, security::token::DEFAULT_MAX_TOKEN_LIFETIME, system_time, timestamp, transport,
+    Context,
+    security::token::DEFAULT_MAX_TOKEN_LIFETIME,
+    system_time, timestamp,
+    transport::{self, CALL_TIMEOUT},
 };
 
 const RETRY: Duration = Duration::from_secs(1);
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What an endpoint registers.
 #[derive(Clone, Debug)]
@@ -43,24 +44,23 @@ async fn register(ctx: &Context, reg: &Registration) -> Result<NetworkServiceEnd
     let token = security
         .hop_token(dialed.peer().as_ref())
         .map_err(|e| e.to_string())?;
-    let mut req = Request::new(NetworkServiceEndpoint {
-        name: reg.name.clone(),
-        network_service_names: vec![reg.service.clone()],
-        network_service_labels: [(
-            reg.service.clone(),
-            NetworkServiceLabels {
-                labels: reg.labels.clone(),
-            },
-        )]
-        .into(),
-        url,
-        expiration_time: Some(timestamp(token.expires)),
-        ..Default::default()
-    });
-    req.set_timeout(CALL_TIMEOUT);
-    token
-        .insert_into(req.metadata_mut())
-        .map_err(|e| e.to_string())?;
+    let req = transport::signed(
+        NetworkServiceEndpoint {
+            name: reg.name.clone(),
+            network_service_names: vec![reg.service.clone()],
+            network_service_labels: [(
+                reg.service.clone(),
+                NetworkServiceLabels {
+                    labels: reg.labels.clone(),
+                },
+            )]
+            .into(),
+            url,
+            expiration_time: Some(timestamp(token.expires)),
+            ..Default::default()
+        },
+        &token,
+    )?;
     NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .register(req)
         .await
@@ -76,15 +76,14 @@ async fn unregister(ctx: &Context, reg: &Registration) -> Result<(), String> {
     let token = security
         .hop_token(dialed.peer().as_ref())
         .map_err(|e| e.to_string())?;
-    let mut req = Request::new(NetworkServiceEndpoint {
-        name: reg.name.clone(),
-        network_service_names: vec![reg.service.clone()],
-        ..Default::default()
-    });
-    req.set_timeout(CALL_TIMEOUT);
-    token
-        .insert_into(req.metadata_mut())
-        .map_err(|e| e.to_string())?;
+    let req = transport::signed(
+        NetworkServiceEndpoint {
+            name: reg.name.clone(),
+            network_service_names: vec![reg.service.clone()],
+            ..Default::default()
+        },
+        &token,
+    )?;
     NetworkServiceEndpointRegistryClient::new(dialed.channel)
         .unregister(req)
         .await

@@ -9,18 +9,36 @@ use std::{
     io,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use futures::{Stream, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, server::Connected};
+use tonic::{
+    Request,
+    transport::{Channel, Endpoint, server::Connected},
+};
 
 use super::{
     grpcfd::{FdShared, FdStream},
-    security::{PeerId, SecureConnectInfo, SecureStream, Security},
+    security::{PeerId, SecureConnectInfo, SecureStream, Security, Token},
 };
+
+/// A single call to nsmgr or the registry gives up after this long.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An outgoing NSM call: bounded by [`CALL_TIMEOUT`] and carrying this
+/// hop's path token in its metadata, as every NSM call must.
+pub fn signed<T>(msg: T, token: &Token) -> Result<Request<T>, String> {
+    let mut req = Request::new(msg);
+    req.set_timeout(CALL_TIMEOUT);
+    token
+        .insert_into(req.metadata_mut())
+        .map_err(|e| e.to_string())?;
+    Ok(req)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
