@@ -39,8 +39,8 @@ pub enum ChainSecurity<'a> {
 /// the agent and one for the NSM manager double (each workload its own SVID,
 /// as under SPIRE), on a runtime of their own.
 pub struct ChainSpiffe {
-    agent: SpiffeDouble,
-    nsm: SpiffeDouble,
+    pub agent: SpiffeDouble,
+    pub nsm: SpiffeDouble,
     /// Runs the two Workload API servers; dropped after them.
     _rt: tokio::runtime::Runtime,
 }
@@ -49,8 +49,19 @@ pub struct ChainSpiffe {
 pub const AGENT_SPIFFE_ID: &str = "spiffe://example.org/ns/cnf/sa/xcnf";
 pub const NSMGR_SPIFFE_ID: &str = "spiffe://example.org/ns/nsm-system/sa/nsmgr";
 
+/// How long the issued SVIDs last.
+pub const SVID_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 impl ChainSpiffe {
     pub fn start() -> Self {
+        let s = Self::without_agent_svid();
+        s.agent.issue(AGENT_SPIFFE_ID, SVID_LIFETIME);
+        s
+    }
+
+    /// The agent's Workload API has no identity for it yet (as while SPIRE
+    /// has not attested the pod); the manager's has.
+    pub fn without_agent_svid() -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
         let ca = std::sync::Arc::new(TestCa::new("example.org"));
         let (agent, nsm) = rt.block_on(async {
@@ -59,14 +70,17 @@ impl ChainSpiffe {
                 SpiffeDouble::with_ca(ca).await,
             )
         });
-        let day = Duration::from_secs(24 * 3600);
-        agent.issue(AGENT_SPIFFE_ID, day);
-        nsm.issue(NSMGR_SPIFFE_ID, day);
+        nsm.issue(NSMGR_SPIFFE_ID, SVID_LIFETIME);
         Self {
             agent,
             nsm,
             _rt: rt,
         }
+    }
+
+    /// The NSM manager double with mTLS and tokens, its SVID from `nsm`.
+    pub fn double(&self, socket: &Path, expiry: Duration) -> NsmDouble {
+        NsmDouble::start_secure(socket, expiry, &self.nsm)
     }
 
     pub fn security(&self) -> ChainSecurity<'_> {

@@ -17,7 +17,6 @@
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,9 +24,8 @@ use xcnf_agent::nsm::security::token;
 use xcnf_tests::{
     agent::{Agent, Scratch, paired_address_in_maps},
     netns::{CLIENT_IP, Netns, unique_prefix},
-    nsm_chain::{self, ChainSecurity, NsmChain},
+    nsm_chain::{self, ChainSecurity, ChainSpiffe, NsmChain},
     nsm_double::{NsmDouble, TokenFault},
-    spiffe_double::{SpiffeDouble, TestCa},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -420,7 +418,7 @@ fn chain_client_cnf_webserver_through_the_nat() {
 /// token policies on every Request.
 #[test]
 fn secure_chain_client_cnf_webserver_through_the_nat() {
-    chain_through_the_nat(Some(&Spiffe::new()));
+    chain_through_the_nat(Some(&Spiffe::start()));
 }
 
 fn chain_through_the_nat(spiffe: Option<&Spiffe>) {
@@ -475,63 +473,33 @@ fn chain_through_the_nat(spiffe: Option<&Spiffe>) {
     );
 }
 
-const AGENT_ID: &str = "spiffe://example.org/ns/cnf/sa/xcnf";
-const NSMGR_ID: &str = "spiffe://example.org/ns/nsm-system/sa/nsmgr";
-const DAY: Duration = Duration::from_secs(24 * 3600);
+const AGENT_ID: &str = nsm_chain::AGENT_SPIFFE_ID;
+const NSMGR_ID: &str = nsm_chain::NSMGR_SPIFFE_ID;
+const DAY: Duration = nsm_chain::SVID_LIFETIME;
 
 /// Workload API doubles of one trust domain: the agent's and the NSM
 /// manager double's (each workload has its own SVID, as under SPIRE).
-struct Spiffe {
-    agent: SpiffeDouble,
-    nsm: SpiffeDouble,
-    /// Runs the two Workload API servers; dropped after them.
-    _rt: tokio::runtime::Runtime,
-}
+type Spiffe = ChainSpiffe;
 
-impl Spiffe {
-    fn new() -> Self {
-        let s = Self::without_agent_svid();
-        s.agent.issue(AGENT_ID, DAY);
-        s
-    }
-
-    /// The agent's Workload API has no identity for it yet (as while SPIRE
-    /// has not attested the pod).
-    fn without_agent_svid() -> Self {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let ca = Arc::new(TestCa::new("example.org"));
-        let (agent, nsm) = rt.block_on(async {
-            let agent = SpiffeDouble::with_ca(ca.clone()).await;
-            let nsm = SpiffeDouble::with_ca(ca).await;
-            nsm.issue(NSMGR_ID, DAY);
-            (agent, nsm)
-        });
-        Self {
-            agent,
-            nsm,
-            _rt: rt,
-        }
-    }
-
-    /// The NSM manager double with mTLS and tokens.
-    fn double(&self, socket: &std::path::Path, expiry: Duration) -> NsmDouble {
-        NsmDouble::start_secure(socket, expiry, &self.nsm)
-    }
-
-    /// The agent in its default (secure) mode, its SVID from its double.
-    fn agent(&self, ns: &Netns, instance: &str, interfaces: &str, double: &NsmDouble) -> Agent {
-        Agent::start(
-            ns,
-            instance,
-            &config(instance, interfaces),
-            &[
-                "--nsm-socket",
-                &double.url(),
-                "--spiffe-endpoint-socket",
-                &self.agent.endpoint(),
-            ],
-        )
-    }
+/// The agent in its default (secure) mode, its SVID from `spiffe`.
+fn secure_agent(
+    spiffe: &Spiffe,
+    ns: &Netns,
+    instance: &str,
+    interfaces: &str,
+    double: &NsmDouble,
+) -> Agent {
+    Agent::start(
+        ns,
+        instance,
+        &config(instance, interfaces),
+        &[
+            "--nsm-socket",
+            &double.url(),
+            "--spiffe-endpoint-socket",
+            &spiffe.agent.endpoint(),
+        ],
+    )
 }
 
 /// The `sub` claim of a path token.
@@ -551,7 +519,7 @@ fn secure_client_connects_over_mtls_with_tokens() {
     let p = unique_prefix("nss");
     let s = setup(&p);
     let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
-    let spiffe = Spiffe::new();
+    let spiffe = Spiffe::start();
     let double = spiffe.double(&s.socket, Duration::from_secs(600));
     double.add_endpoint(
         "ep",
@@ -561,7 +529,7 @@ fn secure_client_connects_over_mtls_with_tokens() {
         "nse",
         Ipv4Addr::new(10, 75, 0, 0),
     );
-    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let agent = secure_agent(&spiffe, &cnf, &p, CLIENT_ITF, &double);
     let _log = LogOnPanic(&agent);
     poll(WAIT, "the config address on nsm1", || {
         let a = addresses(&cnf, "nsm1")?;
@@ -589,7 +557,7 @@ fn secure_client_refuses_an_untrusted_nsmgr_certificate() {
     let p = unique_prefix("nsu");
     let s = setup(&p);
     let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
-    let spiffe = Spiffe::new();
+    let spiffe = Spiffe::start();
     spiffe.nsm.serve_untrusted(NSMGR_ID, DAY);
     let double = spiffe.double(&s.socket, Duration::from_secs(600));
     double.add_endpoint(
@@ -600,7 +568,7 @@ fn secure_client_refuses_an_untrusted_nsmgr_certificate() {
         "nse",
         Ipv4Addr::new(10, 76, 0, 0),
     );
-    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let agent = secure_agent(&spiffe, &cnf, &p, CLIENT_ITF, &double);
     let _log = LogOnPanic(&agent);
     agent
         .wait_for_log_line(WAIT, |l| {
@@ -634,7 +602,7 @@ fn secure_client_starts_when_the_first_svid_arrives() {
         "nse",
         Ipv4Addr::new(10, 78, 0, 0),
     );
-    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let agent = secure_agent(&spiffe, &cnf, &p, CLIENT_ITF, &double);
     let _log = LogOnPanic(&agent);
     agent
         .wait_for_log_line(WAIT, |l| {
@@ -660,7 +628,7 @@ fn secure_client_refuses_a_reply_with_a_forged_or_expired_token() {
     let p = unique_prefix("nsq");
     let s = setup(&p);
     let (cnf, ep) = (Netns::new(&format!("{p}c")), Netns::new(&format!("{p}e")));
-    let spiffe = Spiffe::new();
+    let spiffe = Spiffe::start();
     let double = spiffe.double(&s.socket, Duration::from_secs(600));
     double.add_endpoint(
         "ep",
@@ -671,7 +639,7 @@ fn secure_client_refuses_a_reply_with_a_forged_or_expired_token() {
         Ipv4Addr::new(10, 77, 0, 0),
     );
     double.set_reply_token_fault(TokenFault::Forged);
-    let agent = spiffe.agent(&cnf, &p, CLIENT_ITF, &double);
+    let agent = secure_agent(&spiffe, &cnf, &p, CLIENT_ITF, &double);
     let _log = LogOnPanic(&agent);
     agent
         .wait_for_log_line(WAIT, |l| {
@@ -707,9 +675,9 @@ fn secure_endpoint_refuses_forged_and_expired_tokens() {
     let s = setup(&p);
     let ep = Netns::new(&format!("{p}e"));
     let (c1, c2) = (Netns::new(&format!("{p}1")), Netns::new(&format!("{p}2")));
-    let spiffe = Spiffe::new();
+    let spiffe = Spiffe::start();
     let double = spiffe.double(&s.socket, Duration::from_secs(600));
-    let agent = spiffe.agent(&ep, &p, ENDPOINT_ITF, &double);
+    let agent = secure_agent(&spiffe, &ep, &p, ENDPOINT_ITF, &double);
     let _log = LogOnPanic(&agent);
     let name = format!("{p}-svc");
     double.wait_for(WAIT, "the registration", |d| {
