@@ -5,10 +5,10 @@ use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_PROHIBIT,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, bpf_fib_lookup,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, bpf_fib_lookup, bpf_redir_neigh,
     },
     cty::c_void,
-    helpers::generated::bpf_fib_lookup as fib_lookup_helper,
+    helpers::generated::{bpf_fib_lookup as fib_lookup_helper, bpf_redirect_neigh},
 };
 
 use crate::maps::FIB_SCRATCH;
@@ -98,3 +98,35 @@ pub fn lookup_v4(
         _ => Route::Other,
     }
 }
+
+/// Redirects the packet out of `ifindex` through `bpf_redirect_neigh`, which
+/// resolves the MAC of `nexthop` (network byte order) itself (TC only).
+///
+/// The helper's parameter block is written into the FIB scratch value, whose
+/// lookup answer has been read by then, rather than onto the stack: the TC
+/// program's frame and the NAT global function's share 512 bytes.
+#[inline(always)]
+pub fn redirect_neigh(ifindex: u32, nexthop: u32) -> i64 {
+    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return -1;
+    };
+    // SAFETY: the per-CPU scratch value is 64 bytes, 8-byte aligned, and
+    // free once the lookup's answer was copied out (see `lookup_v4`).
+    let nh = unsafe { &mut *p.cast::<bpf_redir_neigh>() };
+    nh.nh_family = AF_INET_NEIGH;
+    nh.__bindgen_anon_1.ipv4_nh = nexthop;
+    // SAFETY: nh is a correctly sized bpf_redir_neigh.
+    unsafe {
+        bpf_redirect_neigh(
+            ifindex,
+            core::ptr::from_mut(nh),
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    }
+}
+
+/// `bpf_redir_neigh.nh_family` is a `u32`, unlike the lookup's `u8` family.
+const AF_INET_NEIGH: u32 = 2;
+
+const _: () = assert!(core::mem::size_of::<bpf_redir_neigh>() <= 64);

@@ -7,7 +7,7 @@ use xcnf_common::nat::role;
 use crate::{
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
-    nat::{self, Decision, FibQuery, parse, rewrite},
+    nat::{self, Decision, FibQuery, parse, rewrite, slow::SlowCall},
     pkt::Pkt,
 };
 
@@ -27,19 +27,14 @@ pub struct Ingress {
 }
 
 #[inline(always)]
-pub fn run<P: Pkt>(p: &P, i: &Ingress) -> Action {
+pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     let (data, data_end) = p.bounds();
     let h = match forward::validate(data, data_end, i.l3_len) {
         Ok(h) => h,
         Err(a) => return a,
     };
 
-    let cfg = if i.role == role::NONE {
-        None
-    } else {
-        nat::config()
-    };
-    let Some(cfg) = cfg else {
+    if i.role == role::NONE || nat::config().is_none() {
         let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
         return forward::commit(data, data_end, &r);
     };
@@ -55,7 +50,7 @@ pub fn run<P: Pkt>(p: &P, i: &Ingress) -> Action {
             MtuCheck::Skb => 0,
         },
     };
-    let (to, inner, outbound) = match nat::decide(cfg, i.role, &pk, i.len, &fib) {
+    let (to, inner, outbound) = match nat::decide(p, i.role, &pk, i.len, &fib) {
         Decision::Plain => {
             let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
             let (data, data_end) = p.bounds();

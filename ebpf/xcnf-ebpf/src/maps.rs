@@ -2,6 +2,11 @@
 //! `xcnf_common::nat`; the agent pins every map under
 //! `/sys/fs/bpf/xcnf/<instance>/`.
 
+use crate::nat::{
+    alloc::Probe,
+    session::{Halves, NewSession},
+    slow::SlowIo,
+};
 use aya_ebpf::{
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     macros::btf_map,
@@ -70,6 +75,23 @@ pub static NAT_HOSTS: LruHashMap<[u8; 4], HostPairing, { MAX_HOSTS as usize }> =
 
 #[btf_map]
 pub static NAT_ACTIVE: Array<u64, { active::LEN }> = Array::new();
+
+/// Per-CPU room for the NAT global function's inputs and decision (see
+/// `nat/slow.rs`). Not pinned: it holds nothing between runs.
+#[btf_map]
+pub static NAT_SLOW: PerCpuArray<SlowIo, 1> = PerCpuArray::new();
+
+/// Per-CPU state of the allocator's port walk (see `nat/alloc.rs`).
+#[btf_map]
+pub static NAT_PROBE: PerCpuArray<Probe, 1> = PerCpuArray::new();
+
+/// Per-CPU room for a new session's halves (see `nat/session.rs`).
+#[btf_map]
+pub static NAT_NEW: PerCpuArray<Halves, 1> = PerCpuArray::new();
+
+/// Per-CPU room for a new flow's description (see `nat/session.rs`).
+#[btf_map]
+pub static NAT_FLOW: PerCpuArray<NewSession, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static NAT_STATS: PerCpuArray<NatStats, 1> = PerCpuArray::new();

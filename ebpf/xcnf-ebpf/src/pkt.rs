@@ -24,6 +24,8 @@ use aya_ebpf::{
 };
 use xcnf_common::csum;
 
+use crate::nat::slow::{self, SlowCall};
+
 /// Failure to touch the packet: out of bounds, or a helper refused.
 pub struct Fault;
 
@@ -216,5 +218,19 @@ impl Pkt for Xdp<'_> {
             c = 0xffff;
         }
         store(self, csum_off, c.to_be_bytes())
+    }
+}
+
+impl SlowCall for Tc<'_> {
+    #[inline(always)]
+    fn call_slow(&self) -> i32 {
+        slow::xcnf_nat_slow_tc(self.0.skb.skb)
+    }
+}
+
+impl SlowCall for Xdp<'_> {
+    #[inline(always)]
+    fn call_slow(&self) -> i32 {
+        slow::xcnf_nat_slow_xdp(self.0.ctx)
     }
 }

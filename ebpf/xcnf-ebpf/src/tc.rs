@@ -7,8 +7,8 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_redir_neigh},
-    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    helpers::generated::bpf_redirect,
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
@@ -16,6 +16,7 @@ use xcnf_common::nat::role;
 
 use crate::{
     counters::{self, Drop, Pass},
+    fib,
     forward::{self, Action, MtuCheck},
     headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_HLEN, NAT_PULL_LEN},
     ipv4::{self, Ingress},
@@ -24,7 +25,6 @@ use crate::{
 };
 
 const PACKET_HOST: u32 = 0;
-const AF_INET: u32 = 2;
 /// Headers plain forwarding reads, which must be in the linear area.
 const PULL_LEN: usize = ETH_HLEN + IPV4_HLEN;
 
@@ -104,19 +104,7 @@ pub fn run(ctx: &TcContext) -> i32 {
             ifindex: out,
             nexthop,
         } => {
-            // SAFETY: all-zero is valid for this plain struct/union.
-            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-            nh.nh_family = AF_INET;
-            nh.__bindgen_anon_1.ipv4_nh = nexthop;
-            // SAFETY: nh is a correctly sized bpf_redir_neigh.
-            let rc = unsafe {
-                bpf_redirect_neigh(
-                    out,
-                    &mut nh,
-                    core::mem::size_of::<bpf_redir_neigh>() as i32,
-                    0,
-                )
-            };
+            let rc = fib::redirect_neigh(out, nexthop);
             finish_redirect(ctx, c, rc, out, len)
         }
         Action::Pass(why) => {

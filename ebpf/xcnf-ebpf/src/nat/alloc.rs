@@ -16,7 +16,7 @@ use xcnf_common::nat::{
 };
 
 use crate::{
-    maps::{NAT_ACTIVE, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_SESSIONS, NAT_STATIC},
+    maps::{NAT_ACTIVE, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_PROBE, NAT_SESSIONS, NAT_STATIC},
     nat::{
         parse::Tuple,
         session::{self, NewSession},
@@ -114,9 +114,12 @@ enum Reserve {
     ReplyHalf = 1,
 }
 
-/// State shared with [`probe_step`] through `bpf_loop`'s context pointer.
+/// State of one port walk, shared with [`probe_step`]. It lives in a
+/// per-CPU scratch value (`NAT_PROBE`), not on the stack: the allocator runs
+/// in the NAT global function, whose frame adds to the program's within the
+/// verifier's 512-byte limit.
 #[repr(C)]
-struct Probe {
+pub struct Probe {
     addr: [u8; 4],
     min: u32,
     max: u32,
@@ -135,30 +138,21 @@ struct Probe {
 }
 
 impl Probe {
-    /// A walk over `pool`; [`probe`] fills in the range and start port.
+    /// This CPU's walk state, reset for a walk over `pool` in `mode`; the
+    /// caller fills in what the mode reserves (`bind`, or `rkey` and
+    /// `rval`), and [`probe`] the range and start port. The reference must
+    /// not be used after `probe`, which the walk changes behind it. Looked up before
+    /// anything is computed, so values built for it go straight into it
+    /// instead of being spilled around the lookup. `None` only if the
+    /// scratch map is missing, which a loaded object never is.
     #[inline(always)]
-    fn new(
-        pool: &PoolAddr,
-        proto: u8,
-        mode: Reserve,
-        bind: Binding,
-        rkey: SessionKey,
-        rval: Session,
-    ) -> Self {
-        Probe {
-            addr: pool.addr,
-            min: 0,
-            max: 0,
-            span: 0,
-            port: 0,
-            proto,
-            mode,
-            keep: false,
-            found: false,
-            bind,
-            rkey,
-            rval,
-        }
+    fn start(pool: &PoolAddr, proto: u8, mode: Reserve) -> Option<&'static mut Probe> {
+        // SAFETY: this CPU's scratch value; no other run uses it meanwhile.
+        let c = unsafe { &mut *NAT_PROBE.get_ptr_mut(0)? };
+        c.addr = pool.addr;
+        c.proto = proto;
+        c.mode = mode;
+        Some(c)
     }
 }
 
@@ -169,9 +163,12 @@ impl Probe {
 /// it by the number of tries (Cilium sizes its retries by the verifier for
 /// the same reason).
 #[inline(never)]
-extern "C" fn probe_step(i: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Probe` on the caller's stack that `probe` passes.
-    let c = unsafe { &mut *ctx.cast::<Probe>() };
+extern "C" fn probe_step(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(c) = NAT_PROBE.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's walk state, set up by `probe` before the loop.
+    let c = unsafe { &mut *c };
     if !c.keep {
         c.port = if i <= u64::from(PORT_RANDOM_TRIES) {
             // SAFETY: helper without arguments.
@@ -217,30 +214,44 @@ extern "C" fn probe_step(i: u64, ctx: *mut c_void) -> i64 {
 /// Walks the candidate ports of `pool` for `want`, reserving the first free
 /// one as `c.mode` says. Returns the reserved port.
 #[inline(always)]
-fn probe(pool: &PoolAddr, want: u16, c: &mut Probe) -> Option<u16> {
+fn probe(pool: &PoolAddr, want: u16) -> Option<u16> {
     let min = u32::from(pool.port_min);
     let max = u32::from(pool.port_max);
     if max < min {
         return None;
     }
-    c.addr = pool.addr;
-    c.min = min;
-    c.max = max;
-    c.span = max - min + 1;
-    c.port = u32::from(want);
-    c.keep = c.port >= min && c.port <= max;
-    c.found = false;
-    // SAFETY: `probe_step` matches bpf_loop's callback ABI and only touches
-    // `c`, which outlives the call.
+    // A raw pointer, not a `&mut`: `probe_step` writes the result through
+    // its own lookup of the same value during `bpf_loop`, and a `&mut` held
+    // across the call would let the compiler assume nothing changed it (it
+    // did: `found` read back as the `false` written before the loop).
+    let c = NAT_PROBE.get_ptr_mut(0)?;
+    // SAFETY: this CPU's walk state; no reference to it is live here.
+    unsafe {
+        (*c).min = min;
+        (*c).max = max;
+        (*c).span = max - min + 1;
+        (*c).port = u32::from(want);
+        (*c).keep = (*c).port >= min && (*c).port <= max;
+        (*c).found = false;
+    }
+    // SAFETY: `probe_step` matches bpf_loop's callback ABI and finds its
+    // state in the per-CPU scratch value.
     unsafe {
         bpf_loop(
             PORT_TRIES,
             probe_step as *const () as *mut c_void,
-            core::ptr::from_mut(c).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
-    if c.found { Some(c.port as u16) } else { None }
+    // SAFETY: as above; volatile so the loop's writes are read back.
+    let (found, port) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*c).found),
+            core::ptr::read_volatile(&raw const (*c).port),
+        )
+    };
+    if found { Some(port as u16) } else { None }
 }
 
 /// An allocation result. A struct rather than an enum on purpose: an enum
@@ -293,21 +304,16 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
         b.last_used_ns = now;
         return Snat::to(b.addr, b.port, false);
     }
-    let back = Binding {
+    let Some(c) = Probe::start(pool, orig.proto, Reserve::Binding) else {
+        return Snat::exhausted();
+    };
+    c.bind = Binding {
         addr: orig.saddr,
         port: orig.sport,
         _pad: [0; 2],
         last_used_ns: now,
     };
-    let mut c = Probe::new(
-        pool,
-        orig.proto,
-        Reserve::Binding,
-        back,
-        SessionKey::default(),
-        Session::default(),
-    );
-    let Some(port) = probe(pool, orig.sport, &mut c) else {
+    let Some(port) = probe(pool, orig.sport) else {
         return Snat::exhausted();
     };
     let fwd = Binding {
@@ -343,24 +349,21 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
 /// the session's reply half.
 #[inline(always)]
 pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool) -> Snat {
-    let mut c = Probe::new(
-        pool,
-        n.orig.proto,
-        Reserve::ReplyHalf,
-        Binding::default(),
-        SessionKey {
-            saddr: n.orig.daddr,
-            daddr: pool.addr,
-            sport: n.orig.dport,
-            dport: 0,
-            proto: n.orig.proto,
-            dir: n.peer_dir,
-            _pad: [0; 2],
-        },
-        session::reply_half(n, now),
-    );
+    let Some(c) = Probe::start(pool, n.orig.proto, Reserve::ReplyHalf) else {
+        return Snat::exhausted();
+    };
+    c.rkey = SessionKey {
+        saddr: n.orig.daddr,
+        daddr: pool.addr,
+        sport: n.orig.dport,
+        dport: 0,
+        proto: n.orig.proto,
+        dir: n.peer_dir,
+        _pad: [0; 2],
+    };
+    c.rval = session::reply_half(n, now);
     let port = if has_ports {
-        probe(pool, n.orig.sport, &mut c)
+        probe(pool, n.orig.sport)
     } else if NAT_SESSIONS
         .insert(&c.rkey, &c.rval, u64::from(BPF_NOEXIST))
         .is_ok()

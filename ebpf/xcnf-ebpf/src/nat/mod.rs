@@ -12,6 +12,7 @@ pub mod arp;
 pub mod parse;
 pub mod rewrite;
 pub mod session;
+pub mod slow;
 pub mod stats;
 
 use aya_ebpf::cty::c_void;
@@ -27,6 +28,7 @@ use crate::{
     nat::{
         parse::{Frag, L4, Parsed, Tuple},
         session::{Created, NewSession},
+        slow::SlowCall,
     },
 };
 
@@ -97,26 +99,34 @@ pub fn config() -> Option<&'static NatConfig> {
 }
 
 /// Decides the translation of a validated IPv4 packet that arrived on an
-/// interface of role `dir` (inside or outside).
+/// interface of role `dir` (inside or outside). The common case, a packet of
+/// an established session, is decided here; the rest goes to the hook's
+/// global function (`slow.rs`).
 #[inline(always)]
-pub fn decide(cfg: &NatConfig, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery) -> Decision {
-    let outbound = dir == role::INSIDE;
-    let t = &pk.tuple;
-    let seen = session::seen_bits(pk.l4, pk.tcp_flags);
-
+pub fn decide<S: SlowCall>(s: &S, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery) -> Decision {
     if pk.frag == Frag::Later {
         return later_fragment(dir, pk, fib);
     }
+    if pk.l4 != L4::IcmpError {
+        let seen = session::seen_bits(pk.l4, pk.tcp_flags);
+        if let Some(to) = session::hit(&session::key(&pk.tuple, dir), seen, len) {
+            let outbound = dir == role::INSIDE;
+            count_translated(outbound);
+            return translated(pk, dir, to, None, outbound);
+        }
+    }
+    slow::decide(s, dir, pk, len, fib).unwrap_or(Decision::Drop(Drop::Malformed))
+}
+
+/// The decisions behind the global function: an ICMP error's session, or a
+/// packet without a session, which may open one.
+#[inline(always)]
+pub fn decide_slow(cfg: &NatConfig, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery) -> Decision {
     if pk.l4 == L4::IcmpError {
         return icmp_error(dir, pk, fib);
     }
-
-    if let Some(to) = session::hit(&session::key(t, dir), seen, len) {
-        count_translated(outbound);
-        return translated(pk, dir, to, None, outbound);
-    }
-
-    if outbound {
+    let seen = session::seen_bits(pk.l4, pk.tcp_flags);
+    if dir == role::INSIDE {
         new_outbound(cfg, pk, seen, len, fib)
     } else {
         new_inbound(cfg, pk, seen, len, fib)
@@ -206,26 +216,23 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
 #[inline(always)]
 fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     let outbound = dir == role::INSIDE;
-    let found = pk.inner.and_then(|q| {
-        let qt = &q.tuple;
-        let reply = Tuple {
-            saddr: qt.daddr,
-            daddr: qt.saddr,
-            sport: qt.dport,
-            dport: qt.sport,
-            proto: qt.proto,
-        };
-        session::hit_quiet(&session::key(&reply, dir)).map(|r| (q, r))
-    });
-    let Some((q, r)) = found else {
-        // Not ours to translate: like any packet to its destination.
-        if needs_nat(outbound, &pk.tuple, fib) {
-            stats::bump(|s| &mut s.icmp_error_unmatched);
-            return Decision::Drop(Drop::NatNoMapping);
-        }
-        return Decision::Plain;
+    // Early returns rather than `Option` combinators: a combined `Option`
+    // carries an undefined payload on its `None` path, which LLVM may copy
+    // from a register a helper call clobbered; the verifier refuses that.
+    let Some(q) = pk.inner else {
+        return icmp_error_unmatched(outbound, pk, fib);
     };
     let qt = &q.tuple;
+    let reply = Tuple {
+        saddr: qt.daddr,
+        daddr: qt.saddr,
+        sport: qt.dport,
+        dport: qt.sport,
+        proto: qt.proto,
+    };
+    let Some(r) = session::hit_quiet(&session::key(&reply, dir)) else {
+        return icmp_error_unmatched(outbound, pk, fib);
+    };
     // `r` is what a reply would become; the quote is that reply's
     // counterpart, so it becomes `r` swapped.
     let inner = Tuple {
@@ -251,25 +258,62 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     }
 }
 
+/// A static-mapping lookup result. A struct rather than an `Option`: LLVM
+/// moves an absent `Option`'s undefined payload around in registers a helper
+/// call has clobbered, which the verifier rightly refuses.
+#[derive(Clone, Copy)]
+struct StaticHit {
+    found: bool,
+    m: StaticMapping,
+}
+
+/// An ICMP error that belongs to no session: like any packet to its
+/// destination, unless it would pass untranslated where NAT applies.
+#[inline(always)]
+fn icmp_error_unmatched(outbound: bool, pk: &Parsed, fib: &FibQuery) -> Decision {
+    if needs_nat(outbound, &pk.tuple, fib) {
+        stats::bump(|s| &mut s.icmp_error_unmatched);
+        return Decision::Drop(Drop::NatNoMapping);
+    }
+    Decision::Plain
+}
+
 /// Looks up a static mapping: port-specific first, then the protocol's
 /// address-only mapping (how ICMP mappings are keyed), then address-only
 /// for any protocol.
 #[inline(always)]
-fn static_lookup(addr: [u8; 4], port: u16, proto: u8, dir: u8) -> Option<StaticMapping> {
-    let keys = [(port, proto), (0, proto), (0, 0)];
-    for (port, proto) in keys {
-        let k = StaticKey {
-            addr,
-            port,
-            proto,
-            dir,
-        };
-        if let Some(m) = NAT_STATIC.get_ptr(&k) {
-            // SAFETY: a live map value, copied out.
-            return Some(unsafe { *m });
-        }
+fn static_lookup(addr: [u8; 4], port: u16, proto: u8, dir: u8) -> StaticHit {
+    let hit = static_get(addr, port, proto, dir);
+    if hit.found {
+        return hit;
     }
-    None
+    let hit = static_get(addr, 0, proto, dir);
+    if hit.found {
+        return hit;
+    }
+    static_get(addr, 0, 0, dir)
+}
+
+/// One key of [`static_lookup`]'s order.
+#[inline(always)]
+fn static_get(addr: [u8; 4], port: u16, proto: u8, dir: u8) -> StaticHit {
+    let k = StaticKey {
+        addr,
+        port,
+        proto,
+        dir,
+    };
+    match NAT_STATIC.get_ptr(&k) {
+        Some(m) => StaticHit {
+            found: true,
+            // SAFETY: a live map value, copied out.
+            m: unsafe { *m },
+        },
+        None => StaticHit {
+            found: false,
+            m: StaticMapping::default(),
+        },
+    }
 }
 
 /// Whether `t` has ports (TCP, UDP, ICMP echo) as opposed to address-only.
@@ -303,20 +347,24 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
     }
 
     let local = static_lookup(t.saddr, src_port, t.proto, role::INSIDE);
-    if let Some(m) = local
-        && m.flags & static_flags::IDENTITY != 0
-    {
+    if local.found && local.m.flags & static_flags::IDENTITY != 0 {
         stats::bump(|s| &mut s.identity);
         return Decision::Plain;
     }
 
+    // The flow is described in place (see `session::flow`); its peer and
+    // kind are settled below.
+    let Some(n) = session::flow(t, role::INSIDE, t, role::OUTSIDE, 0, seen, len) else {
+        return Decision::Drop(Drop::NatTableFull);
+    };
     // Hairpinning (RFC 4787 REQ-9): the destination is the external
     // endpoint of another inside host.
-    let mut to = *t;
     let mut hairpin = false;
-    if let Some(m) = static_lookup(t.daddr, t.dport, t.proto, role::OUTSIDE) {
+    let ext = static_lookup(t.daddr, t.dport, t.proto, role::OUTSIDE);
+    if ext.found {
+        let m = ext.m;
         if m.flags & static_flags::IDENTITY == 0 {
-            (to.daddr, to.dport) = mapped(&m, t.dport);
+            (n.to.daddr, n.to.dport) = mapped(&m, t.dport);
             hairpin = true;
         }
     } else if ports && cfg.flags & config_flags::ENDPOINT_DEPENDENT == 0 {
@@ -329,8 +377,8 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         if let Some(b) = NAT_BINDINGS.get_ptr(&k) {
             // SAFETY: a live map value.
             let b = unsafe { *b };
-            to.daddr = b.addr;
-            to.dport = b.port;
+            n.to.daddr = b.addr;
+            n.to.dport = b.port;
             hairpin = true;
         }
     }
@@ -342,20 +390,13 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         return Decision::Drop(Drop::NatTableFull);
     }
 
-    let peer_dir = if hairpin { role::INSIDE } else { role::OUTSIDE };
+    if hairpin {
+        n.peer_dir = role::INSIDE;
+    }
     let mut kind_bits = if hairpin { kind::HAIRPIN } else { 0 };
-    let mut n = NewSession {
-        orig: *t,
-        dir: role::INSIDE,
-        to,
-        peer_dir,
-        kind: 0,
-        seen,
-        len,
-    };
     let now = session::now();
-    let reply_reserved = if let Some(m) = local {
-        (n.to.saddr, n.to.sport) = mapped(&m, t.sport);
+    let reply_reserved = if local.found {
+        (n.to.saddr, n.to.sport) = mapped(&local.m, t.sport);
         kind_bits |= kind::STATIC_SNAT;
         false
     } else {
@@ -372,7 +413,7 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         let snat = if ports && cfg.flags & config_flags::ENDPOINT_DEPENDENT == 0 {
             alloc::eim(&pool, t, now)
         } else {
-            alloc::by_reply_half(&pool, &n, now, ports)
+            alloc::by_reply_half(&pool, n, now, ports)
         };
         if !snat.ok {
             stats::bump(|s| &mut s.pool_exhausted);
@@ -385,7 +426,7 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         snat.reply_reserved
     };
     n.kind = kind_bits;
-    finish(pk, &n, reply_reserved)
+    finish(pk, n, reply_reserved)
 }
 
 #[inline(always)]
@@ -395,9 +436,16 @@ fn new_inbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery)
     let dst_port = if ports { t.dport } else { 0 };
     // Only a packet that can open a flow is mapped: an echo reply or error
     // without a session is not a new flow.
-    if pk.l4 != L4::EchoReply
-        && let Some(m) = static_lookup(t.daddr, dst_port, t.proto, role::OUTSIDE)
-    {
+    let ext = if pk.l4 == L4::EchoReply {
+        StaticHit {
+            found: false,
+            m: StaticMapping::default(),
+        }
+    } else {
+        static_lookup(t.daddr, dst_port, t.proto, role::OUTSIDE)
+    };
+    if ext.found {
+        let m = ext.m;
         if m.flags & static_flags::IDENTITY != 0 {
             stats::bump(|s| &mut s.identity);
             return Decision::Plain;
@@ -408,16 +456,11 @@ fn new_inbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery)
         }
         let mut to = *t;
         (to.daddr, to.dport) = mapped(&m, t.dport);
-        let n = NewSession {
-            orig: *t,
-            dir: role::OUTSIDE,
-            to,
-            peer_dir: role::INSIDE,
-            kind: kind::DNAT,
-            seen,
-            len,
+        let Some(n) = session::flow(t, role::OUTSIDE, &to, role::INSIDE, kind::DNAT, seen, len)
+        else {
+            return Decision::Drop(Drop::NatTableFull);
         };
-        return finish(pk, &n, false);
+        return finish(pk, n, false);
     }
     if needs_nat(false, t, fib) {
         stats::bump(|s| &mut s.no_mapping);

@@ -9,6 +9,7 @@ use crate::{
 };
 
 /// A connection tuple; ports in host order, 0 where the protocol has none.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Tuple {
     pub saddr: [u8; 4],
@@ -53,6 +54,7 @@ pub enum Frag {
     Later,
 }
 
+#[derive(Clone, Copy)]
 pub struct Parsed {
     pub tuple: Tuple,
     pub l4: L4,

@@ -4,7 +4,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use xcnf_common::nat::{Session, SessionKey, active, tcp_seen};
 
 use crate::{
-    maps::{NAT_ACTIVE, NAT_SESSIONS},
+    maps::{NAT_ACTIVE, NAT_FLOW, NAT_NEW, NAT_SESSIONS},
     nat::{
         parse::{L4, Tuple},
         stats,
@@ -105,7 +105,10 @@ pub fn admit(max_sessions: u32) -> bool {
     c.wrapping_add(*b) < u64::from(max_sessions)
 }
 
-/// Everything needed to create a session from its first packet.
+/// Everything needed to create a session from its first packet. Built in a
+/// per-CPU scratch value (`NAT_FLOW`) by [`flow`], for the reason given at
+/// [`Halves`].
+#[repr(C)]
 pub struct NewSession {
     /// The first packet's tuple and the role it arrived on.
     pub orig: Tuple,
@@ -118,6 +121,30 @@ pub struct NewSession {
     pub len: u64,
 }
 
+/// This CPU's [`NewSession`], filled in. `None` only if the scratch map is
+/// missing, which a loaded object never is.
+#[inline(always)]
+pub fn flow(
+    orig: &Tuple,
+    dir: u8,
+    to: &Tuple,
+    peer_dir: u8,
+    kind: u8,
+    seen: u8,
+    len: u64,
+) -> Option<&'static mut NewSession> {
+    // SAFETY: this CPU's scratch value; no other run uses it meanwhile.
+    let n = unsafe { &mut *NAT_FLOW.get_ptr_mut(0)? };
+    n.orig = *orig;
+    n.dir = dir;
+    n.to = *to;
+    n.peer_dir = peer_dir;
+    n.kind = kind;
+    n.seen = seen;
+    n.len = len;
+    Some(n)
+}
+
 pub enum Created {
     /// Both halves inserted.
     New,
@@ -127,14 +154,31 @@ pub enum Created {
     Conflict,
 }
 
+/// The keys and values of a new session's two halves. They are built in a
+/// per-CPU scratch value (`NAT_NEW`), not on the stack: creation runs in the
+/// NAT global function, whose frame adds to the program's within the
+/// verifier's 512-byte limit.
+#[repr(C)]
+pub struct Halves {
+    fwd_key: SessionKey,
+    rev_key: SessionKey,
+    fwd: Session,
+    rev: Session,
+}
+
 /// Inserts both halves: the reply half first (unless `reply_reserved`, when
 /// the allocator already inserted it as its port reservation), so that
 /// whenever a forward half exists its reply half does too.
 #[inline(always)]
 pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
+    let Some(h) = NAT_NEW.get_ptr_mut(0) else {
+        return Created::Conflict;
+    };
+    // SAFETY: this CPU's scratch value; no other run uses it meanwhile.
+    let h = unsafe { &mut *h };
     let t = now();
-    let fwd_key = key(&n.orig, n.dir);
-    let rev_key = SessionKey {
+    h.fwd_key = key(&n.orig, n.dir);
+    h.rev_key = SessionKey {
         saddr: n.to.daddr,
         daddr: n.to.saddr,
         sport: n.to.dport,
@@ -144,12 +188,12 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
         _pad: [0; 2],
     };
     if !reply_reserved {
-        let rev = reply_half(n, t);
+        h.rev = reply_half(n, t);
         if NAT_SESSIONS
-            .insert(&rev_key, &rev, u64::from(BPF_NOEXIST))
+            .insert(&h.rev_key, &h.rev, u64::from(BPF_NOEXIST))
             .is_err()
         {
-            return match hit_quiet(&fwd_key) {
+            return match hit_quiet(&h.fwd_key) {
                 Some(t) => {
                     stats::bump(|s| &mut s.create_races);
                     Created::Raced(t)
@@ -158,7 +202,7 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
             };
         }
     }
-    let fwd = Session {
+    h.fwd = Session {
         saddr: n.to.saddr,
         daddr: n.to.daddr,
         sport: n.to.sport,
@@ -174,13 +218,13 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
         bytes: n.len,
     };
     if NAT_SESSIONS
-        .insert(&fwd_key, &fwd, u64::from(BPF_NOEXIST))
+        .insert(&h.fwd_key, &h.fwd, u64::from(BPF_NOEXIST))
         .is_err()
     {
         // Lost the race for this flow: our reply half is unused.
-        let _ = NAT_SESSIONS.remove(&rev_key);
+        let _ = NAT_SESSIONS.remove(&h.rev_key);
         stats::bump(|s| &mut s.create_races);
-        return match hit_quiet(&fwd_key) {
+        return match hit_quiet(&h.fwd_key) {
             Some(t) => Created::Raced(t),
             None => Created::Conflict,
         };
