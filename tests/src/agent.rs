@@ -472,6 +472,13 @@ pub fn read_sessions(pin_dir: &Path) -> Result<Vec<(SessionKey, Session)>, Strin
         .collect()
 }
 
+/// The route cache control entry (`route_ctl`).
+pub fn read_route_ctl(pin_dir: &Path) -> Result<nat::RouteCtl, String> {
+    let m: Array<_, nat::RouteCtl> = Array::try_from(open_pinned(pin_dir, &maps::ROUTE_CTL)?)
+        .map_err(|e| format!("route_ctl: {e}"))?;
+    m.get(&0, 0).map_err(|e| format!("route_ctl[0]: {e}"))
+}
+
 /// The global NAT event counters (`nat_stats`), summed over CPUs.
 pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
     let m: PerCpuArray<_, NatStats> =

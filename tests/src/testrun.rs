@@ -25,7 +25,8 @@ use xcnf_common::{
     DropReasons, IfCounters, IfaceConfig, PassReasons, maps,
     nat::{
         Binding, BindingKey, FragKey, FragXlate, HostPairing, NatAddr, NatConfig, NatStats,
-        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active, lru_entries,
+        PoolRange, ROUTE_MAX_AGE_MS, RouteCtl, Session, SessionKey, StaticKey, StaticMapping,
+        active, lru_entries,
     },
 };
 
@@ -268,7 +269,21 @@ impl Datapath {
             .try_into()
             .unwrap_or_else(|e| panic!("TC program type: {}", chain(&e)));
         retry_eagain(|| tc.load()).unwrap_or_else(|e| panic!("loading xcnf_tc: {}", chain(&e)));
-        Datapath { ebpf }
+        let mut dp = Datapath { ebpf };
+        // The route cache on, as the agent runs it.
+        dp.set_route_ctl(RouteCtl {
+            generation: 0,
+            max_age_ms: ROUTE_MAX_AGE_MS,
+        });
+        dp
+    }
+
+    /// Writes the `route_ctl` entry: a new generation is what the agent
+    /// writes when routes or neighbours change.
+    pub fn set_route_ctl(&mut self, ctl: RouteCtl) {
+        let mut m = typed_map!(self, maps::ROUTE_CTL.object, Array<_, RouteCtl>);
+        m.set(0, ctl, 0)
+            .unwrap_or_else(|e| panic!("ROUTE_CTL[0]: {}", chain(&e)));
     }
 
     /// Makes `ifindex` a managed interface without a NAT role.

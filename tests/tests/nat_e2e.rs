@@ -21,7 +21,7 @@ use xcnf_common::nat::{self, Session, SessionKey};
 use xcnf_tests::{
     agent::{
         Agent, Nat44, ReportOnPanic, format_session, nat_chain_config, read_counters,
-        read_nat_stats, read_sessions, xcnfctl_binary, xcnfctl_sessions,
+        read_nat_stats, read_route_ctl, read_sessions, xcnfctl_binary, xcnfctl_sessions,
     },
     netns::{
         CLIENT_IP, CLIENT2_IP, CNF_INSIDE_IP, CNF_OUTSIDE_IP, Chain, ChainSpec, FAR_SERVER_IP,
@@ -809,4 +809,86 @@ fn udp_session_expires_with_a_short_timeout() {
         "an inbound packet recreated the session:\n{}",
         lab.sessions_text()
     );
+}
+
+/// An established session caches its route to the web server. When the
+/// server's MAC changes, the agent's neighbour notification moves the route
+/// generation, and the next flow carries the new MAC.
+#[test]
+fn a_changed_server_mac_moves_the_route_generation() {
+    let lab = Lab::start(
+        "rg",
+        &ChainSpec::nat(),
+        TC,
+        &Nat44::default().pool(POOL_FIRST, POOL_LAST, None),
+    );
+    let _report = lab.report();
+    let _http = lab.chain.start_http_server(http_echo());
+    let url = format!("http://{SERVER_IP}:8080/");
+    lab.chain
+        .client
+        .curl(&url, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let pins = lab.agent.pin_dir();
+    let before = read_route_ctl(&pins).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(before.max_age_ms, nat::ROUTE_MAX_AGE_MS, "the cache is on");
+    let c1 = lab.chain.cnf.ifindex("c1");
+    let server_mac = lab.chain.server.mac("eth0");
+    let cached = |v: &Session| {
+        (
+            v.route_oif,
+            v.route_dmac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        )
+    };
+    let (k, v) = lab
+        .inside_half(|k| k.proto == nat::proto::TCP && k.dport == 8080)
+        .unwrap_or_else(|| panic!("no TCP session:\n{}", lab.sessions_text()));
+    assert_eq!(
+        cached(&v),
+        (c1, server_mac.clone()),
+        "the client's half caches the route to the server: {}",
+        format_session(&k, &v)
+    );
+
+    let new_mac = "02:0e:0e:0e:0e:80";
+    lab.chain
+        .server
+        .ip(&["link", "set", "eth0", "address", new_mac]);
+    lab.chain.cnf.ip(&[
+        "neigh", "replace", SERVER_IP, "lladdr", new_mac, "dev", "c1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let now = read_route_ctl(&pins).unwrap_or_else(|e| panic!("{e}"));
+        if now.generation != before.generation || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(
+        moved.generation, before.generation,
+        "the neighbour change did not move the route generation"
+    );
+
+    lab.chain
+        .client
+        .curl(&url, &["--local-port", "41000"])
+        .unwrap_or_else(|e| panic!("after the MAC change: {e}"));
+    let (k, v) = lab
+        .inside_half(|k| k.proto == nat::proto::TCP && k.sport == 41000)
+        .unwrap_or_else(|| panic!("no second TCP session:\n{}", lab.sessions_text()));
+    assert_eq!(
+        cached(&v),
+        (c1, new_mac.to_owned()),
+        "the new flow's half caches the new MAC: {}",
+        format_session(&k, &v)
+    );
+    for ifname in ["c0", "c1"] {
+        assert_outcomes_add_up(&lab, ifname);
+    }
 }

@@ -33,8 +33,9 @@
 use xcnf_common::{
     DropReasons, PassReasons,
     nat::{
-        Binding, BindingKey, NatConfig, NatStats, PoolRange, Session, SessionKey, StaticKey,
-        StaticMapping, addr_flags, config_flags, kind, proto, role, static_flags, tcp_seen,
+        Binding, BindingKey, NatConfig, NatStats, PoolRange, RouteCtl, Session, SessionKey,
+        StaticKey, StaticMapping, addr_flags, config_flags, kind, proto, role, static_flags,
+        tcp_seen,
     },
 };
 use xcnf_tests::{
@@ -44,8 +45,8 @@ use xcnf_tests::{
         l4_checksum, payload, quote, tcp_flags, udp, udp_without_checksum,
     },
     testrun::{
-        Case, Datapath, Hook, LO, LoadOptions, Out, check, dotted, ip, isolated, set_ip_forward,
-        veth,
+        Case, Datapath, Hook, LO, LoadOptions, Out, check, dotted, ip, isolated, mac_str,
+        set_ip_forward, veth,
     },
 };
 
@@ -880,10 +881,7 @@ impl Nat {
                 Kind::Has(k) => assert_eq!(v.kind & k, k, "{ctx}: {which} half kind {:#x}", v.kind),
             }
             assert_eq!(v.initiator, initiator, "{ctx}: {which} half initiator");
-            assert!(
-                v._pad.iter().all(|&b| b == 0),
-                "{ctx}: {which} half padding"
-            );
+            assert_eq!(v._pad, 0, "{ctx}: {which} half padding");
             let sent = e.sent[i];
             assert_eq!(v.packets, sent.len() as u64, "{ctx}: {which} half packets");
             // The spec does not say whether bytes are L2 or L3: either is
@@ -1058,6 +1056,7 @@ xcnf_tests::on_both_hooks!(
     outbound_unresolved_or_unroutable,
     icmp_static_mapping,
     reserved_ports_are_not_taken,
+    route_cache_follows_generation_and_age,
 );
 
 const NO_MAPPING: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_no_mapping;
@@ -2543,5 +2542,98 @@ fn reserved_ports_are_not_taken(hook: Hook) {
         &Pkt::tcp((CLIENT, 20000), (SERVER, 80), tcp_flags::SYN),
         (p, 20000),
     );
+    nat.finish();
+}
+
+/// An established session half reuses the FIB's answer (the server's MAC
+/// changing unseen leaves its packets on the old MAC) until the agent's
+/// generation moves or the answer outlives `max_age_ms`; with the cache
+/// off, every packet asks the FIB.
+fn route_cache_follows_generation_and_age(hook: Hook) {
+    let mut nat = Nat::new(hook, Config::default());
+    // An hour: nothing below expires by age unless the test says so.
+    let hour = 3_600_000;
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 7,
+        max_age_ms: hour,
+    });
+    let p = nat.pool_addr(CLIENT);
+    let pkt = Pkt::udp((CLIENT, 40000), (SERVER, 53));
+    nat.snat(
+        "first packet (the global function, no cache)",
+        &pkt,
+        (p, 40000),
+    );
+    nat.out("second packet: looked up, then cached", &pkt, (p, 40000));
+    let key = key_of(&pkt, role::INSIDE);
+    let s = session(&nat.dp, &key);
+    assert_eq!(
+        (s.route_oif, s.route_gen, s.route_iif, s.route_dmac),
+        (nat.net.out0, 7, LO, mac_of(SERVER)),
+        "{hook:?}: the half caches the answer it was given"
+    );
+
+    let out = pkt.hop((p, 40000), pkt.dst());
+    let on_mac = |nat: &Nat, what: &str, mac: Mac| {
+        nat.run(
+            &Case::forwarded(what, nat.arriving(&pkt), out.frame(mac, nat.net.out0_mac)),
+            &[st::FROM_IN],
+            &[],
+        );
+    };
+    let set_server_mac = |mac: Mac| {
+        ip(&[
+            "neigh",
+            "replace",
+            &dotted(SERVER),
+            "lladdr",
+            &mac_str(mac),
+            "dev",
+            "out0",
+            "nud",
+            "permanent",
+        ]);
+    };
+    let (mac2, mac3, mac4) = (
+        [0x02, 0xee, 0, 0, 0, 2],
+        [0x02, 0xee, 0, 0, 0, 3],
+        [0x02, 0xee, 0, 0, 0, 4],
+    );
+
+    set_server_mac(mac2);
+    on_mac(
+        &nat,
+        "neighbour changed unseen: the cached MAC",
+        mac_of(SERVER),
+    );
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 8,
+        max_age_ms: hour,
+    });
+    on_mac(&nat, "a new generation: looked up again", mac2);
+    assert_eq!(session(&nat.dp, &key).route_gen, 8, "{hook:?}: re-cached");
+
+    // The age bound: 1 ms, and more than a coarse clock tick passes.
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 8,
+        max_age_ms: 1,
+    });
+    set_server_mac(mac3);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    on_mac(
+        &nat,
+        "an answer older than max_age_ms: looked up again",
+        mac3,
+    );
+
+    // Off: every packet asks the FIB, whatever is cached.
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 8,
+        max_age_ms: 0,
+    });
+    set_server_mac(mac4);
+    on_mac(&nat, "cache off: looked up", mac4);
+    set_server_mac(mac_of(SERVER));
+    on_mac(&nat, "cache off: looked up again", mac_of(SERVER));
     nat.finish();
 }

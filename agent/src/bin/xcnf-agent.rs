@@ -9,9 +9,9 @@ use tracing::{info, warn};
 use xcnf_agent::{
     api,
     config::{Config, ConfigError},
-    datapath::{self, BPFFS_DEFAULT, Pins},
+    datapath::{self, BPFFS_DEFAULT, Pins, route_ctl},
     k8s,
-    linux::{Events, Netlink},
+    linux::{Events, FibChanges, Netlink},
     nsm,
     reconcile::{
         self,
@@ -323,6 +323,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Err(e) => {
             warn!(error = %e, "no kernel change notifications: pending items are retried every 30 s only")
+        }
+    }
+    match FibChanges::subscribe() {
+        Ok(mut changes) => {
+            let pins = Pins::new(&args.bpffs, &instance);
+            tokio::spawn(async move {
+                while changes.next_burst().await.is_some() {
+                    if let Err(e) = route_ctl::bump(&pins) {
+                        warn!(error = %e, "cannot invalidate the datapath's cached routes; they expire within a second");
+                    }
+                }
+                warn!("kernel route notifications ended: cached routes now expire by age only");
+            });
+        }
+        Err(e) => {
+            warn!(error = %e, "no route notifications: the datapath's cached routes expire by age only (1 s)")
         }
     }
     if let Some((path, text, _)) = file_config {

@@ -10,6 +10,7 @@ mod bpffs;
 mod hook;
 mod nat;
 mod object;
+pub mod route_ctl;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -241,7 +242,7 @@ impl Datapath {
         // Programs are verified when an interface first needs them (see
         // `program`): the verifier is most of the start-up time, and a
         // config of veths only never needs the XDP program.
-        Ok(Self {
+        let dp = Self {
             ebpf,
             pins: opts.pins.clone(),
             sessions: lru,
@@ -250,7 +251,10 @@ impl Datapath {
             xdp_pinned: None,
             prog_key,
             nat: None,
-        })
+        };
+        // Adopted sessions may have cached routes while no agent watched.
+        dp.routes_changed();
+        Ok(dp)
     }
 
     /// The session table capacity the maps were created with.
@@ -283,7 +287,17 @@ impl Datapath {
         if r.is_err() {
             self.rollback(&undo);
         }
+        self.routes_changed();
         r
+    }
+
+    /// Tells the datapath's route cache that FIB answers may have changed
+    /// (see `route_ctl`). Failing only delays the change by the cache's
+    /// age bound, so it is logged, not returned.
+    pub fn routes_changed(&self) {
+        if let Err(e) = route_ctl::bump(&self.pins) {
+            warn!(error = %e, "cannot invalidate the datapath's cached routes; they expire within a second");
+        }
     }
 
     fn try_attach(&mut self, t: &Target, undo: &mut Undo) -> Result<(), DatapathError> {
@@ -350,6 +364,7 @@ impl Datapath {
         if let Some(a) = a {
             info!(host_if, ifindex = a.ifindex, "datapath detached");
             self.forget_ifindex(a.ifindex);
+            self.routes_changed();
         }
     }
 
@@ -531,6 +546,7 @@ impl Datapath {
             self.forget_ifindex(ifindex);
         }
         self.attached.retain(|n, _| wanted.contains(n));
+        self.routes_changed();
         Ok(())
     }
 

@@ -73,19 +73,14 @@ impl Events {
     /// small minimum); a small one makes [`LinuxEvent::Overrun`] easy to
     /// provoke.
     pub fn subscribe_with_buffer(bytes: usize) -> Result<Self, LinuxError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-            LinuxError::Socket(std::io::Error::other(format!(
-                "netlink events need a tokio runtime: {e}"
-            )))
-        })?;
-        let (mut conn, _handle, rx) = rtnetlink::new_multicast_connection(&[
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Ifaddr,
-            MulticastGroup::Ipv4Route,
-        ])
-        .map_err(LinuxError::Socket)?;
-        set_receive_buffer(conn.socket_mut().socket_mut(), bytes).map_err(LinuxError::Socket)?;
-        let driver = runtime.spawn(conn);
+        let (rx, driver) = connect(
+            &[
+                MulticastGroup::Link,
+                MulticastGroup::Ipv4Ifaddr,
+                MulticastGroup::Ipv4Route,
+            ],
+            bytes,
+        )?;
         Ok(Self { rx, driver })
     }
 
@@ -123,6 +118,70 @@ impl Drop for Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+/// Subscribes to `groups` with a receive buffer of `bytes`, on the current
+/// tokio runtime: the notifications, and the task that reads the socket.
+fn connect(
+    groups: &[MulticastGroup],
+    bytes: usize,
+) -> Result<(Unsolicited, tokio::task::JoinHandle<()>), LinuxError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+        LinuxError::Socket(std::io::Error::other(format!(
+            "netlink events need a tokio runtime: {e}"
+        )))
+    })?;
+    let (mut conn, _handle, rx) =
+        rtnetlink::new_multicast_connection(groups).map_err(LinuxError::Socket)?;
+    set_receive_buffer(conn.socket_mut().socket_mut(), bytes).map_err(LinuxError::Socket)?;
+    Ok((rx, runtime.spawn(conn)))
+}
+
+/// Every notification that can change what the FIB answers: links,
+/// addresses, routes, policy rules and neighbours, without detail. Its
+/// consumer, the datapath's route cache, only needs to know that something
+/// changed (see `datapath::route_ctl`), and a lost notification (overrun)
+/// is a change too.
+pub struct FibChanges {
+    rx: Unsolicited,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl FibChanges {
+    /// Subscribes with [`DEFAULT_EVENT_BUFFER`], on the current tokio runtime.
+    pub fn subscribe() -> Result<Self, LinuxError> {
+        let (rx, driver) = connect(
+            &[
+                MulticastGroup::Link,
+                MulticastGroup::Ipv4Ifaddr,
+                MulticastGroup::Ipv4Route,
+                MulticastGroup::Ipv4Rule,
+                MulticastGroup::Neigh,
+            ],
+            DEFAULT_EVENT_BUFFER,
+        )?;
+        Ok(Self { rx, driver })
+    }
+
+    /// Waits for a change, then takes every change already queued behind
+    /// it, so a burst is one answer. `None` once the socket failed.
+    pub async fn next_burst(&mut self) -> Option<()> {
+        self.rx.next().await?;
+        while self.rx.try_recv().is_ok() {}
+        Some(())
+    }
+}
+
+impl Drop for FibChanges {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl std::fmt::Debug for FibChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FibChanges").finish_non_exhaustive()
     }
 }
 

@@ -24,7 +24,7 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 
 pub use addr::Address;
 pub use error::{Iface, LinuxError};
-pub use events::{DEFAULT_EVENT_BUFFER, Events, LinuxEvent};
+pub use events::{DEFAULT_EVENT_BUFFER, Events, FibChanges, LinuxEvent};
 pub use link::Link;
 pub use neigh::{Neighbor, NeighborState};
 pub use route::{Route, XCNF_RTPROT};

@@ -144,6 +144,15 @@ pub const NAT_STATS: MapName = MapName {
     max_entries: 1,
 };
 
+/// [`crate::nat::RouteCtl`] at index 0: the sessions' route cache control.
+pub const ROUTE_CTL: MapName = MapName {
+    object: "ROUTE_CTL",
+    pin: "route_ctl",
+    key_size: 4,
+    value_size: size_of::<nat::RouteCtl>() as u32,
+    max_entries: 1,
+};
+
 /// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
 /// The version of what the maps' keys and values mean. Sizes are checked
 /// pin by pin; bump this when a layout changes without changing a size (a
@@ -191,7 +200,7 @@ pub fn layout_fingerprint() -> u64 {
     h.finish()
 }
 
-pub const ALL: [MapName; 13] = [
+pub const ALL: [MapName; 14] = [
     IFACES,
     COUNTERS,
     TX_PORTS,
@@ -205,6 +214,7 @@ pub const ALL: [MapName; 13] = [
     NAT_HOSTS,
     NAT_ACTIVE,
     NAT_STATS,
+    ROUTE_CTL,
 ];
 
 /// Upper bound of managed interfaces, shared by all per-interface maps.

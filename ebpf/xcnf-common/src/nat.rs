@@ -86,8 +86,11 @@ pub struct Session {
     pub kind: u8,
     /// 1 in the half created by the flow's first packet.
     pub initiator: u8,
-    /// Explicit, so the 8-byte alignment of the times leaves no implicit gap.
-    pub _pad: [u8; 8],
+    /// The route cache (see [`RouteCtl`]): the [`RouteCtl::generation`] the
+    /// cached answer was looked up in, and its egress interface (0: none
+    /// cached).
+    pub route_gen: u32,
+    pub route_oif: u32,
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_coarse_ns`).
     pub created_ns: u64,
     pub last_seen_ns: u64,
@@ -95,7 +98,39 @@ pub struct Session {
     /// CPUs serving the same direction at once can lose an increment.
     pub packets: u64,
     pub bytes: u64,
+    /// The rest of the cached route: the ingress interface and TOS it was
+    /// looked up for, the largest IPv4 total length it accepted, when it was
+    /// looked up (milliseconds of `created_ns`'s clock, wrapping), and the
+    /// MACs a redirect writes.
+    pub route_iif: u32,
+    pub route_at_ms: u32,
+    pub route_mtu: u16,
+    pub route_tos: u8,
+    pub _pad: u8,
+    pub route_smac: [u8; 6],
+    pub route_dmac: [u8; 6],
 }
+
+/// The single entry of `route_ctl`: what decides whether a session's cached
+/// route (the FIB's answer for its translated packets) may be used.
+///
+/// The datapath asks the FIB once per session half and then reuses the
+/// answer, because the lookup was a quarter of a translated packet's cost.
+/// The agent bumps `generation` on every change that can alter an answer
+/// (routes, rules, addresses, links, neighbours, its own interface maps), so
+/// a stale entry is never used after the agent has seen the change; an
+/// entry older than `max_age_ms` is looked up again anyway, which bounds
+/// staleness when no agent runs (`--keep-datapath`) or notifications were
+/// lost. `max_age_ms` 0 turns the cache off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCtl {
+    pub generation: u32,
+    pub max_age_ms: u32,
+}
+
+/// The age bound the agent writes into [`RouteCtl::max_age_ms`].
+pub const ROUTE_MAX_AGE_MS: u32 = 1000;
 
 impl SessionKey {
     /// Key of the peer half of the session whose half `(self, v)` is.
@@ -334,12 +369,14 @@ mod pod {
     unsafe impl aya::Pod for super::FragXlate {}
     unsafe impl aya::Pod for super::NatStats {}
     unsafe impl aya::Pod for super::HostPairing {}
+    unsafe impl aya::Pod for super::RouteCtl {}
 }
 
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<SessionKey>() == 16);
-    assert!(size_of::<Session>() == 56);
+    assert!(size_of::<Session>() == 80);
+    assert!(size_of::<RouteCtl>() == 8);
     assert!(size_of::<BindingKey>() == 8);
     assert!(size_of::<Binding>() == 16);
     assert!(size_of::<NatConfig>() == 16);

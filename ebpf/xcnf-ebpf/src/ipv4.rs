@@ -7,7 +7,11 @@ use xcnf_common::nat::role;
 use crate::{
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
-    nat::{self, Decision, FibQuery, parse, rewrite, slow::SlowCall},
+    nat::{
+        self, Decision, FibQuery, parse, rewrite,
+        route::{self, RouteKey},
+        slow::{self, SlowCall},
+    },
     pkt::Pkt,
 };
 
@@ -50,7 +54,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
             MtuCheck::Skb => 0,
         },
     };
-    let (to, inner, outbound) = match nat::decide(p, i.role, &pk, i.len, &fib) {
+    let (to, outbound, slot) = match nat::decide(p, i.role, &pk, i.len, &fib) {
         Decision::Plain => {
             let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
             let (data, data_end) = p.bounds();
@@ -59,20 +63,32 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
         Decision::Drop(d) => return Action::Drop(d),
         Decision::Translate {
             to,
-            inner,
             outbound,
-        } => (to, inner, outbound),
+            route,
+        } => (to, outbound, route),
     };
 
-    let r = forward::route(
-        i.ctx,
-        i.ifindex,
-        &h,
-        to.saddr,
-        to.daddr,
-        i.mtu,
-        i.neigh_redirect,
-    );
+    let key = RouteKey {
+        iif: i.ifindex,
+        tos: h.tos,
+        tot_len: fib.tot_len,
+    };
+    let r = match route::cached(&slot, &key) {
+        Some(r) => r,
+        None => {
+            let r = forward::route(
+                i.ctx,
+                i.ifindex,
+                &h,
+                to.saddr,
+                to.daddr,
+                i.mtu,
+                i.neigh_redirect,
+            );
+            route::remember(&slot, &key, &r);
+            r
+        }
+    };
     let a = r.action;
     let rewrite_it = match a {
         Action::Redirect { .. } | Action::RedirectNeigh { .. } => true,
@@ -94,6 +110,12 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
             };
         }
         Action::Drop(_) => return a,
+    };
+    // An ICMP error's quote is read back only now (see `slow::quoted`).
+    let inner = if pk.l4 == parse::L4::IcmpError {
+        slow::quoted()
+    } else {
+        None
     };
     if rewrite_it && rewrite::apply(p, &pk, &to, inner.as_ref()).is_err() {
         return Action::Drop(Drop::Malformed);

@@ -17,7 +17,7 @@ use xcnf_common::{
     nat::{
         Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, HostPairing, MAX_FRAGS,
         MAX_HOSTS, MAX_NAT_ADDRS, MAX_POOL_RANGES, MAX_STATIC, NatAddr, NatConfig, NatStats,
-        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active,
+        PoolRange, RouteCtl, Session, SessionKey, StaticKey, StaticMapping, active,
     },
 };
 
@@ -92,6 +92,10 @@ pub static NAT_NEW: PerCpuArray<Halves, 1> = PerCpuArray::new();
 /// Per-CPU room for a new flow's description (see `nat/session.rs`).
 #[btf_map]
 pub static NAT_FLOW: PerCpuArray<NewSession, 1> = PerCpuArray::new();
+
+/// Whether sessions' cached routes may be used (see `nat/route.rs`).
+#[btf_map]
+pub static ROUTE_CTL: Array<RouteCtl, 1> = Array::new();
 
 #[btf_map]
 pub static NAT_STATS: PerCpuArray<NatStats, 1> = PerCpuArray::new();

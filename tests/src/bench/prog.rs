@@ -295,11 +295,11 @@ fn flow(k: SessionKey, s: (Ip4, u16), d: (Ip4, u16), peer_dir: u8, kind: u8, now
             flags: 0,
             kind,
             initiator: 1,
-            _pad: [0; 8],
             created_ns: now,
             last_seen_ns: now,
             packets: 1,
             bytes: 60,
+            ..Session::default()
         },
     }
 }

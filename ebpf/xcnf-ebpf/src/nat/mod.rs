@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod arp;
 pub mod parse;
 pub mod rewrite;
+pub mod route;
 pub mod session;
 pub mod slow;
 pub mod stats;
@@ -27,6 +28,7 @@ use crate::{
     maps::{IFACES, NAT_ADDRS, NAT_BINDINGS, NAT_CONFIG, NAT_FRAGS, NAT_STATIC},
     nat::{
         parse::{Frag, L4, Parsed, Tuple},
+        route::RouteSlot,
         session::{Created, NewSession},
         slow::SlowCall,
     },
@@ -36,13 +38,14 @@ use crate::{
 pub enum Decision {
     /// Not NAT traffic (or exempt): forward as plain IPv4.
     Plain,
-    /// Rewrite to `to` (and an ICMP error's quote to `inner`). `outbound`
-    /// says the packet came from inside, which decides what happens when the
-    /// translated packet cannot be redirected.
+    /// Rewrite to `to` (and an ICMP error's quote to what [`slow::quoted`]
+    /// returns). `outbound` says the packet came from inside, which decides
+    /// what happens when the translated packet cannot be redirected.
     Translate {
         to: Tuple,
-        inner: Option<Tuple>,
         outbound: bool,
+        /// The established session half, whose route cache applies.
+        route: RouteSlot,
     },
     Drop(Drop),
 }
@@ -109,21 +112,29 @@ pub fn decide<S: SlowCall>(s: &S, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery
     }
     if pk.l4 != L4::IcmpError {
         let seen = session::seen_bits(pk.l4, pk.tcp_flags);
-        if let Some(to) = session::hit(&session::key(&pk.tuple, dir), seen, len) {
+        if let Some(h) = session::hit(&session::key(&pk.tuple, dir), seen, len) {
             let outbound = dir == role::INSIDE;
             count_translated(outbound);
-            return translated(pk, dir, to, None, outbound);
+            return translated(pk, dir, h.to, outbound, h.route);
         }
     }
     slow::decide(s, dir, pk, len, fib).unwrap_or(Decision::Drop(Drop::Malformed))
 }
 
 /// The decisions behind the global function: an ICMP error's session, or a
-/// packet without a session, which may open one.
+/// packet without a session, which may open one. A translated ICMP error's
+/// quote goes to `quoted`.
 #[inline(always)]
-pub fn decide_slow(cfg: &NatConfig, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery) -> Decision {
+pub fn decide_slow(
+    cfg: &NatConfig,
+    dir: u8,
+    pk: &Parsed,
+    len: u64,
+    fib: &FibQuery,
+    quoted: &mut Tuple,
+) -> Decision {
     if pk.l4 == L4::IcmpError {
-        return icmp_error(dir, pk, fib);
+        return icmp_error(dir, pk, fib, quoted);
     }
     let seen = session::seen_bits(pk.l4, pk.tcp_flags);
     if dir == role::INSIDE {
@@ -145,7 +156,7 @@ fn count_translated(outbound: bool) {
 /// A translation decision; a first fragment also leaves a record for the
 /// datagram's later fragments, which carry no ports.
 #[inline(always)]
-fn translated(pk: &Parsed, dir: u8, to: Tuple, inner: Option<Tuple>, outbound: bool) -> Decision {
+fn translated(pk: &Parsed, dir: u8, to: Tuple, outbound: bool, route: RouteSlot) -> Decision {
     if pk.frag == Frag::First {
         let k = frag_key(pk, dir);
         let v = FragXlate {
@@ -158,8 +169,8 @@ fn translated(pk: &Parsed, dir: u8, to: Tuple, inner: Option<Tuple>, outbound: b
     }
     Decision::Translate {
         to,
-        inner,
         outbound,
+        route,
     }
 }
 
@@ -199,8 +210,8 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
         to.daddr = x.daddr;
         return Decision::Translate {
             to,
-            inner: None,
             outbound,
+            route: RouteSlot::none(),
         };
     }
     if needs_nat(outbound, &pk.tuple, fib) {
@@ -214,7 +225,7 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
 /// RFC 5508: an ICMP error belongs to the session a reply to the packet it
 /// quotes would hit, on the interface the error arrived on.
 #[inline(always)]
-fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
+fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery, quoted: &mut Tuple) -> Decision {
     let outbound = dir == role::INSIDE;
     // Early returns rather than `Option` combinators: a combined `Option`
     // carries an undefined payload on its `None` path, which LLVM may copy
@@ -251,10 +262,11 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
     }
     stats::bump(|s| &mut s.icmp_errors_translated);
     count_translated(outbound);
+    *quoted = inner;
     Decision::Translate {
         to,
-        inner: Some(inner),
         outbound,
+        route: RouteSlot::none(),
     }
 }
 
@@ -487,11 +499,11 @@ fn finish(pk: &Parsed, n: &NewSession, reply_reserved: bool) -> Decision {
                 stats::bump(|s| &mut s.snat_sessions);
             }
             count_translated(outbound);
-            translated(pk, n.dir, n.to, None, outbound)
+            translated(pk, n.dir, n.to, outbound, RouteSlot::none())
         }
         Created::Raced(to) => {
             count_translated(outbound);
-            translated(pk, n.dir, to, None, outbound)
+            translated(pk, n.dir, to, outbound, RouteSlot::none())
         }
         Created::Conflict => {
             if n.kind & (kind::SNAT | kind::ADDR_ONLY) != 0 {

@@ -7,6 +7,7 @@ use crate::{
     maps::{NAT_ACTIVE, NAT_FLOW, NAT_NEW, NAT_SESSIONS},
     nat::{
         parse::{L4, Tuple},
+        route::RouteSlot,
         stats,
     },
 };
@@ -62,13 +63,21 @@ pub fn seen_bits(l4: L4, tcp_flags: u8) -> u8 {
     b
 }
 
+/// An established session half a packet hit.
+pub struct Hit {
+    /// What the packet is rewritten to.
+    pub to: Tuple,
+    /// The half itself, for its route cache.
+    pub route: RouteSlot,
+}
+
 /// Looks up the half for a packet and records it: time, counts, TCP flags.
 #[inline(always)]
-pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Tuple> {
-    let s = NAT_SESSIONS.get_ptr_mut(k)?;
+pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Hit> {
+    let p = NAT_SESSIONS.get_ptr_mut(k)?;
     // SAFETY: a live map value; concurrent writers on other CPUs can only
     // make the counts approximate, never the memory invalid.
-    let s = unsafe { &mut *s };
+    let s = unsafe { &mut *p };
     let t = now();
     // Only store the time when it moved, so a hot flow does not dirty the
     // cache line on every packet more than the counters already do.
@@ -80,7 +89,10 @@ pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Tuple> {
     if s.flags & seen != seen {
         s.flags |= seen;
     }
-    Some(target(k, s))
+    Some(Hit {
+        to: target(k, s),
+        route: RouteSlot { s: p, now: t },
+    })
 }
 
 /// The translation of a session half without recording a packet: ICMP
@@ -187,8 +199,26 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
         dir: n.peer_dir,
         _pad: [0; 2],
     };
+    // Both halves are written out before the first insert, so nothing of
+    // `n` is held in registers across the helper calls (the spills would
+    // grow the frame this global function shares with the program).
+    h.fwd = Session {
+        saddr: n.to.saddr,
+        daddr: n.to.daddr,
+        sport: n.to.sport,
+        dport: n.to.dport,
+        peer_dir: n.peer_dir,
+        flags: n.seen,
+        kind: n.kind,
+        initiator: 1,
+        created_ns: t,
+        last_seen_ns: t,
+        packets: 1,
+        bytes: n.len,
+        ..Session::default()
+    };
+    h.rev = reply_half(n, t);
     if !reply_reserved {
-        h.rev = reply_half(n, t);
         if NAT_SESSIONS
             .insert(&h.rev_key, &h.rev, u64::from(BPF_NOEXIST))
             .is_err()
@@ -202,21 +232,6 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
             };
         }
     }
-    h.fwd = Session {
-        saddr: n.to.saddr,
-        daddr: n.to.daddr,
-        sport: n.to.sport,
-        dport: n.to.dport,
-        peer_dir: n.peer_dir,
-        flags: n.seen,
-        kind: n.kind,
-        initiator: 1,
-        _pad: [0; 8],
-        created_ns: t,
-        last_seen_ns: t,
-        packets: 1,
-        bytes: n.len,
-    };
     if NAT_SESSIONS
         .insert(&h.fwd_key, &h.fwd, u64::from(BPF_NOEXIST))
         .is_err()
@@ -254,10 +269,10 @@ pub fn reply_half(n: &NewSession, t: u64) -> Session {
         flags: 0,
         kind: n.kind,
         initiator: 0,
-        _pad: [0; 8],
         created_ns: t,
         last_seen_ns: t,
         packets: 0,
         bytes: 0,
+        ..Session::default()
     }
 }

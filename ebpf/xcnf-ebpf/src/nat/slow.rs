@@ -29,6 +29,7 @@ use crate::{
     nat::{
         self, Decision, FibQuery,
         parse::{Parsed, Tuple},
+        route::RouteSlot,
     },
 };
 
@@ -52,25 +53,29 @@ pub struct SlowIo {
     verdict: u8,
     drop: u8,
     outbound: u8,
-    has_inner_to: u8,
     to: Tuple,
-    inner_to: Tuple,
+    /// A translated ICMP error's quote, read only at rewrite time by
+    /// [`quoted`] so the program does not hold it across the FIB lookup.
+    quoted: Tuple,
 }
 
 const PARSED_WORDS: usize = core::mem::size_of::<Parsed>().div_ceil(8);
 const _: () = assert!(core::mem::align_of::<Parsed>() <= 8);
 
 impl SlowIo {
+    /// The parsed packet and the quote's translation, borrowed apart.
     #[inline(always)]
-    fn parsed(&self) -> &Parsed {
+    fn parsed_and_quoted(&mut self) -> (&Parsed, &mut Tuple) {
         // SAFETY: `pk` is 8-byte aligned, large enough, and holds the
         // `Parsed` that `set_parsed` wrote before the call.
-        unsafe { &*self.pk.as_ptr().cast::<Parsed>() }
+        let pk = unsafe { &*self.pk.as_ptr().cast::<Parsed>() };
+        (pk, &mut self.quoted)
     }
 
     #[inline(always)]
     fn set_parsed(&mut self, pk: &Parsed) {
-        // SAFETY: as in `parsed`; `Parsed` is `Copy`, nothing is dropped.
+        // SAFETY: as in `parsed_and_quoted`; `Parsed` is `Copy`, nothing is
+        // dropped.
         unsafe { core::ptr::write(self.pk.as_mut_ptr().cast::<Parsed>(), *pk) }
     }
 }
@@ -148,15 +153,20 @@ pub fn decide<S: SlowCall>(
         VERDICT_PLAIN => Decision::Plain,
         VERDICT_TRANSLATE => Decision::Translate {
             to: io.to,
-            inner: if io.has_inner_to != 0 {
-                Some(io.inner_to)
-            } else {
-                None
-            },
             outbound: io.outbound != 0,
+            route: RouteSlot::none(),
         },
         _ => Decision::Drop(drop_of(io.drop)),
     })
+}
+
+/// The translation of the packet an ICMP error quotes, as the global
+/// function decided it for this packet. Only meaningful for an ICMP error
+/// it translated (which only the global function decides).
+#[inline(always)]
+pub fn quoted() -> Option<Tuple> {
+    // SAFETY: this CPU's scratch value, copied out.
+    NAT_SLOW.get_ptr(0).map(|io| unsafe { (*io).quoted })
 }
 
 /// The body of both global functions: decides the packet in the scratch
@@ -183,7 +193,9 @@ fn run(ctx: *mut c_void) -> i32 {
             } else {
                 role::OUTSIDE
             };
-            nat::decide_slow(cfg, dir, io.parsed(), io.len, &fib)
+            let len = io.len;
+            let (pk, quoted) = io.parsed_and_quoted();
+            nat::decide_slow(cfg, dir, pk, len, &fib, quoted)
         }
     };
     match d {
@@ -192,20 +204,9 @@ fn run(ctx: *mut c_void) -> i32 {
             io.verdict = VERDICT_DROP;
             io.drop = drop_code(why);
         }
-        Decision::Translate {
-            to,
-            inner,
-            outbound,
-        } => {
+        Decision::Translate { to, outbound, .. } => {
             io.verdict = VERDICT_TRANSLATE;
             io.to = to;
-            match inner {
-                Some(q) => {
-                    io.inner_to = q;
-                    io.has_inner_to = 1;
-                }
-                None => io.has_inner_to = 0,
-            }
             io.outbound = u8::from(outbound);
         }
     }

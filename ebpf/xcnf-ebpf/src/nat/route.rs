@@ -1,0 +1,124 @@
+//! The route cache: a session half keeps the FIB's answer for its translated
+//! packets, so an established flow skips `bpf_fib_lookup`, a quarter of a
+//! translated packet's cost. When an answer may be reused is decided by
+//! `xcnf_common::nat::RouteCtl` (the agent's generation and an age bound).
+//!
+//! Only a resolved redirect to a managed interface for a packet of known
+//! length is cached: an unresolved neighbour must go through
+//! `bpf_redirect_neigh` until it resolves, every other answer hands the
+//! packet to the kernel, and a GSO skb (no length to check) asks the FIB.
+//!
+//! Two CPUs may refresh the same half at once; a reader then sees one
+//! answer's fields or the other's. Both answers are current by then, so the
+//! only mix that matters is the moment a route changes, which moves traffic
+//! anyway. The generation is written last so a half-written entry is not
+//! taken as current on strongly ordered CPUs.
+
+use xcnf_common::nat::Session;
+
+use crate::{
+    forward::{Action, Routed},
+    maps::ROUTE_CTL,
+};
+
+/// A session half whose route may be cached, and the time of the packet.
+#[derive(Clone, Copy)]
+pub struct RouteSlot {
+    pub s: *mut Session,
+    pub now: u64,
+}
+
+impl RouteSlot {
+    /// No session half: the route is looked up and not cached.
+    #[inline(always)]
+    pub fn none() -> Self {
+        RouteSlot {
+            s: core::ptr::null_mut(),
+            now: 0,
+        }
+    }
+}
+
+/// What a cached answer must match: the lookup's inputs that are not fixed
+/// by the session half itself.
+pub struct RouteKey {
+    pub iif: u32,
+    pub tos: u8,
+    /// The IPv4 total length the FIB checks against the MTU; 0 for a GSO
+    /// skb, which is never served from the cache.
+    pub tot_len: u16,
+}
+
+#[inline(always)]
+fn ms(now: u64) -> u32 {
+    (now / 1_000_000) as u32
+}
+
+/// The cached answer for this packet, if it may be used.
+#[inline(always)]
+pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
+    if slot.s.is_null() || k.tot_len == 0 {
+        return None;
+    }
+    let ctl = ROUTE_CTL.get(0)?;
+    // SAFETY: a live map value of the session this packet hit.
+    let s = unsafe { &*slot.s };
+    if ctl.max_age_ms == 0
+        || s.route_oif == 0
+        || s.route_gen != ctl.generation
+        || s.route_iif != k.iif
+        || s.route_tos != k.tos
+        || k.tot_len > s.route_mtu
+        || ms(slot.now).wrapping_sub(s.route_at_ms) >= ctl.max_age_ms
+    {
+        return None;
+    }
+    Some(Routed {
+        action: Action::Redirect {
+            ifindex: s.route_oif,
+        },
+        smac: s.route_smac,
+        dmac: s.route_dmac,
+    })
+}
+
+/// Caches a fresh answer in the session half, if it is one to cache.
+#[inline(always)]
+pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed) {
+    let Action::Redirect { ifindex } = r.action else {
+        return;
+    };
+    if slot.s.is_null() || k.tot_len == 0 {
+        return;
+    }
+    let Some(ctl) = ROUTE_CTL.get(0) else {
+        return;
+    };
+    if ctl.max_age_ms == 0 {
+        return;
+    }
+    // SAFETY: a live map value of the session this packet hit.
+    let s = unsafe { &mut *slot.s };
+    let generation = ctl.generation;
+    // The same answer as cached keeps the largest length it accepted, so
+    // a flow of mixed sizes settles on its largest packets.
+    let same = s.route_oif == ifindex
+        && s.route_gen == generation
+        && s.route_iif == k.iif
+        && s.route_tos == k.tos
+        && s.route_smac == r.smac
+        && s.route_dmac == r.dmac;
+    s.route_gen = generation.wrapping_sub(1);
+    s.route_oif = ifindex;
+    s.route_iif = k.iif;
+    s.route_tos = k.tos;
+    s.route_smac = r.smac;
+    s.route_dmac = r.dmac;
+    s.route_mtu = if same && s.route_mtu > k.tot_len {
+        s.route_mtu
+    } else {
+        k.tot_len
+    };
+    s.route_at_ms = ms(slot.now);
+    s.route_gen = generation;
+}
