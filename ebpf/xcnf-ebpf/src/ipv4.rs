@@ -111,12 +111,11 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
         }
         Action::Drop(_) => return a,
     };
-    // An ICMP error's quote is read back only now (see `slow::quoted`).
-    let inner = if pk.l4 == parse::L4::IcmpError {
-        slow::quoted()
-    } else {
-        None
-    };
+    // An ICMP error's quote is read back only now (see `slow::quoted`);
+    // the rewrite uses it for ICMP errors only, which only the global
+    // function translates. Read unconditionally: a test of the protocol
+    // here made the verifier walk the rewrite once more per protocol.
+    let inner = slow::quoted();
     if rewrite_it && rewrite::apply(p, &pk, &to, inner.as_ref()).is_err() {
         return Action::Drop(Drop::Malformed);
     }

@@ -63,14 +63,16 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
     let ctl = ROUTE_CTL.get(0)?;
     // SAFETY: a live map value of the session this packet hit.
     let s = unsafe { &*slot.s };
-    if ctl.max_age_ms == 0
-        || s.route_oif == 0
-        || s.route_gen != ctl.generation
-        || s.route_iif != k.iif
-        || s.route_tos != k.tos
-        || k.tot_len > s.route_mtu
-        || ms(slot.now).wrapping_sub(s.route_at_ms) >= ctl.max_age_ms
-    {
+    // One combined test rather than a chain of branches: every branch here
+    // would be a path the verifier walks the whole rewrite for again.
+    let age = ms(slot.now).wrapping_sub(s.route_at_ms);
+    let stale = (s.route_gen ^ ctl.generation)
+        | (s.route_iif ^ k.iif)
+        | u32::from(s.route_tos ^ k.tos)
+        | u32::from(k.tot_len > s.route_mtu)
+        | u32::from(age >= ctl.max_age_ms)
+        | u32::from(s.route_oif == 0);
+    if stale != 0 {
         return None;
     }
     Some(Routed {
