@@ -33,6 +33,8 @@ use serde::de::DeserializeOwned;
 const MAX_DEPTH: usize = 64;
 /// Keys of one mapping; duplicates are looked for pairwise.
 const MAX_KEYS: usize = 256;
+/// Longest mapping key taken, in bytes.
+const MAX_KEY_LEN: usize = 1000;
 
 /// `text` as a `T`, or `None` if it is outside the subset or does not
 /// deserialize (see the module docs).
@@ -79,8 +81,9 @@ struct Parser<'a> {
     depth: usize,
 }
 
-/// Newlines and YAML's printable characters only (no tab, CR, BOM or
-/// other control characters): what libyaml does with the rest is its own.
+/// Newlines and YAML's printable characters only: no tab, CR, BOM or other
+/// control character, and none of the line breaks libyaml adds (NEL, LS,
+/// PS); what libyaml does with those is its own business.
 fn plain_text(text: &str) -> bool {
     if text
         .bytes()
@@ -89,7 +92,7 @@ fn plain_text(text: &str) -> bool {
         return true;
     }
     text.chars().all(|c| {
-        matches!(c, '\n' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}' | '\u{ff00}'..='\u{fffd}' | '\u{10000}'..)
+        matches!(c, '\n' | ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}' | '\u{ff00}'..='\u{fffd}' | '\u{10000}'..)
     })
 }
 
@@ -235,10 +238,7 @@ impl<'a> Parser<'a> {
         self.enter()?;
         let mut entries: Vec<(Scalar<'a>, Node<'a>)> = Vec::new();
         loop {
-            let key = match self.peek() {
-                Some(b'"' | b'\'') => self.quoted()?,
-                _ => self.plain(false)?,
-            };
+            let key = self.key(false)?;
             if self.peek() != Some(b':') {
                 return Err(Outside);
             }
@@ -326,6 +326,20 @@ impl<'a> Parser<'a> {
         Ok(Node::Seq(items))
     }
 
+    /// A mapping key. libyaml refuses implicit keys over 1024 characters,
+    /// so long ones are left to it.
+    fn key(&mut self, flow: bool) -> R<Scalar<'a>> {
+        let start = self.pos;
+        let key = match self.peek() {
+            Some(b'"' | b'\'') => self.quoted()?,
+            _ => self.plain(flow)?,
+        };
+        if self.pos - start > MAX_KEY_LEN {
+            return Err(Outside);
+        }
+        Ok(key)
+    }
+
     /// A value that ends on this line: a flow collection or a scalar.
     fn inline_value(&mut self) -> R<Node<'a>> {
         match self.peek() {
@@ -388,10 +402,7 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         } else {
             loop {
-                let key = match self.peek() {
-                    Some(b'"' | b'\'') => self.quoted()?,
-                    _ => self.plain(true)?,
-                };
+                let key = self.key(true)?;
                 // `key: value`, with the space (`"key":value` is left out).
                 if !(self.peek() == Some(b':') && self.at(self.pos + 1) == Some(b' ')) {
                     return Err(Outside);
@@ -437,8 +448,11 @@ impl<'a> Parser<'a> {
     fn plain(&mut self, flow: bool) -> R<Scalar<'a>> {
         let start = self.pos;
         let first = self.peek().ok_or(Outside)?;
-        let ends_here =
-            |c: Option<u8>| is_space_or_end(c) || (flow && c.is_some_and(is_flow_indicator));
+        // In flow context libyaml also refuses `:` before `?`: stopping there
+        // leaves the `:` to the caller, which refuses it.
+        let ends_here = |c: Option<u8>| {
+            is_space_or_end(c) || (flow && c.is_some_and(|c| is_flow_indicator(c) || c == b'?'))
+        };
         match first {
             b'-' if !ends_here(self.at(start + 1)) => {}
             b'-' | b'?' | b':' | b',' | b'[' | b']' | b'{' | b'}' | b'#' | b'&' | b'*' | b'!'
@@ -474,9 +488,7 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         let start = self.pos;
         let rest = self.text.get(start..).ok_or(Outside)?;
-        let stop = rest
-            .find([quote as char, '\\', '\n'])
-            .ok_or(Outside)?;
+        let stop = rest.find([quote as char, '\\', '\n']).ok_or(Outside)?;
         if rest.as_bytes().get(stop) == Some(&quote)
             && rest.as_bytes().get(stop + 1) != Some(&quote)
         {

@@ -136,10 +136,17 @@ fn untyped_values_agree() {
         ("a: 1 # c\n  # indented comment\nb: 2\n", true),
         ("a: \u{7f}\n", false),
         ("a: é ü 日本\n", true),
+        ("a: x\u{2028}y\n", false),
+        ("a: x\u{85}y\n", false),
+        ("a: [b:?]\n", false),
+        ("a: [b:c]\n", true),
+        ("a: {b: c:d}\n", true),
     ];
     for (text, fast) in cases {
         assert_eq!(agrees::<Value>(text), *fast, "{text:?}");
     }
+    let long_key = format!("{}: 1\n", "k".repeat(1100));
+    assert!(!agrees::<Value>(&long_key));
 }
 
 /// Typed conversions: a quoted number is no number, a plain one is a
