@@ -1057,7 +1057,7 @@ impl Results {
              userspace with synthetic SNAT sessions (both halves, both binding entries, paired pool \
              address, `nat_active` set) over a 64-address pool ({}). The measured established flows \
              are each paired with a mirror session that translates their rewritten tuple back, so \
-             every repetition is an established-session hit, rewrite, FIB lookup and redirect \
+             every repetition is an established-session hit, rewrite, route (from the session's cached FIB answer after the first repetition, as the agent runs the datapath) and redirect \
              (TTL 255, {} repetitions per call). Every measurement is checked: one run's rewritten \
              addresses and ports, a redirect verdict for every call, and the program's own counters \
              (every repetition forwarded and translated as intended). New flows cannot be repeated: \
