@@ -835,24 +835,23 @@ fn a_changed_server_mac_moves_the_route_generation() {
     assert_eq!(before.max_age_ms, nat::ROUTE_MAX_AGE_MS, "the cache is on");
     let c1 = lab.chain.cnf.ifindex("c1");
     let server_mac = lab.chain.server.mac("eth0");
-    let cached = |v: &Session| {
-        (
-            v.route_oif,
-            v.route_dmac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-        )
+    // The client's TCP half matching `pick` caches c1 and `mac`.
+    let assert_cached = |what: &str, pick: &dyn Fn(&SessionKey) -> bool, mac: &str| {
+        let (k, v) = lab
+            .inside_half(|k| k.proto == nat::proto::TCP && pick(k))
+            .unwrap_or_else(|| panic!("{what}: no TCP session:\n{}", lab.sessions_text()));
+        let dmac: Vec<String> = v.route_dmac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            (v.route_oif, dmac.join(":")),
+            (c1, mac.to_owned()),
+            "{what}: {}",
+            format_session(&k, &v)
+        );
     };
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::TCP && k.dport == 8080)
-        .unwrap_or_else(|| panic!("no TCP session:\n{}", lab.sessions_text()));
-    assert_eq!(
-        cached(&v),
-        (c1, server_mac.clone()),
-        "the client's half caches the route to the server: {}",
-        format_session(&k, &v)
+    assert_cached(
+        "the client's half caches the route to the server",
+        &|k| k.dport == 8080,
+        &server_mac,
     );
 
     let new_mac = "02:0e:0e:0e:0e:80";
@@ -879,14 +878,10 @@ fn a_changed_server_mac_moves_the_route_generation() {
         .client
         .curl(&url, &["--local-port", "41000"])
         .unwrap_or_else(|e| panic!("after the MAC change: {e}"));
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::TCP && k.sport == 41000)
-        .unwrap_or_else(|| panic!("no second TCP session:\n{}", lab.sessions_text()));
-    assert_eq!(
-        cached(&v),
-        (c1, new_mac.to_owned()),
-        "the new flow's half caches the new MAC: {}",
-        format_session(&k, &v)
+    assert_cached(
+        "the new flow's half caches the new MAC",
+        &|k| k.sport == 41000,
+        new_mac,
     );
     for ifname in ["c0", "c1"] {
         assert_outcomes_add_up(&lab, ifname);

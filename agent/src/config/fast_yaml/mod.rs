@@ -376,16 +376,8 @@ impl<'a> Parser<'a> {
                 // `[a: b]` (a single-pair mapping) is left to serde_yaml.
                 self.skip_spaces();
                 items.push(item);
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_spaces();
-                    }
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Outside),
+                if !self.flow_next(b']')? {
+                    break;
                 }
             }
         }
@@ -415,21 +407,30 @@ impl<'a> Parser<'a> {
                 let value = self.flow_value()?;
                 self.skip_spaces();
                 entries.push((key, value));
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_spaces();
-                    }
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Outside),
+                if !self.flow_next(b'}')? {
+                    break;
                 }
             }
         }
         self.depth -= 1;
         Ok(Node::Map(entries))
+    }
+
+    /// After a flow collection's item: `,` means another follows (`true`),
+    /// `close` ends the collection (`false`); anything else is outside.
+    fn flow_next(&mut self, close: u8) -> R<bool> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_spaces();
+                Ok(true)
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(Outside),
+        }
     }
 
     fn flow_value(&mut self) -> R<Node<'a>> {
