@@ -41,7 +41,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     if i.role == role::NONE || nat::config().is_none() {
         let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
         return forward::commit(data, data_end, &r);
-    };
+    }
     let Ok(pk) = parse::parse(p) else {
         return Action::Drop(Drop::Malformed);
     };

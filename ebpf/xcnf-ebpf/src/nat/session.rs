@@ -201,7 +201,10 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
     };
     // Both halves are written out before the first insert, so nothing of
     // `n` is held in registers across the helper calls (the spills would
-    // grow the frame this global function shares with the program).
+    // grow the frame this global function shares with the program). The
+    // reply half is built even when the allocator already inserted it:
+    // building it on one path only made LLVM read a register no
+    // instruction wrote on the other, which the verifier refuses.
     h.fwd = Session {
         saddr: n.to.saddr,
         daddr: n.to.daddr,
