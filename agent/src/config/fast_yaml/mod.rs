@@ -269,19 +269,26 @@ impl<'a> Parser<'a> {
                 v
             };
             entries.push((key, value));
-            if self.peek().is_none() {
+            if !self.block_continues(indent)? {
                 break;
-            }
-            let col = self.column();
-            if col < indent {
-                break;
-            }
-            if col > indent {
-                return Err(Outside);
             }
         }
         self.depth -= 1;
         Ok(Node::Map(entries))
+    }
+
+    /// After a block collection's entry: whether the next line is another
+    /// entry at `indent` (`false` at the end of the text or on a shallower
+    /// line, which ends the collection); a deeper line is outside the subset.
+    fn block_continues(&mut self, indent: usize) -> R<bool> {
+        if self.peek().is_none() {
+            return Ok(false);
+        }
+        let col = self.column();
+        if col > indent {
+            return Err(Outside);
+        }
+        Ok(col == indent)
     }
 
     fn block_seq(&mut self, indent: usize) -> R<Node<'a>> {
@@ -306,15 +313,8 @@ impl<'a> Parser<'a> {
                 self.block_node(indent)?
             };
             items.push(item);
-            if self.peek().is_none() {
+            if !self.block_continues(indent)? {
                 break;
-            }
-            let col = self.column();
-            if col < indent {
-                break;
-            }
-            if col > indent {
-                return Err(Outside);
             }
             if !(self.peek() == Some(b'-') && is_space_or_end(self.at(self.pos + 1))) {
                 // The next key of a mapping whose value this sequence is,
