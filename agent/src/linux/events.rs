@@ -59,8 +59,7 @@ type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, Socke
 /// A subscription, bound to the network namespace of the thread that
 /// created it. Dropping it closes the socket.
 pub struct Events {
-    rx: Unsolicited,
-    driver: tokio::task::JoinHandle<()>,
+    sub: Subscription,
 }
 
 impl Events {
@@ -73,7 +72,7 @@ impl Events {
     /// small minimum); a small one makes [`LinuxEvent::Overrun`] easy to
     /// provoke.
     pub fn subscribe_with_buffer(bytes: usize) -> Result<Self, LinuxError> {
-        let (rx, driver) = connect(
+        let sub = Subscription::connect(
             &[
                 MulticastGroup::Link,
                 MulticastGroup::Ipv4Ifaddr,
@@ -81,7 +80,7 @@ impl Events {
             ],
             bytes,
         )?;
-        Ok(Self { rx, driver })
+        Ok(Self { sub })
     }
 
     /// The next event; `None` once the socket failed, after which the
@@ -96,7 +95,7 @@ impl Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LinuxEvent>> {
         loop {
-            match self.rx.poll_next_unpin(cx) {
+            match self.sub.rx.poll_next_unpin(cx) {
                 Poll::Ready(Some((msg, _))) => {
                     if let Some(ev) = decode(msg) {
                         return Poll::Ready(Some(ev));
@@ -109,33 +108,42 @@ impl Stream for Events {
     }
 }
 
-impl Drop for Events {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events").finish_non_exhaustive()
     }
 }
 
-/// Subscribes to `groups` with a receive buffer of `bytes`, on the current
-/// tokio runtime: the notifications, and the task that reads the socket.
-fn connect(
-    groups: &[MulticastGroup],
-    bytes: usize,
-) -> Result<(Unsolicited, tokio::task::JoinHandle<()>), LinuxError> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-        LinuxError::Socket(std::io::Error::other(format!(
-            "netlink events need a tokio runtime: {e}"
-        )))
-    })?;
-    let (mut conn, _handle, rx) =
-        rtnetlink::new_multicast_connection(groups).map_err(LinuxError::Socket)?;
-    set_receive_buffer(conn.socket_mut().socket_mut(), bytes).map_err(LinuxError::Socket)?;
-    Ok((rx, runtime.spawn(conn)))
+/// A multicast subscription: the notifications, and the task that reads
+/// the socket, which dropping the subscription stops.
+struct Subscription {
+    rx: Unsolicited,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Subscribes to `groups` with a receive buffer of `bytes`, on the
+    /// current tokio runtime.
+    fn connect(groups: &[MulticastGroup], bytes: usize) -> Result<Self, LinuxError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            LinuxError::Socket(std::io::Error::other(format!(
+                "netlink events need a tokio runtime: {e}"
+            )))
+        })?;
+        let (mut conn, _handle, rx) =
+            rtnetlink::new_multicast_connection(groups).map_err(LinuxError::Socket)?;
+        set_receive_buffer(conn.socket_mut().socket_mut(), bytes).map_err(LinuxError::Socket)?;
+        Ok(Self {
+            rx,
+            driver: runtime.spawn(conn),
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 /// Every notification that can change what the FIB answers: links,
@@ -144,14 +152,13 @@ fn connect(
 /// changed (see `datapath::route_ctl`), and a lost notification (overrun)
 /// is a change too.
 pub struct FibChanges {
-    rx: Unsolicited,
-    driver: tokio::task::JoinHandle<()>,
+    sub: Subscription,
 }
 
 impl FibChanges {
     /// Subscribes with [`DEFAULT_EVENT_BUFFER`], on the current tokio runtime.
     pub fn subscribe() -> Result<Self, LinuxError> {
-        let (rx, driver) = connect(
+        let sub = Subscription::connect(
             &[
                 MulticastGroup::Link,
                 MulticastGroup::Ipv4Ifaddr,
@@ -161,21 +168,15 @@ impl FibChanges {
             ],
             DEFAULT_EVENT_BUFFER,
         )?;
-        Ok(Self { rx, driver })
+        Ok(Self { sub })
     }
 
     /// Waits for a change, then takes every change already queued behind
     /// it, so a burst is one answer. `None` once the socket failed.
     pub async fn next_burst(&mut self) -> Option<()> {
-        self.rx.next().await?;
-        while self.rx.try_recv().is_ok() {}
+        self.sub.rx.next().await?;
+        while self.sub.rx.try_recv().is_ok() {}
         Some(())
-    }
-}
-
-impl Drop for FibChanges {
-    fn drop(&mut self) {
-        self.driver.abort();
     }
 }
 
