@@ -6,9 +6,9 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use xcnf_common::{
-    IfCounters, maps,
+    IfCounters, IfaceConfig, maps,
     nat::{self, NatStats, Session, SessionKey},
 };
 
@@ -449,12 +449,18 @@ fn open_pinned(pin_dir: &Path, name: &maps::MapName) -> Result<Map, String> {
 /// [`read_counters`] without panicking (for diagnostics while panicking):
 /// `Ok(None)` when the interface has no entry.
 pub fn try_read_counters(pin_dir: &Path, ifindex: u32) -> Result<Option<IfCounters>, String> {
-    let m: PerCpuHashMap<_, u32, IfCounters> =
-        PerCpuHashMap::try_from(open_pinned(pin_dir, &maps::COUNTERS)?)
-            .map_err(|e| format!("counters map: {e}"))?;
-    let Ok(per_cpu) = m.get(&ifindex, 0) else {
+    let ifaces: HashMap<_, u32, IfaceConfig> =
+        HashMap::try_from(open_pinned(pin_dir, &maps::IFACES)?)
+            .map_err(|e| format!("ifaces map: {e}"))?;
+    let Ok(cfg) = ifaces.get(&ifindex, 0) else {
         return Ok(None);
     };
+    let m: PerCpuArray<_, IfCounters> =
+        PerCpuArray::try_from(open_pinned(pin_dir, &maps::COUNTERS)?)
+            .map_err(|e| format!("counters map: {e}"))?;
+    let per_cpu = m
+        .get(&cfg.slot, 0)
+        .map_err(|e| format!("counters[{}] of ifindex {ifindex}: {e}", cfg.slot))?;
     let mut sum = IfCounters::default();
     for c in per_cpu.iter() {
         sum.accumulate(c);

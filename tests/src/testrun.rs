@@ -15,9 +15,7 @@ use std::{error::Error, fmt::Write as _, process::Command, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{
-        Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
-    },
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
     util::nr_cpus,
 };
@@ -292,21 +290,67 @@ impl Datapath {
     }
 
     /// Makes `ifindex` a managed interface with NAT44 `role`; writing it
-    /// again changes the role.
+    /// again changes the role. Its counter slot is assigned as the agent
+    /// assigns it: kept if the interface had one, else the lowest free.
     pub fn manage_role(&mut self, ifindex: u32, mac: Mac, role: u8) {
         let mut m = typed_map!(self, maps::IFACES.object, HashMap<_, u32, IfaceConfig>);
-        m.insert(ifindex, IfaceConfig { mac, role, _pad: 0 }, 0)
+        let slot = match m.get(&ifindex, 0) {
+            Ok(old) => old.slot,
+            Err(_) => {
+                let used = m.iter().map(|r| {
+                    r.unwrap_or_else(|e| panic!("reading IFACES: {}", chain(&e)))
+                        .1
+                        .slot
+                });
+                xcnf_common::free_slot(used).unwrap_or_else(|| panic!("no free counter slot"))
+            }
+        };
+        let cfg = IfaceConfig {
+            mac,
+            role,
+            _pad: 0,
+            slot,
+        };
+        m.insert(ifindex, cfg, 0)
             .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
+        // As the agent does after changing its interface maps: the
+        // programs' per-CPU interface caches must not keep the old entry.
+        self.bump_generation();
     }
 
-    /// Creates `ifindex`'s counter record, zeroed on every CPU.
+    /// Moves `route_ctl`'s generation on, as the agent does on a change.
+    pub fn bump_generation(&mut self) {
+        let mut m = typed_map!(self, maps::ROUTE_CTL.object, Array<_, RouteCtl>);
+        let mut ctl = m
+            .get(&0, 0)
+            .unwrap_or_else(|e| panic!("ROUTE_CTL[0]: {}", chain(&e)));
+        ctl.generation = ctl.generation.wrapping_add(1);
+        m.set(0, ctl, 0)
+            .unwrap_or_else(|e| panic!("ROUTE_CTL[0]: {}", chain(&e)));
+    }
+
+    /// The counter slot of managed interface `ifindex`.
+    fn slot(&self, ifindex: u32) -> u32 {
+        let m = typed_map!(ref self, maps::IFACES.object, HashMap<_, u32, IfaceConfig>);
+        m.get(&ifindex, 0)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "IFACES[{ifindex}] (counted interfaces must be managed): {}",
+                    chain(&e)
+                )
+            })
+            .slot
+    }
+
+    /// Zeroes the counters of managed interface `ifindex` on every CPU.
     pub fn count(&mut self, ifindex: u32) {
+        let slot = self.slot(ifindex);
         let cpus = nr_cpus().unwrap_or_else(|(what, e)| panic!("{what}: {e}"));
-        let mut m = typed_map!(self, maps::COUNTERS.object, PerCpuHashMap<_, u32, IfCounters>);
+        let mut m = typed_map!(self, maps::COUNTERS.object, PerCpuArray<_, IfCounters>);
         let zero = PerCpuValues::try_from(vec![IfCounters::default(); cpus])
             .unwrap_or_else(|e| panic!("per-CPU zero counters: {e}"));
-        m.insert(ifindex, zero, 0)
-            .unwrap_or_else(|e| panic!("COUNTERS[{ifindex}]: {}", chain(&e)));
+        m.set(slot, zero, 0)
+            .unwrap_or_else(|e| panic!("COUNTERS[{slot}] of ifindex {ifindex}: {}", chain(&e)));
     }
 
     /// DEVMAP_HASH updates resolve the ifindex in the caller's namespace, so
@@ -337,10 +381,11 @@ impl Datapath {
 
     /// The counters of `ifindex`, summed over CPUs as the agent reports them.
     pub fn counters(&self, ifindex: u32) -> IfCounters {
-        let m = typed_map!(ref self, maps::COUNTERS.object, PerCpuHashMap<_, u32, IfCounters>);
+        let slot = self.slot(ifindex);
+        let m = typed_map!(ref self, maps::COUNTERS.object, PerCpuArray<_, IfCounters>);
         let per_cpu = m
-            .get(&ifindex, 0)
-            .unwrap_or_else(|e| panic!("COUNTERS[{ifindex}]: {}", chain(&e)));
+            .get(&slot, 0)
+            .unwrap_or_else(|e| panic!("COUNTERS[{slot}] of ifindex {ifindex}: {}", chain(&e)));
         let mut sum = IfCounters::default();
         for c in per_cpu.iter() {
             sum.accumulate(c);

@@ -18,6 +18,7 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
         format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
         "-Cdebuginfo=2".to_owned(),
         "-Clink-arg=--btf".to_owned(),
+        "-Ctarget-feature=+allows-misaligned-mem-access".to_owned(),
     ]
     .join("\x1f");
     let mut cmd = Command::new("rustup");

@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use xcnf_common::{
     IfCounters, IfaceConfig, maps,
     nat::{NatConfig, NatStats},
@@ -100,12 +100,12 @@ impl DatapathReads {
     pub fn counters(&self) -> Result<Vec<IfaceCounters>, NatError> {
         let pins = &self.pins;
         let ifaces: HashMap<MapData, u32, IfaceConfig> = open_pinned(pins, maps::IFACES)?;
-        let counters: PerCpuHashMap<MapData, u32, IfCounters> = open_pinned(pins, maps::COUNTERS)?;
+        let counters: PerCpuArray<MapData, IfCounters> = open_pinned(pins, maps::COUNTERS)?;
         let mut out = Vec::new();
         for (ifindex, cfg) in read_all(&ifaces, || pins.map(maps::IFACES))? {
             let mut sum = IfCounters::default();
-            // No entry yet: the interface has not seen a packet.
-            if let Ok(per_cpu) = counters.get(&ifindex, 0) {
+            // A slot past the array (never assigned) counts nothing.
+            if let Ok(per_cpu) = counters.get(&cfg.slot, 0) {
                 for c in per_cpu.iter() {
                     sum.accumulate(c);
                 }

@@ -19,7 +19,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{DevMapHash, HashMap, MapError, MapInfo, PerCpuHashMap, PerCpuValues},
+    maps::{DevMapHash, HashMap, MapError, MapInfo, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp,
         links::{FdLink, LinkError, PinnedLink},
@@ -103,6 +103,8 @@ pub enum DatapathError {
     TxPorts(#[source] aya::maps::xdp::XdpMapError),
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+    #[error("map COUNTERS: all {} counter slots are taken", maps::MAX_IFACES)]
+    NoCounterSlot,
     #[error("link pin {}: {message}", .path.display())]
     Link { path: PathBuf, message: String },
 }
@@ -310,13 +312,35 @@ impl Datapath {
             tx.insert(ifindex, ifindex, None, 0)
                 .map_err(DatapathError::TxPorts)?;
         }
+        let (known, slot) = {
+            let ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
+            match ifaces.get(&ifindex, 0) {
+                // Kept across restarts and role changes, and so are the counts.
+                Ok(old) => (Some(old), old.slot),
+                Err(_) => {
+                    let used = ifaces.iter().filter_map(Result::ok).map(|(_, c)| c.slot);
+                    let slot = xcnf_common::free_slot(used).ok_or(DatapathError::NoCounterSlot)?;
+                    (None, slot)
+                }
+            }
+        };
+        if known.is_none() {
+            // A new interface starts from zero, whatever the slot's last
+            // holder counted; before IFACES points the programs at it.
+            let zero = PerCpuValues::try_from(vec![IfCounters::default(); nr_cpus])
+                .map_err(DatapathError::Cpus)?;
+            let mut counters: PerCpuArray<_, IfCounters> = self.map_mut(maps::COUNTERS)?;
+            counters
+                .set(slot, zero, 0)
+                .map_err(|source| map_err(maps::COUNTERS, source))?;
+        }
         {
             let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
-            let known = ifaces.get(&ifindex, 0).ok();
             let cfg = IfaceConfig {
                 mac: t.link.mac,
                 role: t.role,
                 _pad: 0,
+                slot,
             };
             ifaces
                 .insert(ifindex, cfg, 0)
@@ -325,17 +349,6 @@ impl Datapath {
                 None => undo.written.push(ifindex),
                 Some(old) if old != cfg => undo.changed.push((ifindex, old)),
                 Some(_) => {}
-            }
-        }
-        {
-            let mut counters: PerCpuHashMap<_, u32, IfCounters> = self.map_mut(maps::COUNTERS)?;
-            // Keep counters across restarts; start from zero for a new interface.
-            if counters.get(&ifindex, 0).is_err() {
-                let zero = PerCpuValues::try_from(vec![IfCounters::default(); nr_cpus])
-                    .map_err(DatapathError::Cpus)?;
-                counters
-                    .insert(ifindex, zero, 0)
-                    .map_err(|source| map_err(maps::COUNTERS, source))?;
             }
         }
         let before = self.attached.get(&t.link.name).cloned();
@@ -554,9 +567,6 @@ impl Datapath {
         if let Ok(mut m) = self.map_mut::<HashMap<_, u32, IfaceConfig>>(maps::IFACES) {
             let _ = m.remove(&ifindex);
         }
-        if let Ok(mut m) = self.map_mut::<PerCpuHashMap<_, u32, IfCounters>>(maps::COUNTERS) {
-            let _ = m.remove(&ifindex);
-        }
         if let Ok(mut m) = self.map_mut::<DevMapHash<_>>(maps::TX_PORTS) {
             let _ = m.remove(ifindex);
         }
@@ -564,16 +574,19 @@ impl Datapath {
 
     /// Per-interface counters summed over CPUs, keyed by host interface name.
     pub fn counters(&self) -> Result<BTreeMap<String, IfCounters>, DatapathError> {
-        let map = self
-            .ebpf
-            .map(maps::COUNTERS.object)
-            .ok_or_else(|| missing(maps::COUNTERS.object))?;
-        let counters: PerCpuHashMap<_, u32, IfCounters> =
-            PerCpuHashMap::try_from(map).map_err(|s| map_err(maps::COUNTERS, s))?;
+        let map = |m: maps::MapName| self.ebpf.map(m.object).ok_or_else(|| missing(m.object));
+        let ifaces: HashMap<_, u32, IfaceConfig> =
+            HashMap::try_from(map(maps::IFACES)?).map_err(|s| map_err(maps::IFACES, s))?;
+        let counters: PerCpuArray<_, IfCounters> =
+            PerCpuArray::try_from(map(maps::COUNTERS)?).map_err(|s| map_err(maps::COUNTERS, s))?;
         let mut out = BTreeMap::new();
         for (name, a) in &self.attached {
-            let per_cpu = counters
+            let slot = ifaces
                 .get(&a.ifindex, 0)
+                .map_err(|s| map_err(maps::IFACES, s))?
+                .slot;
+            let per_cpu = counters
+                .get(&slot, 0)
                 .map_err(|s| map_err(maps::COUNTERS, s))?;
             let mut sum = IfCounters::default();
             for c in per_cpu.iter() {

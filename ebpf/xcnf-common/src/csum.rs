@@ -11,28 +11,42 @@ pub fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
+/// Folds a 64-bit one's-complement accumulator to 16 bits.
+#[inline(always)]
+pub fn fold64(sum: u64) -> u16 {
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    fold(sum as u32)
+}
+
 /// Replaces one 16-bit word `old` by `new` under checksum `check`
 /// (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
 ///
-/// All values are the big-endian (network) numeric values of the words.
+/// One's-complement sums commute with swapping bytes, so the three values
+/// only need to share a byte order, and the result is in that order: the
+/// datapath passes words as read from memory and stores the result as is,
+/// with no byte swaps.
 #[inline(always)]
 pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
     !fold(u32::from(!check) + u32::from(!old) + u32::from(new))
 }
 
+/// As [`replace16`] for a 32-bit field (an address): its two 16-bit words
+/// change at once. Same byte-order rule.
+#[inline(always)]
+pub fn replace32(check: u16, old: u32, new: u32) -> u16 {
+    !fold64(u64::from(!check) + u64::from(!old) + u64::from(new))
+}
+
 /// Whether a 20-byte IPv4 header (no options) carries a correct checksum:
 /// the one's-complement sum of all its words, checksum included, is 0xffff.
 ///
-/// Fixed-size and loop-bounded so the verifier accepts it on packet data.
+/// Summed as five 32-bit words in memory order: 0xffff reads the same in
+/// both byte orders, and the sum needs no swaps (see [`replace16`]).
 #[inline(always)]
 pub fn ipv4_header_valid(h: &[u8; crate::wire::IPV4_HLEN]) -> bool {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < h.len() {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        i += 2;
-    }
-    fold(sum) == 0xffff
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    fold64(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
 }
 
 /// Full checksum over `data` (RFC 1071), as stored in a header whose
@@ -99,6 +113,52 @@ mod tests {
             let mut h = HDR;
             h[bit / 8] ^= 1 << (bit % 8);
             assert!(!ipv4_header_valid(&h), "bit {bit} flip accepted");
+        }
+    }
+
+    /// Addresses and ports as the datapath sees them: read from memory in
+    /// native order, updated without swaps, stored back.
+    #[test]
+    fn memory_order_updates_match_recompute() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut h = HDR;
+            let r = next().to_ne_bytes();
+            h[12..20].copy_from_slice(&r);
+            h[10] = 0;
+            h[11] = 0;
+            let c = checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            assert!(ipv4_header_valid(&h));
+            let new = next().to_ne_bytes();
+            let field = if new[7] & 1 == 0 { 12 } else { 16 };
+            let old = [h[field], h[field + 1], h[field + 2], h[field + 3]];
+            let new4 = [new[0], new[1], new[2], new[3]];
+            let raw = u16::from_ne_bytes([h[10], h[11]]);
+            let up = replace32(raw, u32::from_ne_bytes(old), u32::from_ne_bytes(new4));
+            h[field..field + 4].copy_from_slice(&new4);
+            h[10..12].copy_from_slice(&up.to_ne_bytes());
+            assert!(ipv4_header_valid(&h), "{h:02x?}");
+            let mut z = h;
+            z[10] = 0;
+            z[11] = 0;
+            assert_eq!(u16::from_be_bytes([h[10], h[11]]), checksum(&z));
+            // A 16-bit word (a port) the same way.
+            let (o16, n16) = ([h[12], h[13]], [new[4], new[5]]);
+            let up = replace16(
+                u16::from_ne_bytes([h[10], h[11]]),
+                u16::from_ne_bytes(o16),
+                u16::from_ne_bytes(n16),
+            );
+            h[12..14].copy_from_slice(&n16);
+            h[10..12].copy_from_slice(&up.to_ne_bytes());
+            assert!(ipv4_header_valid(&h), "{h:02x?}");
         }
     }
 

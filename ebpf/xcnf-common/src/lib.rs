@@ -15,4 +15,4 @@ pub mod nat;
 pub mod wire;
 
 pub use counters::{DropReasons, IfCounters, PacketBytes, PassReasons};
-pub use iface::IfaceConfig;
+pub use iface::{IfaceConfig, free_slot};

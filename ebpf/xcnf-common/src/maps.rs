@@ -32,7 +32,8 @@ pub const IFACES: MapName = MapName {
     max_entries: MAX_IFACES as u32,
 };
 
-/// Per-interface, per-CPU counters: ifindex → [`crate::IfCounters`].
+/// Per-interface, per-CPU counters: [`crate::IfaceConfig::slot`] →
+/// [`crate::IfCounters`] (a per-CPU array).
 pub const COUNTERS: MapName = MapName {
     object: "COUNTERS",
     pin: "counters",
@@ -153,12 +154,13 @@ pub const ROUTE_CTL: MapName = MapName {
     max_entries: 1,
 };
 
-/// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
 /// The version of what the maps' keys and values mean. Sizes are checked
 /// pin by pin; bump this when a layout changes without changing a size (a
-/// field moved or reinterpreted), so that pins of the older build are
-/// recreated instead of being read the wrong way.
-pub const LAYOUT_VERSION: u32 = 1;
+/// field moved or reinterpreted, a map's type changed), so that pins of the
+/// older build are recreated instead of being read the wrong way.
+///
+/// 2: `COUNTERS` became a per-CPU array indexed by `IfaceConfig::slot`.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// FNV-1a, 64 bit: the fingerprints the agent records next to its pins
 /// (map layout, verified programs). Not for anything adversarial.
@@ -200,6 +202,7 @@ pub fn layout_fingerprint() -> u64 {
     h.finish()
 }
 
+/// Every map the agent pins, in one list so pinning and cleanup cannot diverge.
 pub const ALL: [MapName; 14] = [
     IFACES,
     COUNTERS,

@@ -1,5 +1,7 @@
 //! Counting helpers: one `rx` increment per packet, then exactly one outcome.
 
+use core::ptr::NonNull;
+
 use xcnf_common::{DropReasons, IfCounters, PassReasons};
 
 use crate::maps::COUNTERS;
@@ -33,38 +35,42 @@ pub enum Drop {
     NatUnroutable,
 }
 
-/// The counters of one interface on this CPU, or `None` for an interface the
-/// agent has not registered (the packet is then still handled, just not counted).
+/// The counters at `slot` (an interface's `IfaceConfig::slot`) on this CPU;
+/// `None` only for a slot past the array, which the agent never assigns.
+///
+/// `NonNull`, not `*mut`: `Option<*mut T>` carries a separate tag and an
+/// undefined payload when `None`, which LLVM spills from a register a
+/// helper call clobbered, and the verifier refuses.
 #[inline(always)]
-pub fn slot(ifindex: u32) -> Option<*mut IfCounters> {
-    COUNTERS.get_ptr_mut(ifindex)
+pub fn slot(slot: u32) -> Option<NonNull<IfCounters>> {
+    COUNTERS.get_ptr_mut(slot).and_then(NonNull::new)
 }
 
 #[inline(always)]
-pub fn rx(c: Option<*mut IfCounters>, bytes: u64) {
+pub fn rx(c: Option<NonNull<IfCounters>>, bytes: u64) {
     if let Some(c) = c {
         // SAFETY: per-CPU map value, valid for this program run, no other writer on this CPU.
-        let c = unsafe { &mut *c };
+        let c = unsafe { &mut *c.as_ptr() };
         c.rx.packets += 1;
         c.rx.bytes += bytes;
     }
 }
 
 #[inline(always)]
-pub fn forwarded(c: Option<*mut IfCounters>, bytes: u64) {
+pub fn forwarded(c: Option<NonNull<IfCounters>>, bytes: u64) {
     if let Some(c) = c {
         // SAFETY: as in `rx`.
-        let c = unsafe { &mut *c };
+        let c = unsafe { &mut *c.as_ptr() };
         c.forwarded.packets += 1;
         c.forwarded.bytes += bytes;
     }
 }
 
 #[inline(always)]
-pub fn passed(c: Option<*mut IfCounters>, why: Pass) {
+pub fn passed(c: Option<NonNull<IfCounters>>, why: Pass) {
     if let Some(c) = c {
         // SAFETY: as in `rx`.
-        let p: &mut PassReasons = unsafe { &mut (*c).passed };
+        let p: &mut PassReasons = unsafe { &mut (*c.as_ptr()).passed };
         let f = match why {
             Pass::NotIpv4 => &mut p.not_ipv4,
             Pass::NotForUs => &mut p.not_for_us,
@@ -83,10 +89,10 @@ pub fn passed(c: Option<*mut IfCounters>, why: Pass) {
 }
 
 #[inline(always)]
-pub fn dropped(c: Option<*mut IfCounters>, why: Drop) {
+pub fn dropped(c: Option<NonNull<IfCounters>>, why: Drop) {
     if let Some(c) = c {
         // SAFETY: as in `rx`.
-        let d: &mut DropReasons = unsafe { &mut (*c).dropped };
+        let d: &mut DropReasons = unsafe { &mut (*c.as_ptr()).dropped };
         let f = match why {
             Drop::Malformed => &mut d.malformed,
             Drop::Blackhole => &mut d.blackhole,

@@ -197,13 +197,14 @@ pub fn commit(data: usize, data_end: usize, r: &Routed) -> Action {
     r.action
 }
 
-/// RFC 1624 incremental update of the header checksum for the TTL word.
+/// RFC 1624 incremental update of the header checksum for the TTL word, in
+/// memory order (see `csum::replace16`).
 #[inline(always)]
 fn decrement_ttl(ip: &mut Ipv4Hdr) {
-    let old = u16::from_be_bytes([ip.ttl, ip.protocol]);
+    let old = u16::from_ne_bytes([ip.ttl, ip.protocol]);
     ip.ttl -= 1;
-    let new = u16::from_be_bytes([ip.ttl, ip.protocol]);
-    ip.check = csum::replace16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
+    let new = u16::from_ne_bytes([ip.ttl, ip.protocol]);
+    ip.check = csum::replace16(u16::from_ne_bytes(ip.check), old, new).to_ne_bytes();
 }
 
 /// Reads the ethertype, or `None` for a frame shorter than an Ethernet header.

@@ -5,6 +5,7 @@ use aya_ebpf::cty::c_void;
 use xcnf_common::nat::role;
 
 use crate::{
+    clock::Now,
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
     nat::{
@@ -28,6 +29,8 @@ pub struct Ingress {
     pub mtu: MtuCheck,
     /// Whether unresolved next hops can go to `bpf_redirect_neigh` (TC).
     pub neigh_redirect: bool,
+    /// When the packet arrived.
+    pub now: Now,
 }
 
 #[inline(always)]
@@ -54,7 +57,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
             MtuCheck::Skb => 0,
         },
     };
-    let (to, outbound, slot) = match nat::decide(p, i.role, &pk, i.len, &fib) {
+    let (to, outbound, slot) = match nat::decide(p, i.role, &pk, i.len, &fib, i.now) {
         Decision::Plain => {
             let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
             let (data, data_end) = p.bounds();

@@ -10,10 +10,12 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod clock;
 mod counters;
 mod fib;
 mod forward;
 mod headers;
+mod iface;
 mod ipv4;
 mod maps;
 mod nat;

@@ -2,13 +2,17 @@
 //! `xcnf_common::nat`; the agent pins every map under
 //! `/sys/fs/bpf/xcnf/<instance>/`.
 
-use crate::nat::{
-    alloc::Probe,
-    session::{Halves, NewSession},
-    slow::SlowIo,
+use crate::{
+    clock::Clock,
+    iface::{CachedIf, IF_CACHE_ENTRIES},
+    nat::{
+        alloc::Probe,
+        session::{Halves, NewSession},
+        slow::SlowIo,
+    },
 };
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use xcnf_common::{
@@ -25,10 +29,11 @@ use xcnf_common::{
 #[btf_map]
 pub static IFACES: HashMap<u32, IfaceConfig, MAX_IFACES> = HashMap::new();
 
-/// Per-interface counters, keyed by ifindex. Per-CPU so the fast path never
-/// contends on a cache line; the agent sums the CPUs when it reads them.
+/// Per-interface counters, indexed by the interface's `IfaceConfig::slot`.
+/// Per-CPU so the fast path never contends on a cache line; the agent sums
+/// the CPUs when it reads them. An array so the lookup is inlined.
 #[btf_map]
-pub static COUNTERS: PerCpuHashMap<u32, IfCounters, MAX_IFACES> = PerCpuHashMap::new();
+pub static COUNTERS: PerCpuArray<IfCounters, MAX_IFACES> = PerCpuArray::new();
 
 /// XDP redirect targets keyed by ifindex, so the FIB's egress ifindex is the
 /// key and no index translation is needed.
@@ -92,6 +97,14 @@ pub static NAT_NEW: PerCpuArray<Halves, 1> = PerCpuArray::new();
 /// Per-CPU room for a new flow's description (see `nat/session.rs`).
 #[btf_map]
 pub static NAT_FLOW: PerCpuArray<NewSession, 1> = PerCpuArray::new();
+
+/// Per-CPU cache of `IFACES` entries (see `iface.rs`). Not pinned.
+#[btf_map]
+pub static IF_CACHE: PerCpuArray<CachedIf, { IF_CACHE_ENTRIES as usize }> = PerCpuArray::new();
+
+/// Per-CPU last clock read (see `clock.rs`). Not pinned.
+#[btf_map]
+pub static CLOCK: PerCpuArray<Clock, 1> = PerCpuArray::new();
 
 /// Whether sessions' cached routes may be used (see `nat/route.rs`).
 #[btf_map]

@@ -76,25 +76,24 @@ pub fn csum_fix16<P: Pkt>(p: &P, csum_off: usize, old: u16, new: u16) -> Result<
     if old == new {
         return Ok(());
     }
-    let c = u16::from_be_bytes(load::<P, 2>(p, csum_off)?);
-    store(p, csum_off, csum::replace16(c, old, new).to_be_bytes())
+    // In memory order throughout (see `csum::replace16`).
+    let (old, new) = (
+        u16::from_ne_bytes(old.to_be_bytes()),
+        u16::from_ne_bytes(new.to_be_bytes()),
+    );
+    let c = u16::from_ne_bytes(load::<P, 2>(p, csum_off)?);
+    store(p, csum_off, csum::replace16(c, old, new).to_ne_bytes())
 }
 
-/// As [`csum_fix16`] for a 4-byte field (an address).
+/// As [`csum_fix16`] for a 4-byte field (an address), in one update.
 #[inline(always)]
 pub fn csum_fix32<P: Pkt>(p: &P, csum_off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), Fault> {
-    csum_fix16(
-        p,
-        csum_off,
-        u16::from_be_bytes([old[0], old[1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    )?;
-    csum_fix16(
-        p,
-        csum_off,
-        u16::from_be_bytes([old[2], old[3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    )
+    if old == new {
+        return Ok(());
+    }
+    let c = u16::from_ne_bytes(load::<P, 2>(p, csum_off)?);
+    let c = csum::replace32(c, u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+    store(p, csum_off, c.to_ne_bytes())
 }
 
 /// Writes a 16-bit word and keeps every plain checksum in `csums` (offsets,
@@ -190,34 +189,22 @@ impl Pkt for Xdp<'_> {
         if old == new {
             return Ok(());
         }
-        let c = u16::from_be_bytes(load::<Self, 2>(self, csum_off)?);
+        // Memory order throughout (see `csum::replace16`); 0 and 0xffff
+        // read the same in both orders.
+        let c = u16::from_ne_bytes(load::<Self, 2>(self, csum_off)?);
         if udp && c == 0 {
             return Ok(());
         }
         // `old`/`new` hold the field's bytes in memory order.
-        let (o, n) = (old.to_ne_bytes(), new.to_ne_bytes());
         let mut c = if pseudo {
-            let c = csum::replace16(
-                c,
-                u16::from_be_bytes([o[0], o[1]]),
-                u16::from_be_bytes([n[0], n[1]]),
-            );
-            csum::replace16(
-                c,
-                u16::from_be_bytes([o[2], o[3]]),
-                u16::from_be_bytes([n[2], n[3]]),
-            )
+            csum::replace32(c, old, new)
         } else {
-            csum::replace16(
-                c,
-                u16::from_be_bytes([o[0], o[1]]),
-                u16::from_be_bytes([n[0], n[1]]),
-            )
+            csum::replace16(c, old as u16, new as u16)
         };
         if udp && c == 0 {
             c = 0xffff;
         }
-        store(self, csum_off, c.to_be_bytes())
+        store(self, csum_off, c.to_ne_bytes())
     }
 }
 

@@ -15,12 +15,13 @@ use aya_log_ebpf::debug;
 use xcnf_common::nat::role;
 
 use crate::{
+    clock,
     counters::{self, Drop, Pass},
     fib,
     forward::{self, Action, MtuCheck},
     headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_HLEN, NAT_PULL_LEN},
+    iface,
     ipv4::{self, Ingress},
-    maps::IFACES,
     nat, pkt,
 };
 
@@ -35,13 +36,14 @@ pub fn run(ctx: &TcContext) -> i32 {
     let (len, ifindex, pkt_type, gso_segs) =
         unsafe { ((*skb).len, (*skb).ifindex, (*skb).pkt_type, (*skb).gso_segs) };
     let len = len as usize;
-    let c = counters::slot(ifindex);
+    let now = clock::now();
+    let iface::IngressIf {
+        role,
+        mac,
+        counters: c,
+        ..
+    } = iface::ingress(ifindex, now.ms);
     counters::rx(c, len as u64);
-    let (role, mac) = match IFACES.get_ptr(ifindex) {
-        // SAFETY: a live map value, copied out.
-        Some(cfg) => unsafe { ((*cfg).role, (*cfg).mac) },
-        None => (role::NONE, [0; 6]),
-    };
 
     // Frames built from pages (GRO, trafgen, many drivers) carry only the
     // Ethernet header in the linear area; every header read needs it pulled.
@@ -82,6 +84,7 @@ pub fn run(ctx: &TcContext) -> i32 {
                     len: len as u64,
                     mtu,
                     neigh_redirect: true,
+                    now,
                 },
             )
         }
@@ -124,7 +127,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn finish_redirect(
     ctx: &TcContext,
-    c: Option<*mut xcnf_common::IfCounters>,
+    c: Option<core::ptr::NonNull<xcnf_common::IfCounters>>,
     rc: i64,
     out: u32,
     len: usize,

@@ -10,11 +10,13 @@ use aya_log_ebpf::debug;
 use xcnf_common::nat::role;
 
 use crate::{
+    clock,
     counters::{self, Drop, Pass},
     forward::{self, Action, MtuCheck},
     headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, ptr_at},
+    iface,
     ipv4::{self, Ingress},
-    maps::{IFACES, TX_PORTS},
+    maps::TX_PORTS,
     nat, pkt,
 };
 
@@ -25,13 +27,11 @@ pub fn run(ctx: &XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the xdp_md the kernel passed in.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let len = data_end - data;
-    let c = counters::slot(ifindex);
+    let now = clock::now();
+    let i = iface::ingress(ifindex, now.ms);
+    let c = i.counters;
     counters::rx(c, len as u64);
-    let (role, mac) = match IFACES.get_ptr(ifindex) {
-        // SAFETY: a live map value, copied out.
-        Some(cfg) => unsafe { (Some((*cfg).role), (*cfg).mac) },
-        None => (None, [0; 6]),
-    };
+    let (role, mac) = (i.managed.then_some(i.role), i.mac);
 
     let action = match forward::ether_type(data, data_end) {
         None => Action::Drop(Drop::Malformed),
@@ -46,6 +46,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
                     len: len as u64,
                     mtu: MtuCheck::TotLen,
                     neigh_redirect: false,
+                    now,
                 },
             ),
             _ => Action::Pass(Pass::NotForUs),

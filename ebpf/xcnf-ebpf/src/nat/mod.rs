@@ -23,6 +23,7 @@ use xcnf_common::nat::{
 };
 
 use crate::{
+    clock::Now,
     counters::Drop,
     fib::{self, Route},
     maps::{IFACES, NAT_ADDRS, NAT_BINDINGS, NAT_CONFIG, NAT_FRAGS, NAT_STATIC},
@@ -106,13 +107,20 @@ pub fn config() -> Option<&'static NatConfig> {
 /// an established session, is decided here; the rest goes to the hook's
 /// global function (`slow.rs`).
 #[inline(always)]
-pub fn decide<S: SlowCall>(s: &S, dir: u8, pk: &Parsed, len: u64, fib: &FibQuery) -> Decision {
+pub fn decide<S: SlowCall>(
+    s: &S,
+    dir: u8,
+    pk: &Parsed,
+    len: u64,
+    fib: &FibQuery,
+    now: Now,
+) -> Decision {
     if pk.frag == Frag::Later {
         return later_fragment(dir, pk, fib);
     }
     if pk.l4 != L4::IcmpError {
         let seen = session::seen_bits(pk.l4, pk.tcp_flags);
-        if let Some(h) = session::hit(&session::key(&pk.tuple, dir), seen, len) {
+        if let Some(h) = session::hit(&session::key(&pk.tuple, dir), seen, len, now) {
             let outbound = dir == role::INSIDE;
             count_translated(outbound);
             return translated(pk, dir, h.to, outbound, h.route);

@@ -25,7 +25,8 @@ use crate::{
 #[derive(Clone, Copy)]
 pub struct RouteSlot {
     pub s: *mut Session,
-    pub now: u64,
+    /// `clock::Now::ms`.
+    pub now_ms: u32,
 }
 
 impl RouteSlot {
@@ -34,7 +35,7 @@ impl RouteSlot {
     pub fn none() -> Self {
         RouteSlot {
             s: core::ptr::null_mut(),
-            now: 0,
+            now_ms: 0,
         }
     }
 }
@@ -49,11 +50,6 @@ pub struct RouteKey {
     pub tot_len: u16,
 }
 
-#[inline(always)]
-fn ms(now: u64) -> u32 {
-    (now / 1_000_000) as u32
-}
-
 /// The cached answer for this packet, if it may be used.
 #[inline(always)]
 pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
@@ -65,7 +61,7 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
     let s = unsafe { &*slot.s };
     // One combined test rather than a chain of branches: every branch here
     // would be a path the verifier walks the whole rewrite for again.
-    let age = ms(slot.now).wrapping_sub(s.route_at_ms);
+    let age = slot.now_ms.wrapping_sub(s.route_at_ms);
     let stale = (s.route_gen ^ ctl.generation)
         | (s.route_iif ^ k.iif)
         | u32::from(s.route_tos ^ k.tos)
@@ -121,6 +117,6 @@ pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed) {
     } else {
         k.tot_len
     };
-    s.route_at_ms = ms(slot.now);
+    s.route_at_ms = slot.now_ms;
     s.route_gen = generation;
 }

@@ -4,6 +4,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use xcnf_common::nat::{Session, SessionKey, active, tcp_seen};
 
 use crate::{
+    clock,
     maps::{NAT_ACTIVE, NAT_FLOW, NAT_NEW, NAT_SESSIONS},
     nat::{
         parse::{L4, Tuple},
@@ -37,11 +38,11 @@ pub fn target(k: &SessionKey, s: &Session) -> Tuple {
     }
 }
 
+/// Session time: coarse (jiffy) resolution is plenty for timeouts of
+/// seconds (see `clock.rs`).
 #[inline(always)]
 pub fn now() -> u64 {
-    // SAFETY: helper without arguments. Coarse (jiffy) resolution is plenty
-    // for timeouts of seconds, and cheaper than a clocksource read.
-    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
+    clock::now().ns
 }
 
 /// TCP flags that change a session's state, as [`tcp_seen`] bits.
@@ -73,12 +74,12 @@ pub struct Hit {
 
 /// Looks up the half for a packet and records it: time, counts, TCP flags.
 #[inline(always)]
-pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Hit> {
+pub fn hit(k: &SessionKey, seen: u8, len: u64, now: clock::Now) -> Option<Hit> {
     let p = NAT_SESSIONS.get_ptr_mut(k)?;
     // SAFETY: a live map value; concurrent writers on other CPUs can only
     // make the counts approximate, never the memory invalid.
     let s = unsafe { &mut *p };
-    let t = now();
+    let t = now.ns;
     // Only store the time when it moved, so a hot flow does not dirty the
     // cache line on every packet more than the counters already do.
     if s.last_seen_ns != t {
@@ -91,7 +92,10 @@ pub fn hit(k: &SessionKey, seen: u8, len: u64) -> Option<Hit> {
     }
     Some(Hit {
         to: target(k, s),
-        route: RouteSlot { s: p, now: t },
+        route: RouteSlot {
+            s: p,
+            now_ms: now.ms,
+        },
     })
 }
 

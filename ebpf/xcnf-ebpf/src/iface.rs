@@ -1,0 +1,106 @@
+//! The interface a packet arrived on, as both hooks see it first.
+//!
+//! Every packet needs its ingress interface's `IFACES` entry (role, MAC,
+//! counter slot). `IFACES` is a hash keyed by ifindex, and a hash lookup is
+//! a chain of kernel calls, so each CPU keeps the entries it used last in a
+//! small direct-mapped cache (`IF_CACHE`, indexed by the low bits of the
+//! ifindex), whose lookup the verifier inlines. An entry is used only while
+//! `route_ctl`'s generation is the one it was read under and it is younger
+//! than `route_ctl.max_age_ms`: the agent moves the generation after every
+//! change to its interface maps, as it does for routes. With the cache off
+//! (`max_age_ms` 0, a fresh map without an agent) every packet reads `IFACES`.
+
+use core::ptr::NonNull;
+
+use xcnf_common::{IfCounters, IfaceConfig};
+
+use crate::{
+    counters,
+    maps::{IF_CACHE, IFACES, ROUTE_CTL},
+};
+
+/// Entries per CPU; a power of two (the index is a mask of the ifindex).
+pub const IF_CACHE_ENTRIES: u32 = 16;
+
+/// One cached `IFACES` entry.
+#[repr(C)]
+pub struct CachedIf {
+    ifindex: u32,
+    /// `route_ctl.generation` before the entry was read.
+    generation: u32,
+    /// `clock::Now::ms` when it was read.
+    at_ms: u32,
+    cfg: IfaceConfig,
+}
+
+/// What the agent registered for the ingress interface.
+pub struct IngressIf {
+    /// Whether the interface is in `IFACES` at all.
+    pub managed: bool,
+    /// Its NAT44 role (`role::NONE` when unmanaged).
+    pub role: u8,
+    pub mac: [u8; 6],
+    /// This CPU's counters of the interface; `None` when unmanaged.
+    pub counters: Option<NonNull<IfCounters>>,
+}
+
+#[inline(always)]
+fn managed(cfg: &IfaceConfig) -> IngressIf {
+    IngressIf {
+        managed: true,
+        role: cfg.role,
+        mac: cfg.mac,
+        counters: counters::slot(cfg.slot),
+    }
+}
+
+/// The ingress interface's entry, from this CPU's cache when it is current.
+#[inline(always)]
+pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
+    // The generation is read before `IFACES`: an entry read while the
+    // agent changes it is then cached under the generation the agent's
+    // bump replaces.
+    let (generation, max_age_ms) = match ROUTE_CTL.get_ptr(0) {
+        // SAFETY: a live map value; volatile so the read stays before the
+        // lookup below.
+        Some(c) => unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*c).generation),
+                (*c).max_age_ms,
+            )
+        },
+        None => (0, 0),
+    };
+    let e = IF_CACHE.get_ptr_mut(ifindex & (IF_CACHE_ENTRIES - 1));
+    if let Some(e) = e {
+        // SAFETY: this CPU's cache entry; no other run uses it meanwhile.
+        let e = unsafe { &*e };
+        if e.ifindex == ifindex
+            && e.generation == generation
+            && now_ms.wrapping_sub(e.at_ms) < max_age_ms
+        {
+            return managed(&e.cfg);
+        }
+    }
+    match IFACES.get_ptr(ifindex) {
+        Some(cfg) => {
+            // SAFETY: a live map value, copied out.
+            let cfg = unsafe { *cfg };
+            if let Some(e) = e {
+                // SAFETY: as above.
+                let e = unsafe { &mut *e };
+                e.ifindex = ifindex;
+                e.generation = generation;
+                e.at_ms = now_ms;
+                e.cfg = cfg;
+            }
+            managed(&cfg)
+        }
+        None => IngressIf {
+            managed: false,
+            role: xcnf_common::nat::role::NONE,
+            mac: [0; 6],
+            counters: None,
+        },
+    }
+}
