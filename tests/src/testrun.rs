@@ -318,6 +318,19 @@ impl Datapath {
         self.bump_generation();
     }
 
+    /// Changes the NAT44 role in `ifindex`'s `IFACES` entry without moving
+    /// the generation: what the programs' interface caches must not see
+    /// until the generation moves or their entry ages out.
+    pub fn set_role_unannounced(&mut self, ifindex: u32, role: u8) {
+        let mut m = typed_map!(self, maps::IFACES.object, HashMap<_, u32, IfaceConfig>);
+        let mut cfg = m
+            .get(&ifindex, 0)
+            .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
+        cfg.role = role;
+        m.insert(ifindex, cfg, 0)
+            .unwrap_or_else(|e| panic!("IFACES[{ifindex}]: {}", chain(&e)));
+    }
+
     /// Moves `route_ctl`'s generation on, as the agent does on a change.
     pub fn bump_generation(&mut self) {
         let mut m = typed_map!(self, maps::ROUTE_CTL.object, Array<_, RouteCtl>);

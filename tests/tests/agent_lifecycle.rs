@@ -387,6 +387,50 @@ fn pins_of_another_map_layout_are_recreated_not_reused() {
     assert_eq!(attached(&chain.cnf, "c0").matches("xcnf_tc").count(), 1);
 }
 
+/// Polls `f` every 100 ms until it holds, or fails naming `what`.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An interface dropped from the config gives its counter slot back;
+/// attached again it takes the lowest free slot (its old one here, which
+/// still holds the old counts) and must count from zero.
+#[test]
+fn a_dropped_and_readded_interface_counts_from_zero() {
+    let prefix = unique_prefix("sl");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let _pins = PinGuard(prefix.clone());
+    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    chain.ping(3);
+    let before = forwarded(&prefix, &chain);
+    assert!(before >= 3, "{before}");
+
+    let inside = "    - name: inside\n      kernel: {hostIfName: c0}\n      datapath: {hook: tc}\n";
+    let only_c1 = cfg.replace(inside, "");
+    assert_ne!(only_c1, cfg, "the inside interface is not in:\n{cfg}");
+    let c0 = chain.cnf.ifindex("c0");
+    agent.replace_config(&only_c1);
+    wait_until("c0 is no longer registered", || {
+        read_counters(&pin_dir(&prefix), c0).is_none()
+    });
+    agent.replace_config(&cfg);
+    wait_until("c0 is registered again", || {
+        read_counters(&pin_dir(&prefix), c0).is_some()
+    });
+    let again = forwarded(&prefix, &chain);
+    assert!(
+        again < before,
+        "the re-added interface inherited the old counts: {before} → {again}"
+    );
+    chain.ping(3);
+    assert!(forwarded(&prefix, &chain) >= again + 3);
+}
+
 /// Whoever sees the agent ready may stop it at once: SIGTERM sent the moment
 /// the ready file appears is a clean stop (exit 0, pins removed), not
 /// SIGTERM's default action killing the agent half way.

@@ -1057,6 +1057,7 @@ xcnf_tests::on_both_hooks!(
     icmp_static_mapping,
     reserved_ports_are_not_taken,
     route_cache_follows_generation_and_age,
+    iface_cache_follows_generation_and_age,
 );
 
 const NO_MAPPING: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_no_mapping;
@@ -2635,5 +2636,52 @@ fn route_cache_follows_generation_and_age(hook: Hook) {
     on_mac(&nat, "cache off: looked up", mac4);
     set_server_mac(mac_of(SERVER));
     on_mac(&nat, "cache off: looked up again", mac_of(SERVER));
+    nat.finish();
+}
+
+/// Each CPU caches the ingress interface's `IFACES` entry: a role changed
+/// without the agent's generation bump keeps the cached role, a new
+/// generation or an entry older than `max_age_ms` reads the map again, and
+/// with the cache off every packet reads it.
+fn iface_cache_follows_generation_and_age(hook: Hook) {
+    let mut nat = Nat::new(hook, Config::default());
+    let hour = 3_600_000;
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 7,
+        max_age_ms: hour,
+    });
+    let p = nat.pool_addr(CLIENT);
+    let pkt = Pkt::udp((CLIENT, 40000), (SERVER, 53));
+    nat.snat("first packet from inside", &pkt, (p, 40000));
+    let translated = |nat: &Nat, what: &str| {
+        nat.out(what, &pkt, (p, 40000));
+    };
+    let plain = |nat: &Nat, what: &str| {
+        nat.xlate(what, &pkt, pkt.src(), pkt.dst(), &[]);
+    };
+
+    nat.dp.set_role_unannounced(LO, role::NONE);
+    translated(&nat, "role removed unannounced: the cached inside role");
+    nat.dp.bump_generation();
+    plain(&nat, "a new generation: no role, forwarded unchanged");
+
+    // The age bound: 1 ms, and more than a coarse clock tick passes.
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 9,
+        max_age_ms: 1,
+    });
+    plain(&nat, "generation moved: read again, still no role");
+    nat.dp.set_role_unannounced(LO, role::INSIDE);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    translated(&nat, "an entry older than max_age_ms: read again, inside");
+
+    // Off: every packet reads IFACES.
+    nat.dp.set_route_ctl(RouteCtl {
+        generation: 9,
+        max_age_ms: 0,
+    });
+    translated(&nat, "cache off: inside");
+    nat.dp.set_role_unannounced(LO, role::NONE);
+    plain(&nat, "cache off: the removed role at once");
     nat.finish();
 }
