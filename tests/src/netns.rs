@@ -95,6 +95,18 @@ impl Netns {
         run(self.command(program).args(args))
     }
 
+    /// A counter of `dev` from its sysfs statistics (`rx_packets`,
+    /// `tx_packets`, ...), read through `ip netns exec`, which mounts the
+    /// namespace's own sysfs.
+    pub fn link_stat(&self, dev: &str, stat: &str) -> u64 {
+        let path = format!("/sys/class/net/{dev}/statistics/{stat}");
+        let out = run(Command::new("ip").args(["netns", "exec", &self.name, "cat", &path]));
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path} in {}: {s:?}: {e}", self.name))
+    }
+
     /// The interface's index inside this namespace.
     pub fn ifindex(&self, ifname: &str) -> u32 {
         let out = run(Command::new("ip").args(["-n", &self.name, "-o", "link", "show", ifname]));

@@ -308,7 +308,7 @@ impl Datapath {
         let cfg = IfaceConfig {
             mac,
             role,
-            _pad: 0,
+            flags: 0,
             slot,
         };
         m.insert(ifindex, cfg, 0)

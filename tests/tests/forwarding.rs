@@ -46,8 +46,11 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
         assert!(pin.exists(), "{} missing", pin.display());
     }
 
+    let tx = |dev: &str| chain.cnf.link_stat(dev, "tx_packets");
+    let tx_before = (tx("c0"), tx("c1"));
     chain.ping(5);
     assert_eq!(curl(&chain), CLIENT_IP, "server saw the client's address");
+    let tx_sent = (tx("c0") - tx_before.0, tx("c1") - tx_before.1);
 
     let inside = chain.cnf.ifindex("c0");
     let outside = chain.cnf.ifindex("c1");
@@ -64,6 +67,26 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
             "every packet has exactly one outcome: {c:#?}"
         );
         assert_eq!(c.dropped.total(), 0, "{c:#?}");
+    }
+    if expect_hook == "tc" {
+        // Both are veths whose peers are in other namespaces, so TC hands
+        // forwarded packets to the peer directly (bpf_redirect_peer): they
+        // never pass c0's or c1's own transmit path, which counts only what
+        // the cnf's kernel sends itself (ARP).
+        assert!(
+            tx_sent.1 * 2 < c_in.forwarded.packets && tx_sent.0 * 2 < c_out.forwarded.packets,
+            "transmitted (c0, c1) {tx_sent:?}, forwarded {} and {}",
+            c_in.forwarded.packets,
+            c_out.forwarded.packets
+        );
+    } else {
+        // XDP transmits through the devmap redirect.
+        assert!(
+            tx_sent.1 >= c_in.forwarded.packets && tx_sent.0 >= c_out.forwarded.packets,
+            "transmitted (c0, c1) {tx_sent:?}, forwarded {} and {}",
+            c_in.forwarded.packets,
+            c_out.forwarded.packets
+        );
     }
 
     // bpftool prints the BTF field names of the pinned counters map.

@@ -98,7 +98,21 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 1],
             up: true,
             mtu: 1500,
+            peer_elsewhere: true,
         }
+    }
+
+    #[test]
+    fn peer_redirect_only_to_a_veth_or_netkit_peer_in_another_namespace() {
+        assert!(link(Some("veth")).peer_redirect());
+        assert!(link(Some("netkit")).peer_redirect());
+        let same_ns = Link {
+            peer_elsewhere: false,
+            ..link(Some("veth"))
+        };
+        assert!(!same_ns.peer_redirect());
+        assert!(!link(Some("dummy")).peer_redirect());
+        assert!(!link(None).peer_redirect());
     }
 
     #[test]

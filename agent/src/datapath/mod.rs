@@ -339,7 +339,11 @@ impl Datapath {
             let cfg = IfaceConfig {
                 mac: t.link.mac,
                 role: t.role,
-                _pad: 0,
+                flags: if t.link.peer_redirect() {
+                    xcnf_common::iface::flags::PEER_REDIRECT
+                } else {
+                    0
+                },
                 slot,
             };
             ifaces

@@ -19,11 +19,20 @@ pub struct Link {
     /// Administratively up (`IFF_UP`), whatever the carrier.
     pub up: bool,
     pub mtu: u32,
+    /// The link's other end (a veth's or netkit's peer) is in another
+    /// network namespace (`IFLA_LINK_NETNSID` is present).
+    pub peer_elsewhere: bool,
 }
 
 impl Link {
     pub fn is_veth(&self) -> bool {
         self.kind.as_deref() == Some("veth")
+    }
+
+    /// Whether the datapath may redirect to this interface's peer directly
+    /// (see `xcnf_common::iface::flags::PEER_REDIRECT`).
+    pub fn peer_redirect(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("veth" | "netkit")) && self.peer_elsewhere
     }
 }
 
@@ -127,12 +136,14 @@ pub(super) fn parse_link(msg: &LinkMessage) -> Link {
         mac: [0; 6],
         up: msg.header.flags.contains(LinkFlags::Up),
         mtu: 0,
+        peer_elsewhere: false,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name.clone_from(n),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
             LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::LinkNetNsId(_) => link.peer_elsewhere = true,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

@@ -14,13 +14,25 @@ pub struct IfaceConfig {
     /// NAT44 role ([`crate::nat::role`]): whether traffic arriving here is
     /// translated as coming from inside, from outside, or not at all.
     pub role: u8,
-    /// Explicit padding, always zero.
-    pub _pad: u8,
+    /// [`flags`] bits.
+    pub flags: u8,
     /// Index of the interface's entry in the `COUNTERS` per-CPU array,
     /// chosen by the agent (the lowest one no other interface holds). An
     /// array rather than a hash keyed by ifindex because its lookup is
     /// inlined: one hash lookup fewer on every packet.
     pub slot: u32,
+}
+
+/// Bits of [`IfaceConfig::flags`].
+pub mod flags {
+    /// Redirects to this interface go to its peer's ingress
+    /// (`bpf_redirect_peer`): set for a veth or netkit whose peer is in
+    /// another network namespace. The packet skips this interface's
+    /// transmit path and the peer's backlog queue, which is most of a
+    /// veth hop's cost, exactly as a veth transmit would deliver it
+    /// otherwise (same MTU check, same scrubbing) but without this
+    /// interface's egress qdisc, TC egress hooks and packet taps.
+    pub const PEER_REDIRECT: u8 = 1;
 }
 
 #[cfg(feature = "user")]

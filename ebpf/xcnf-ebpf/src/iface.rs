@@ -12,7 +12,7 @@
 
 use core::ptr::NonNull;
 
-use xcnf_common::{IfCounters, IfaceConfig};
+use xcnf_common::{IfCounters, IfaceConfig, iface::flags};
 
 use crate::{
     counters,
@@ -54,9 +54,17 @@ fn managed(cfg: &IfaceConfig) -> IngressIf {
     }
 }
 
-/// The ingress interface's entry, from this CPU's cache when it is current.
+/// An `IFACES` lookup's result. A struct rather than an `Option`, whose
+/// undefined payload on `None` LLVM would move through clobbered registers.
+#[derive(Clone, Copy)]
+struct Found {
+    found: bool,
+    cfg: IfaceConfig,
+}
+
+/// `ifindex`'s `IFACES` entry, from this CPU's cache when it is current.
 #[inline(always)]
-pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
+fn get(ifindex: u32, now_ms: u32) -> Found {
     // The generation is read before `IFACES`: an entry read while the
     // agent changes it is then cached under the generation the agent's
     // bump replaces.
@@ -79,7 +87,10 @@ pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
             && e.generation == generation
             && now_ms.wrapping_sub(e.at_ms) < max_age_ms
         {
-            return managed(&e.cfg);
+            return Found {
+                found: true,
+                cfg: e.cfg,
+            };
         }
     }
     match IFACES.get_ptr(ifindex) {
@@ -94,13 +105,35 @@ pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
                 e.at_ms = now_ms;
                 e.cfg = cfg;
             }
-            managed(&cfg)
+            Found { found: true, cfg }
         }
-        None => IngressIf {
+        None => Found {
+            found: false,
+            cfg: IfaceConfig::default(),
+        },
+    }
+}
+
+/// The ingress interface's entry.
+#[inline(always)]
+pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
+    let f = get(ifindex, now_ms);
+    if f.found {
+        managed(&f.cfg)
+    } else {
+        IngressIf {
             managed: false,
             role: xcnf_common::nat::role::NONE,
             mac: [0; 6],
             counters: None,
-        },
+        }
     }
+}
+
+/// Whether a redirect to `ifindex` goes to its peer (TC ingress only; see
+/// `xcnf_common::iface::flags::PEER_REDIRECT`).
+#[inline(always)]
+pub fn peer_redirect(ifindex: u32, now_ms: u32) -> bool {
+    let f = get(ifindex, now_ms);
+    f.found && f.cfg.flags & flags::PEER_REDIRECT != 0
 }

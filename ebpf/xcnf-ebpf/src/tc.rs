@@ -8,7 +8,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    helpers::generated::bpf_redirect,
+    helpers::generated::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
@@ -102,8 +102,14 @@ pub fn run(ctx: &TcContext) -> i32 {
 
     match action {
         Action::Redirect { ifindex: out } => {
-            // SAFETY: plain helper call; flags 0 means egress redirect.
-            let rc = unsafe { bpf_redirect(out, 0) };
+            let rc = if iface::peer_redirect(out, now.ms) {
+                // SAFETY: plain helper call; this program runs at TC
+                // ingress, where a peer redirect is allowed.
+                unsafe { bpf_redirect_peer(out, 0) }
+            } else {
+                // SAFETY: plain helper call; flags 0 means egress redirect.
+                unsafe { bpf_redirect(out, 0) }
+            };
             finish_redirect(ctx, c, rc, out, len)
         }
         Action::RedirectNeigh {

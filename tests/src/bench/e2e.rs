@@ -301,18 +301,6 @@ fn tc_drop(ns: &Netns, dev: &str) {
     );
 }
 
-/// An interface's rx_packets, read through `ip netns exec`, which mounts the
-/// namespace's own sysfs.
-fn rx_packets(ns: &Netns, dev: &str) -> u64 {
-    let path = format!("/sys/class/net/{dev}/statistics/rx_packets");
-    let out =
-        crate::netns::run(Command::new("ip").args(["netns", "exec", ns.name(), "cat", &path]));
-    let s = String::from_utf8_lossy(&out.stdout);
-    s.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{path} in {}: {s:?}: {e}", ns.name()))
-}
-
 /// The trafgen packet: 60-byte UDP frames from the client to the server,
 /// the source port counting through `flows` values, checksums recomputed by
 /// trafgen for every packet.
@@ -373,8 +361,8 @@ struct Reading {
 }
 
 fn read(chain: &Chain, xcnf: Option<(&Path, u32)>) -> Reading {
-    let at_sink = (rx_packets(&chain.server, "eth0"), Instant::now());
-    let at_ingress = (rx_packets(&chain.cnf, "c0"), Instant::now());
+    let at_sink = (chain.server.link_stat("eth0", "rx_packets"), Instant::now());
+    let at_ingress = (chain.cnf.link_stat("c0", "rx_packets"), Instant::now());
     let xcnf = xcnf.map(|(pins, c0)| {
         let c = read_counters(pins, c0)
             .unwrap_or_else(|| panic!("no counters for c0 in {}", pins.display()));

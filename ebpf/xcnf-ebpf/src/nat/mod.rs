@@ -378,16 +378,27 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         return Decision::Drop(Drop::NatTableFull);
     };
     // Hairpinning (RFC 4787 REQ-9): the destination is the external
-    // endpoint of another inside host.
+    // endpoint of another inside host. Every such endpoint's address is in
+    // `nat_addrs`, a small map, so ordinary traffic skips the static and
+    // binding lookups (the binding table is as large as the session table,
+    // and a lookup there is cache misses when it is).
     let mut hairpin = false;
-    let ext = static_lookup(t.daddr, t.dport, t.proto, role::OUTSIDE);
+    let ours = NAT_ADDRS.get_ptr(&t.daddr).is_some();
+    let ext = if ours {
+        static_lookup(t.daddr, t.dport, t.proto, role::OUTSIDE)
+    } else {
+        StaticHit {
+            found: false,
+            m: StaticMapping::default(),
+        }
+    };
     if ext.found {
         let m = ext.m;
         if m.flags & static_flags::IDENTITY == 0 {
             (n.to.daddr, n.to.dport) = mapped(&m, t.dport);
             hairpin = true;
         }
-    } else if ports && cfg.flags & config_flags::ENDPOINT_DEPENDENT == 0 {
+    } else if ours && ports && cfg.flags & config_flags::ENDPOINT_DEPENDENT == 0 {
         let k = BindingKey {
             addr: t.daddr,
             port: t.dport,
