@@ -4,14 +4,14 @@
 //! to the kernel are never modified, so the kernel sees exactly what arrived
 //! and can answer with the right ICMP error.
 
-use aya_ebpf::cty::c_void;
 use xcnf_common::csum;
 
 use crate::{
     counters::{Drop, Pass},
     fib::{self, Route},
     headers::{ETH_HLEN, EthHdr, IPV4_HLEN, Ipv4Hdr, ptr_at},
-    maps::IFACES,
+    iface,
+    ipv4::Ingress,
 };
 
 /// What the hook should do with the frame.
@@ -38,11 +38,6 @@ pub enum MtuCheck {
     /// Against the skb itself: GSO skbs are larger than the MTU by design and
     /// are segmented on transmit, so the kernel must judge them as a whole.
     Skb,
-}
-
-#[inline(always)]
-fn managed(ifindex: u32) -> bool {
-    IFACES.get_ptr(ifindex).is_some()
 }
 
 /// The IPv4 header fields routing needs, read once by [`validate`].
@@ -115,21 +110,15 @@ impl Routed {
     }
 }
 
-/// Asks the FIB where a packet from `src` to `dst` goes, without touching
-/// the packet: only [`commit`] writes, once the caller has decided.
-/// `neigh_redirect` says whether the hook can hand unresolved next hops to
-/// `bpf_redirect_neigh`.
+/// Asks the FIB where a packet from `src` to `dst` that arrived as `i`
+/// describes goes, without touching the packet: only [`commit`] writes, once
+/// the caller has decided. Whether the egress is managed comes from the
+/// per-CPU interface cache (`iface.rs`).
 #[inline(always)]
-pub fn route(
-    ctx: *mut c_void,
-    ifindex: u32,
-    h: &Hdr,
-    src: [u8; 4],
-    dst: [u8; 4],
-    mtu: MtuCheck,
-    neigh_redirect: bool,
-) -> Routed {
-    let fib_len = match mtu {
+pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
+    let (ctx, ifindex, neigh_redirect) = (i.ctx, i.ifindex, i.neigh_redirect);
+    let managed = |out: u32| iface::managed(out, i.now.ms);
+    let fib_len = match i.mtu {
         MtuCheck::TotLen => h.tot_len,
         MtuCheck::Skb => 0,
     };

@@ -45,7 +45,7 @@ pub struct IngressIf {
 }
 
 #[inline(always)]
-fn managed(cfg: &IfaceConfig) -> IngressIf {
+fn registered(cfg: &IfaceConfig) -> IngressIf {
     IngressIf {
         managed: true,
         role: cfg.role,
@@ -119,7 +119,7 @@ fn get(ifindex: u32, now_ms: u32) -> Found {
 pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
     let f = get(ifindex, now_ms);
     if f.found {
-        managed(&f.cfg)
+        registered(&f.cfg)
     } else {
         IngressIf {
             managed: false,
@@ -128,6 +128,12 @@ pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
             counters: None,
         }
     }
+}
+
+/// Whether `ifindex` is managed: a valid egress.
+#[inline(always)]
+pub fn managed(ifindex: u32, now_ms: u32) -> bool {
+    get(ifindex, now_ms).found
 }
 
 /// Whether a redirect to `ifindex` goes to its peer (TC ingress only; see

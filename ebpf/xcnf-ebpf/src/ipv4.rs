@@ -42,7 +42,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     };
 
     if i.role == role::NONE || nat::config().is_none() {
-        let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
+        let r = forward::route(i, &h, h.src, h.dst);
         return forward::commit(data, data_end, &r);
     }
     let Ok(pk) = parse::parse(p) else {
@@ -59,7 +59,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     };
     let (to, outbound, slot) = match nat::decide(p, i.role, &pk, i.len, &fib, i.now) {
         Decision::Plain => {
-            let r = forward::route(i.ctx, i.ifindex, &h, h.src, h.dst, i.mtu, i.neigh_redirect);
+            let r = forward::route(i, &h, h.src, h.dst);
             let (data, data_end) = p.bounds();
             return forward::commit(data, data_end, &r);
         }
@@ -79,15 +79,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     let r = match route::cached(&slot, &key) {
         Some(r) => r,
         None => {
-            let r = forward::route(
-                i.ctx,
-                i.ifindex,
-                &h,
-                to.saddr,
-                to.daddr,
-                i.mtu,
-                i.neigh_redirect,
-            );
+            let r = forward::route(i, &h, to.saddr, to.daddr);
             route::remember(&slot, &key, &r);
             r
         }

@@ -1,5 +1,7 @@
 //! TC attach form (tcx, or clsact on older kernels): forwards with
-//! `bpf_redirect`, or `bpf_redirect_neigh` while the next hop's MAC is unknown.
+//! `bpf_redirect`, or `bpf_redirect_neigh` while the next hop's MAC is unknown,
+//! or `bpf_redirect_peer` when the egress is a veth whose peer is in another
+//! namespace (`IfaceConfig` flag `PEER_REDIRECT`, set by the agent).
 //!
 //! On veth this is the fast hook: the skb is forwarded as is, while native XDP
 //! on veth would first copy it into an XDP buffer. It is also where NAT is
