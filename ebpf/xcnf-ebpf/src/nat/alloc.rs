@@ -361,7 +361,7 @@ pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool)
         dir: n.peer_dir,
         _pad: [0; 2],
     };
-    c.rval = session::reply_half(n, now);
+    session::reply_half(&mut c.rval, n, now);
     let port = if has_ports {
         probe(pool, n.orig.sport)
     } else if NAT_SESSIONS

@@ -209,22 +209,21 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
     // reply half is built even when the allocator already inserted it:
     // building it on one path only made LLVM read a register no
     // instruction wrote on the other, which the verifier refuses.
-    h.fwd = Session {
-        saddr: n.to.saddr,
-        daddr: n.to.daddr,
-        sport: n.to.sport,
-        dport: n.to.dport,
-        peer_dir: n.peer_dir,
-        flags: n.seen,
-        kind: n.kind,
-        initiator: 1,
-        created_ns: t,
-        last_seen_ns: t,
-        packets: 1,
-        bytes: n.len,
-        ..Session::default()
-    };
-    h.rev = reply_half(n, t);
+    clear(&mut h.fwd);
+    let f = &mut h.fwd;
+    f.saddr = n.to.saddr;
+    f.daddr = n.to.daddr;
+    f.sport = n.to.sport;
+    f.dport = n.to.dport;
+    f.peer_dir = n.peer_dir;
+    f.flags = n.seen;
+    f.kind = n.kind;
+    f.initiator = 1;
+    f.created_ns = t;
+    f.last_seen_ns = t;
+    f.packets = 1;
+    f.bytes = n.len;
+    reply_half(&mut h.rev, n, t);
     if !reply_reserved {
         if NAT_SESSIONS
             .insert(&h.rev_key, &h.rev, u64::from(BPF_NOEXIST))
@@ -263,23 +262,36 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
     Created::New
 }
 
-/// The reply half of a new session: it rewrites replies back to the
-/// original tuple, swapped.
+/// Writes the reply half of a new session into `r`: it rewrites replies
+/// back to the original tuple, swapped.
 #[inline(always)]
-pub fn reply_half(n: &NewSession, t: u64) -> Session {
-    Session {
-        saddr: n.orig.daddr,
-        daddr: n.orig.saddr,
-        sport: n.orig.dport,
-        dport: n.orig.sport,
-        peer_dir: n.dir,
-        flags: 0,
-        kind: n.kind,
-        initiator: 0,
-        created_ns: t,
-        last_seen_ns: t,
-        packets: 0,
-        bytes: 0,
-        ..Session::default()
+pub fn reply_half(r: &mut Session, n: &NewSession, t: u64) {
+    clear(r);
+    r.saddr = n.orig.daddr;
+    r.daddr = n.orig.saddr;
+    r.sport = n.orig.dport;
+    r.dport = n.orig.sport;
+    r.peer_dir = n.dir;
+    r.kind = n.kind;
+    r.created_ns = t;
+    r.last_seen_ns = t;
+}
+
+/// Zeroes a session value in place, a word at a time. A struct literal's
+/// `..Session::default()` compiled to calls of the object's byte-at-a-time
+/// `memset`, a few hundred instructions per new session; volatile stores
+/// keep LLVM from merging these back into such a call.
+#[inline(always)]
+fn clear(s: &mut Session) {
+    const WORDS: usize = core::mem::size_of::<Session>() / 8;
+    let p = core::ptr::from_mut(s).cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: `Session` is 8-byte aligned, a multiple of 8 bytes long
+        // (asserted below) and plain integers, so every word is in bounds
+        // and all-zero bits are a valid value.
+        unsafe { p.add(i).write_volatile(0) };
     }
 }
+
+const _: () =
+    assert!(core::mem::size_of::<Session>() % 8 == 0 && core::mem::align_of::<Session>() == 8);
