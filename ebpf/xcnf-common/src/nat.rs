@@ -121,7 +121,9 @@ pub struct Session {
 /// a stale entry is never used after the agent has seen the change; an
 /// entry older than `max_age_ms` is looked up again anyway, which bounds
 /// staleness when no agent runs (`--keep-datapath`) or notifications were
-/// lost. `max_age_ms` 0 turns the cache off.
+/// lost. `max_age_ms` 0 turns the cache off. The same two fields govern the
+/// programs' per-CPU cache of `ifaces` entries (`ebpf/xcnf-ebpf/src/iface.rs`),
+/// which is why the agent bumps after every change to its interface maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteCtl {
