@@ -43,6 +43,7 @@ fn nat44_chain_example() -> Config {
                     datapath: Some(Datapath {
                         hook: datapath::Hook::Auto.into(),
                         xdp_mode: datapath::XdpMode::Native.into(),
+                        peer_redirect: None,
                     }),
                     backend: interface::Backend::Unspecified.into(),
                 },
@@ -182,6 +183,7 @@ fn interface_wire_bytes() {
         datapath: Some(Datapath {
             hook: datapath::Hook::Tc.into(),
             xdp_mode: datapath::XdpMode::Unspecified.into(),
+            peer_redirect: None,
         }),
         backend: interface::Backend::Unspecified.into(),
     };
@@ -300,6 +302,7 @@ fn descriptor_json_names_match_config_md() -> TestResult {
         ("Interface", "ip_addresses", "ipAddresses"),
         ("Interface", "xdp_mode", ""), // not here: it lives in Datapath
         ("Datapath", "xdp_mode", "xdpMode"),
+        ("Datapath", "peer_redirect", "peerRedirect"),
         ("Nat44", "static_mappings", "staticMappings"),
         ("Nat44", "identity_mappings", "identityMappings"),
         ("Nat44", "max_sessions", "maxSessions"),

@@ -27,8 +27,9 @@ fn curl(chain: &Chain) -> String {
 }
 
 /// Drives ping and curl through the chain with the given datapath and checks
-/// that the eBPF program, not the kernel, forwarded them.
-fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
+/// that the eBPF program, not the kernel, forwarded them, and whether to the
+/// veths' peers directly (`peer`) or through their transmit path.
+fn forwards(tag: &str, datapath: &str, expect_hook: &str, peer: bool) {
     let prefix = unique_prefix(tag);
     let chain = Chain::new(&prefix);
     if datapath.contains("native") {
@@ -68,7 +69,7 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
         );
         assert_eq!(c.dropped.total(), 0, "{c:#?}");
     }
-    if expect_hook == "tc" {
+    if peer {
         // Both are veths whose peers are in other namespaces, so TC hands
         // forwarded packets to the peer directly (bpf_redirect_peer): they
         // never pass c0's or c1's own transmit path, which counts only what
@@ -80,7 +81,7 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
             c_out.forwarded.packets
         );
     } else {
-        // XDP transmits through the devmap redirect.
+        // XDP's devmap redirect, and TC with peerRedirect off, transmit.
         assert!(
             tx_sent.1 >= c_in.forwarded.packets && tx_sent.0 >= c_out.forwarded.packets,
             "transmitted (c0, c1) {tx_sent:?}, forwarded {} and {}",
@@ -114,17 +115,22 @@ fn forwards(tag: &str, datapath: &str, expect_hook: &str) {
 
 #[test]
 fn tc_forwards_ping_and_curl() {
-    forwards("tc", "{hook: auto}", "tc");
+    forwards("tc", "{hook: auto}", "tc", true);
+}
+
+#[test]
+fn tc_without_peer_redirect_transmits_on_the_cnf_interfaces() {
+    forwards("tp", "{hook: tc, peerRedirect: false}", "tc", false);
 }
 
 #[test]
 fn xdp_native_forwards_ping_and_curl() {
-    forwards("xn", "{hook: xdp, xdpMode: native}", "xdp");
+    forwards("xn", "{hook: xdp, xdpMode: native}", "xdp", false);
 }
 
 #[test]
 fn xdp_generic_forwards_ping_and_curl() {
-    forwards("xg", "{hook: xdp, xdpMode: generic}", "xdp");
+    forwards("xg", "{hook: xdp, xdpMode: generic}", "xdp", false);
 }
 
 /// TTL 1 packets are left to the kernel, which answers time-exceeded from the

@@ -342,6 +342,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "mtu: 1500",
+        "mtu: 1500\n      datapath: {hook: xdp, peerRedirect: false}",
+        "spec.interfaces[0].datapath.peerRedirect",
+        "only applies to hook tc or auto",
+    ),
+    (
+        "mtu: 1500",
         "mtu: 1500\n      backend: vpp",
         "spec.interfaces[0].backend",
         "kernel interfaces use the ebpf backend",

@@ -135,6 +135,7 @@ fn interface_to_pb(i: &Interface) -> pb::Interface {
                 Some(XdpMode::Generic) => pb_datapath::XdpMode::Generic,
             }
             .into(),
+            peer_redirect: d.peer_redirect,
         }),
         backend: match i.backend {
             None => pb_interface::Backend::Unspecified,
@@ -340,6 +341,7 @@ fn interface_from_pb(e: &mut Errors, i: usize, itf: pb::Interface) -> Interface 
             Some(pb_datapath::XdpMode::Generic) => Some(XdpMode::Generic),
             _ => None,
         },
+        peer_redirect: d.peer_redirect,
     });
     out.backend = match known(e, || format!("{p}.backend"), itf.backend) {
         Some(pb_interface::Backend::Ebpf) => Some(Backend::Ebpf),

@@ -258,6 +258,14 @@ pub struct DatapathSpec {
     pub hook: Hook,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp_mode: Option<XdpMode>,
+    /// Whether TC may hand the packets it forwards out of this interface
+    /// straight to the interface's peer (`bpf_redirect_peer`), when it is a
+    /// veth or netkit whose peer is in another network namespace. Unset
+    /// means yes: it skips most of a veth hop. `false` keeps every forwarded
+    /// packet on this interface's transmit path, where its qdisc, TC egress
+    /// hooks and packet captures (tcpdump) see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_redirect: Option<bool>,
 }
 
 /// Where the eBPF program attaches.

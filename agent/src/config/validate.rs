@@ -307,6 +307,12 @@ impl Config {
                         "only applies to hook xdp or auto",
                     );
                 }
+                if d.peer_redirect.is_some() && d.hook == Hook::Xdp {
+                    e.push(
+                        format!("{p}.datapath.peerRedirect"),
+                        "only applies to hook tc or auto (XDP redirects through its devmap)",
+                    );
+                }
                 if backend == Backend::Vpp {
                     e.push(format!("{p}.datapath"), "only applies to the ebpf backend");
                 }

@@ -104,15 +104,15 @@ mod tests {
 
     #[test]
     fn peer_redirect_only_to_a_veth_or_netkit_peer_in_another_namespace() {
-        assert!(link(Some("veth")).peer_redirect());
-        assert!(link(Some("netkit")).peer_redirect());
+        assert!(link(Some("veth")).can_redirect_to_peer());
+        assert!(link(Some("netkit")).can_redirect_to_peer());
         let same_ns = Link {
             peer_elsewhere: false,
             ..link(Some("veth"))
         };
-        assert!(!same_ns.peer_redirect());
-        assert!(!link(Some("dummy")).peer_redirect());
-        assert!(!link(None).peer_redirect());
+        assert!(!same_ns.can_redirect_to_peer());
+        assert!(!link(Some("dummy")).can_redirect_to_peer());
+        assert!(!link(None).can_redirect_to_peer());
     }
 
     #[test]
@@ -125,6 +125,7 @@ mod tests {
         let generic = DatapathSpec {
             hook: Hook::Auto,
             xdp_mode: Some(XdpMode::Generic),
+            ..DatapathSpec::default()
         };
         assert_eq!(
             choose_hook(&link(Some("dummy")), Some(&generic)).0,
@@ -136,7 +137,7 @@ mod tests {
     fn explicit_hook_wins_over_driver() {
         let xdp = DatapathSpec {
             hook: Hook::Xdp,
-            xdp_mode: None,
+            ..DatapathSpec::default()
         };
         assert_eq!(
             choose_hook(&link(Some("veth")), Some(&xdp)).0,
@@ -144,7 +145,7 @@ mod tests {
         );
         let tc = DatapathSpec {
             hook: Hook::Tc,
-            xdp_mode: None,
+            ..DatapathSpec::default()
         };
         assert_eq!(choose_hook(&link(None), Some(&tc)).0, HookChoice::Tc);
     }

@@ -130,6 +130,10 @@ pub struct Target {
     pub hook: HookChoice,
     /// `xcnf_common::nat::role` of the interface.
     pub role: u8,
+    /// The config allows redirects to the interface's peer
+    /// (`datapath.peerRedirect`, default true); they happen only where
+    /// [`Link::can_redirect_to_peer`] also holds.
+    pub peer_redirect: bool,
 }
 
 /// A live attachment, owned through its link pin.
@@ -339,7 +343,7 @@ impl Datapath {
             let cfg = IfaceConfig {
                 mac: t.link.mac,
                 role: t.role,
-                flags: if t.link.peer_redirect() {
+                flags: if t.peer_redirect && t.link.can_redirect_to_peer() {
                     xcnf_common::iface::flags::PEER_REDIRECT
                 } else {
                     0

@@ -31,7 +31,7 @@ impl Link {
 
     /// Whether the datapath may redirect to this interface's peer directly
     /// (see `xcnf_common::iface::flags::PEER_REDIRECT`).
-    pub fn peer_redirect(&self) -> bool {
+    pub fn can_redirect_to_peer(&self) -> bool {
         matches!(self.kind.as_deref(), Some("veth" | "netkit")) && self.peer_elsewhere
     }
 }

@@ -332,6 +332,7 @@ impl System {
             link,
             hook,
             role: a.role,
+            peer_redirect: a.datapath.and_then(|d| d.peer_redirect).unwrap_or(true),
         };
         let nat = self.nat.clone();
         let dp = self.ensure_dp(nat.as_ref())?;

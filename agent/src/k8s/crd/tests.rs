@@ -290,6 +290,11 @@ fn the_schema_refuses_bad_values_at_their_path_and_so_does_the_agent() {
             "/spec/interfaces/0/datapath/xdpMode",
         ),
         (
+            "/spec/interfaces/0/datapath/peerRedirect",
+            json!("yes"),
+            "/spec/interfaces/0/datapath/peerRedirect",
+        ),
+        (
             "/spec/interfaces/0/backend",
             json!("dpdk"),
             "/spec/interfaces/0/backend",
