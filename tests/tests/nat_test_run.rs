@@ -714,6 +714,15 @@ impl Nat {
         self.dp.manage_role(LO, CNF_MAC, role);
     }
 
+    /// Sets `route_ctl`, which governs both the route cache and the
+    /// interface cache.
+    fn cache_ctl(&mut self, generation: u32, max_age_ms: u32) {
+        self.dp.set_route_ctl(RouteCtl {
+            generation,
+            max_age_ms,
+        });
+    }
+
     /// The pool address paired with `host` (RFC 4787 REQ-2): a host keeps
     /// the address its first translated flow got, and new hosts take the
     /// pool's addresses in turn. Call it for the flow being translated.
@@ -2546,18 +2555,15 @@ fn reserved_ports_are_not_taken(hook: Hook) {
     nat.finish();
 }
 
-/// An established session half reuses the FIB's answer (the server's MAC
-/// changing unseen leaves its packets on the old MAC) until the agent's
-/// generation moves or the answer outlives `max_age_ms`; with the cache
-/// off, every packet asks the FIB.
-fn route_cache_follows_generation_and_age(hook: Hook) {
+/// An hour: nothing a cache test does expires by age unless it says so.
+const HOUR_MS: u32 = 3_600_000;
+
+/// Both caches on (generation 7, [`HOUR_MS`]) and a UDP flow from the client
+/// whose first packet went through the global function: the fixture, the
+/// client's pool address and the flow's packet.
+fn cached_flow(hook: Hook) -> (Nat, Ip4, Pkt) {
     let mut nat = Nat::new(hook, Config::default());
-    // An hour: nothing below expires by age unless the test says so.
-    let hour = 3_600_000;
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 7,
-        max_age_ms: hour,
-    });
+    nat.cache_ctl(7, HOUR_MS);
     let p = nat.pool_addr(CLIENT);
     let pkt = Pkt::udp((CLIENT, 40000), (SERVER, 53));
     nat.snat(
@@ -2565,6 +2571,15 @@ fn route_cache_follows_generation_and_age(hook: Hook) {
         &pkt,
         (p, 40000),
     );
+    (nat, p, pkt)
+}
+
+/// An established session half reuses the FIB's answer (the server's MAC
+/// changing unseen leaves its packets on the old MAC) until the agent's
+/// generation moves or the answer outlives `max_age_ms`; with the cache
+/// off, every packet asks the FIB.
+fn route_cache_follows_generation_and_age(hook: Hook) {
+    let (mut nat, p, pkt) = cached_flow(hook);
     nat.out("second packet: looked up, then cached", &pkt, (p, 40000));
     let key = key_of(&pkt, role::INSIDE);
     let s = session(&nat.dp, &key);
@@ -2607,18 +2622,12 @@ fn route_cache_follows_generation_and_age(hook: Hook) {
         "neighbour changed unseen: the cached MAC",
         mac_of(SERVER),
     );
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 8,
-        max_age_ms: hour,
-    });
+    nat.cache_ctl(8, HOUR_MS);
     on_mac(&nat, "a new generation: looked up again", mac2);
     assert_eq!(session(&nat.dp, &key).route_gen, 8, "{hook:?}: re-cached");
 
     // The age bound: 1 ms, and more than a coarse clock tick passes.
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 8,
-        max_age_ms: 1,
-    });
+    nat.cache_ctl(8, 1);
     set_server_mac(mac3);
     std::thread::sleep(std::time::Duration::from_millis(50));
     on_mac(
@@ -2628,10 +2637,7 @@ fn route_cache_follows_generation_and_age(hook: Hook) {
     );
 
     // Off: every packet asks the FIB, whatever is cached.
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 8,
-        max_age_ms: 0,
-    });
+    nat.cache_ctl(8, 0);
     set_server_mac(mac4);
     on_mac(&nat, "cache off: looked up", mac4);
     set_server_mac(mac_of(SERVER));
@@ -2644,15 +2650,7 @@ fn route_cache_follows_generation_and_age(hook: Hook) {
 /// generation or an entry older than `max_age_ms` reads the map again, and
 /// with the cache off every packet reads it.
 fn iface_cache_follows_generation_and_age(hook: Hook) {
-    let mut nat = Nat::new(hook, Config::default());
-    let hour = 3_600_000;
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 7,
-        max_age_ms: hour,
-    });
-    let p = nat.pool_addr(CLIENT);
-    let pkt = Pkt::udp((CLIENT, 40000), (SERVER, 53));
-    nat.snat("first packet from inside", &pkt, (p, 40000));
+    let (mut nat, p, pkt) = cached_flow(hook);
     let translated = |nat: &Nat, what: &str| {
         nat.out(what, &pkt, (p, 40000));
     };
@@ -2666,20 +2664,14 @@ fn iface_cache_follows_generation_and_age(hook: Hook) {
     plain(&nat, "a new generation: no role, forwarded unchanged");
 
     // The age bound: 1 ms, and more than a coarse clock tick passes.
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 9,
-        max_age_ms: 1,
-    });
+    nat.cache_ctl(9, 1);
     plain(&nat, "generation moved: read again, still no role");
     nat.dp.set_role_unannounced(LO, role::INSIDE);
     std::thread::sleep(std::time::Duration::from_millis(50));
     translated(&nat, "an entry older than max_age_ms: read again, inside");
 
     // Off: every packet reads IFACES.
-    nat.dp.set_route_ctl(RouteCtl {
-        generation: 9,
-        max_age_ms: 0,
-    });
+    nat.cache_ctl(9, 0);
     translated(&nat, "cache off: inside");
     nat.dp.set_role_unannounced(LO, role::NONE);
     plain(&nat, "cache off: the removed role at once");
