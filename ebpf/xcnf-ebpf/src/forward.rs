@@ -117,7 +117,7 @@ impl Routed {
 #[inline(always)]
 pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
     let (ctx, ifindex, neigh_redirect) = (i.ctx, i.ifindex, i.neigh_redirect);
-    let managed = |out: u32| iface::managed(out, i.now.ms);
+    let managed = |out: u32| iface::managed(out, i.now.ms, i.ctl);
     let fib_len = match i.mtu {
         MtuCheck::TotLen => h.tot_len,
         MtuCheck::Skb => 0,

@@ -6,17 +6,19 @@
 //! small direct-mapped cache (`IF_CACHE`, indexed by the low bits of the
 //! ifindex), whose lookup the verifier inlines. An entry is used only while
 //! `route_ctl`'s generation is the one it was read under and it is younger
-//! than `route_ctl.max_age_ms`: the agent moves the generation after every
-//! change to its interface maps, as it does for routes. With the cache off
-//! (`max_age_ms` 0, a fresh map without an agent) every packet reads `IFACES`.
+//! than `route_ctl.max_age_ms` (the packet's snapshot, `cache_ctl.rs`): the
+//! agent moves the generation after every change to its interface maps, as
+//! it does for routes. With the cache off (`max_age_ms` 0, a fresh map
+//! without an agent) every packet reads `IFACES`.
 
 use core::ptr::NonNull;
 
 use xcnf_common::{IfCounters, IfaceConfig, iface::flags};
 
 use crate::{
+    cache_ctl::CacheCtl,
     counters,
-    maps::{IF_CACHE, IFACES, ROUTE_CTL},
+    maps::{IF_CACHE, IFACES},
 };
 
 /// Entries per CPU; a power of two (the index is a mask of the ifindex).
@@ -62,23 +64,14 @@ struct Found {
     cfg: IfaceConfig,
 }
 
-/// `ifindex`'s `IFACES` entry, from this CPU's cache when it is current.
+/// `ifindex`'s `IFACES` entry, from this CPU's cache when it is current
+/// under `ctl` (read before this lookup, see `cache_ctl.rs`).
 #[inline(always)]
-fn get(ifindex: u32, now_ms: u32) -> Found {
-    // The generation is read before `IFACES`: an entry read while the
-    // agent changes it is then cached under the generation the agent's
-    // bump replaces.
-    let (generation, max_age_ms) = match ROUTE_CTL.get_ptr(0) {
-        // SAFETY: a live map value; volatile so the read stays before the
-        // lookup below.
-        Some(c) => unsafe {
-            (
-                core::ptr::read_volatile(&raw const (*c).generation),
-                (*c).max_age_ms,
-            )
-        },
-        None => (0, 0),
-    };
+fn get(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> Found {
+    let CacheCtl {
+        generation,
+        max_age_ms,
+    } = ctl;
     let e = IF_CACHE.get_ptr_mut(ifindex & (IF_CACHE_ENTRIES - 1));
     if let Some(e) = e {
         // SAFETY: this CPU's cache entry; no other run uses it meanwhile.
@@ -116,8 +109,8 @@ fn get(ifindex: u32, now_ms: u32) -> Found {
 
 /// The ingress interface's entry.
 #[inline(always)]
-pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
-    let f = get(ifindex, now_ms);
+pub fn ingress(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> IngressIf {
+    let f = get(ifindex, now_ms, ctl);
     if f.found {
         registered(&f.cfg)
     } else {
@@ -132,14 +125,14 @@ pub fn ingress(ifindex: u32, now_ms: u32) -> IngressIf {
 
 /// Whether `ifindex` is managed: a valid egress.
 #[inline(always)]
-pub fn managed(ifindex: u32, now_ms: u32) -> bool {
-    get(ifindex, now_ms).found
+pub fn managed(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> bool {
+    get(ifindex, now_ms, ctl).found
 }
 
 /// Whether a redirect to `ifindex` goes to its peer (TC ingress only; see
 /// `xcnf_common::iface::flags::PEER_REDIRECT`).
 #[inline(always)]
-pub fn peer_redirect(ifindex: u32, now_ms: u32) -> bool {
-    let f = get(ifindex, now_ms);
+pub fn peer_redirect(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> bool {
+    let f = get(ifindex, now_ms, ctl);
     f.found && f.cfg.flags & flags::PEER_REDIRECT != 0
 }

@@ -5,6 +5,7 @@ use aya_ebpf::cty::c_void;
 use xcnf_common::nat::role;
 
 use crate::{
+    cache_ctl::CacheCtl,
     clock::Now,
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
@@ -31,6 +32,8 @@ pub struct Ingress {
     pub neigh_redirect: bool,
     /// When the packet arrived.
     pub now: Now,
+    /// `route_ctl` as read when it arrived, for every cache it consults.
+    pub ctl: CacheCtl,
 }
 
 #[inline(always)]
@@ -76,11 +79,11 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
         tos: h.tos,
         tot_len: fib.tot_len,
     };
-    let r = match route::cached(&slot, &key) {
+    let r = match route::cached(&slot, &key, i.ctl) {
         Some(r) => r,
         None => {
             let r = forward::route(i, &h, to.saddr, to.daddr);
-            route::remember(&slot, &key, &r);
+            route::remember(&slot, &key, &r, i.ctl);
             r
         }
     };

@@ -10,6 +10,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod cache_ctl;
 mod clock;
 mod counters;
 mod fib;

@@ -17,7 +17,7 @@ use aya_log_ebpf::debug;
 use xcnf_common::nat::role;
 
 use crate::{
-    clock,
+    cache_ctl, clock,
     counters::{self, Drop, Pass},
     fib,
     forward::{self, Action, MtuCheck},
@@ -39,12 +39,13 @@ pub fn run(ctx: &TcContext) -> i32 {
         unsafe { ((*skb).len, (*skb).ifindex, (*skb).pkt_type, (*skb).gso_segs) };
     let len = len as usize;
     let now = clock::now();
+    let ctl = cache_ctl::read();
     let iface::IngressIf {
         role,
         mac,
         counters: c,
         ..
-    } = iface::ingress(ifindex, now.ms);
+    } = iface::ingress(ifindex, now.ms, ctl);
     counters::rx(c, len as u64);
 
     // Frames built from pages (GRO, trafgen, many drivers) carry only the
@@ -87,6 +88,7 @@ pub fn run(ctx: &TcContext) -> i32 {
                     mtu,
                     neigh_redirect: true,
                     now,
+                    ctl,
                 },
             )
         }
@@ -104,7 +106,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 
     match action {
         Action::Redirect { ifindex: out } => {
-            let rc = if iface::peer_redirect(out, now.ms) {
+            let rc = if iface::peer_redirect(out, now.ms, ctl) {
                 // SAFETY: plain helper call; this program runs at TC
                 // ingress, where a peer redirect is allowed.
                 unsafe { bpf_redirect_peer(out, 0) }

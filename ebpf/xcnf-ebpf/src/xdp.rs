@@ -10,7 +10,7 @@ use aya_log_ebpf::debug;
 use xcnf_common::nat::role;
 
 use crate::{
-    clock,
+    cache_ctl, clock,
     counters::{self, Drop, Pass},
     forward::{self, Action, MtuCheck},
     headers::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, ptr_at},
@@ -28,7 +28,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let len = data_end - data;
     let now = clock::now();
-    let i = iface::ingress(ifindex, now.ms);
+    let ctl = cache_ctl::read();
+    let i = iface::ingress(ifindex, now.ms, ctl);
     let c = i.counters;
     counters::rx(c, len as u64);
     let (role, mac) = (i.managed.then_some(i.role), i.mac);
@@ -47,6 +48,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
                     mtu: MtuCheck::TotLen,
                     neigh_redirect: false,
                     now,
+                    ctl,
                 },
             ),
             _ => Action::Pass(Pass::NotForUs),

@@ -17,8 +17,8 @@
 use xcnf_common::nat::Session;
 
 use crate::{
+    cache_ctl::CacheCtl,
     forward::{Action, Routed},
-    maps::ROUTE_CTL,
 };
 
 /// A session half whose route may be cached, and the time of the packet.
@@ -52,11 +52,10 @@ pub struct RouteKey {
 
 /// The cached answer for this packet, if it may be used.
 #[inline(always)]
-pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
+pub fn cached(slot: &RouteSlot, k: &RouteKey, ctl: CacheCtl) -> Option<Routed> {
     if slot.s.is_null() || k.tot_len == 0 {
         return None;
     }
-    let ctl = ROUTE_CTL.get(0)?;
     // SAFETY: a live map value of the session this packet hit.
     let s = unsafe { &*slot.s };
     // One combined test rather than a chain of branches: every branch here
@@ -80,18 +79,18 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey) -> Option<Routed> {
     })
 }
 
-/// Caches a fresh answer in the session half, if it is one to cache.
+/// Caches a fresh answer in the session half, if it is one to cache, under
+/// the generation read before the FIB was asked (`ctl`): an answer the
+/// agent's next bump may already have replaced must not be recorded under
+/// the bumped generation.
 #[inline(always)]
-pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed) {
+pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed, ctl: CacheCtl) {
     let Action::Redirect { ifindex } = r.action else {
         return;
     };
     if slot.s.is_null() || k.tot_len == 0 {
         return;
     }
-    let Some(ctl) = ROUTE_CTL.get(0) else {
-        return;
-    };
     if ctl.max_age_ms == 0 {
         return;
     }
