@@ -554,7 +554,7 @@ pub fn format_session(k: &SessionKey, v: &Session) -> String {
         _ => "?  ",
     };
     format!(
-        "{proto} {dir} {}:{} -> {}:{} => {}:{} -> {}:{} kind={:#x} tcp_seen={:#x} initiator={} packets={} bytes={}",
+        "{proto} {dir} {}:{} -> {}:{} => {}:{} -> {}:{} kind={:#x} flags={:#x} packets={} bytes={}",
         ip4(k.saddr),
         k.sport,
         ip4(k.daddr),
@@ -565,7 +565,6 @@ pub fn format_session(k: &SessionKey, v: &Session) -> String {
         v.dport,
         v.kind,
         v.flags,
-        v.initiator,
         v.packets,
         v.bytes
     )

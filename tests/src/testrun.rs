@@ -343,7 +343,7 @@ impl Datapath {
     }
 
     /// The counter slot of managed interface `ifindex`.
-    fn slot(&self, ifindex: u32) -> u32 {
+    pub fn slot(&self, ifindex: u32) -> u32 {
         let m = typed_map!(ref self, maps::IFACES.object, HashMap<_, u32, IfaceConfig>);
         m.get(&ifindex, 0)
             .unwrap_or_else(|e| {

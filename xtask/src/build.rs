@@ -18,6 +18,13 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
         format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
         "-Cdebuginfo=2".to_owned(),
         "-Clink-arg=--btf".to_owned(),
+        // Byte arrays (addresses, MACs) load and compare as words rather
+        // than byte by byte: about a seventh fewer translated instructions.
+        // The verifier still demands aligned stack accesses, and LLVM may
+        // now put a word at an odd stack offset: a load that fails with
+        // "misaligned stack access" after an unrelated change is that.
+        // Giving the value on the stack a word-aligned shape (a struct with
+        // a `u32` rather than loose `[u8; N]` and `bool` fields) fixes it.
         "-Ctarget-feature=+allows-misaligned-mem-access".to_owned(),
     ]
     .join("\x1f");

@@ -100,7 +100,7 @@ pub fn idle_ns(now_ns: u64, a: &Session, b: &Session) -> u64 {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-    use xcnf_common::nat::{kind, role};
+    use xcnf_common::nat::{INITIATOR, kind, role};
 
     use super::*;
 
@@ -128,7 +128,7 @@ pub(crate) mod tests {
             dport: dst.1,
             peer_dir: role::OUTSIDE,
             kind: kind::SNAT,
-            initiator: 1,
+            flags: INITIATOR,
             ..Default::default()
         };
         let in_key = out_key.peer(&out_val);

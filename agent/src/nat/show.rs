@@ -165,17 +165,17 @@ pub fn session_views(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<Sessi
         let (p, o) = match (a.0.dir, b.0.dir) {
             (role::INSIDE, role::OUTSIDE) => (a, b),
             (role::OUTSIDE, role::INSIDE) => (b, a),
-            _ if b.1.initiator != 0 && a.1.initiator == 0 => (b, a),
+            _ if b.1.is_initiator() && !a.1.is_initiator() => (b, a),
             _ => (a, b),
         };
         let state = State::of(p.0.proto, &p.1, &o.1).to_string();
-        let age = now_ns.saturating_sub(p.1.created_ns.min(o.1.created_ns));
+        let age = now_ns.saturating_sub(p.1.created_ns().min(o.1.created_ns()));
         let idle = idle_ns(now_ns, &p.1, &o.1);
         views.push(view(p, state, age, idle, Some(traffic_of(&o.1))));
     }
     for &i in &pairing.orphans {
         let h = &halves[i];
-        let age = now_ns.saturating_sub(h.1.created_ns);
+        let age = now_ns.saturating_sub(h.1.created_ns());
         let idle = now_ns.saturating_sub(h.1.last_seen_ns);
         views.push(view(h, "half".to_owned(), age, idle, None));
     }
@@ -457,7 +457,7 @@ pub fn counters_text(ifaces: &[IfaceView]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-    use xcnf_common::nat::tcp_seen;
+    use xcnf_common::nat::{INITIATOR, tcp_seen};
 
     use super::*;
     use crate::nat::session::tests::snat_pair;
@@ -474,7 +474,7 @@ mod tests {
         );
         for (n, h) in tcp.iter_mut().enumerate() {
             h.1.flags = tcp_seen::SYN;
-            h.1.created_ns = 100 * S;
+            h.1.created_s = 100;
             h.1.last_seen_ns = (395 + n as u64) * S;
             h.1.packets = 10 + n as u64;
             h.1.bytes = 2048 * (n as u64 + 1);
@@ -485,8 +485,8 @@ mod tests {
             ([80, 80, 80, 80], 0),
             proto::ICMP,
         );
-        icmp[0].1.created_ns = 399 * S;
-        icmp[1].1.created_ns = 399 * S;
+        icmp[0].1.created_s = 399;
+        icmp[1].1.created_s = 399;
         icmp[0].1.last_seen_ns = 399 * S;
         icmp[1].1.last_seen_ns = 399 * S;
         // The outside half first: the inside half must still be the one shown.
@@ -558,7 +558,7 @@ mod tests {
             dport: 80,
             peer_dir: role::INSIDE,
             kind: kind::HAIRPIN | kind::SNAT,
-            initiator: 1,
+            flags: INITIATOR,
             ..Default::default()
         };
         let kb = ka.peer(&va);

@@ -160,7 +160,8 @@ pub const ROUTE_CTL: MapName = MapName {
 /// older build are recreated instead of being read the wrong way.
 ///
 /// 2: `COUNTERS` became a per-CPU array indexed by `IfaceConfig::slot`.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: `Session` shrank to 64 bytes (its size alone would have caught it).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// FNV-1a, 64 bit: the fingerprints the agent records next to its pins
 /// (map layout, verified programs). Not for anything adversarial.

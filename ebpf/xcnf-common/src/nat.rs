@@ -70,6 +70,14 @@ pub mod kind {
 }
 
 /// Value of one session half: the tuple after translation, and bookkeeping.
+///
+/// Exactly 64 bytes, so that with the kernel's 48-byte element header and
+/// the 16-byte key a hash element is 128 bytes: two cache lines, the second
+/// of them all an established packet reads and writes. At 80 bytes an
+/// element straddled three lines, one more miss per packet once the table
+/// outgrows the caches. Hence the narrow fields: `created_s` in seconds, the
+/// ingress as a counter slot, a 16-bit generation, no source MAC (see
+/// `route_oif`), and the initiator as a [`Session::flags`] bit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Session {
@@ -80,35 +88,52 @@ pub struct Session {
     pub dport: u16,
     /// [`role`] of the interface the peer half arrives on.
     pub peer_dir: u8,
-    /// [`tcp_seen`] bits.
+    /// [`tcp_seen`] bits, and [`INITIATOR`] in the half created by the
+    /// flow's first packet.
     pub flags: u8,
     /// [`kind`] bits, the same in both halves.
     pub kind: u8,
-    /// 1 in the half created by the flow's first packet.
-    pub initiator: u8,
-    /// The route cache (see [`RouteCtl`]): the [`RouteCtl::generation`] the
-    /// cached answer was looked up in, and its egress interface (0: none
-    /// cached).
-    pub route_gen: u32,
+    /// The route cache (see [`RouteCtl`]): the FIB's answer for this half's
+    /// translated packets. `route_tos`, `route_islot` (the ingress
+    /// interface's `IfaceConfig::slot`) and `route_gen` (the low 16 bits of
+    /// [`RouteCtl::generation`]) are what it was looked up for and under;
+    /// `route_at_ms` is when (milliseconds of the session clock, wrapping);
+    /// `route_mtu` is the largest IPv4 total length it accepted. The answer
+    /// is a redirect out of `route_oif` (0: nothing cached) to `route_dmac`,
+    /// from the egress's own MAC: it is cached only when the FIB's source MAC
+    /// is the one registered in `ifaces`, and a hit takes it from there.
+    pub route_tos: u8,
     pub route_oif: u32,
-    /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_coarse_ns`).
-    pub created_ns: u64,
+    pub route_at_ms: u32,
+    pub route_gen: u16,
+    pub route_islot: u16,
+    pub route_mtu: u16,
+    pub route_dmac: [u8; 6],
+    /// Seconds of `CLOCK_MONOTONIC` (the `bpf_ktime_get_coarse_ns` clock).
+    pub created_s: u32,
+    /// Nanoseconds of the same clock.
     pub last_seen_ns: u64,
     /// Packets and bytes in this direction. Updated without atomics, so two
     /// CPUs serving the same direction at once can lose an increment.
     pub packets: u64,
     pub bytes: u64,
-    /// The rest of the cached route: the ingress interface and TOS it was
-    /// looked up for, the largest IPv4 total length it accepted, when it was
-    /// looked up (milliseconds of `created_ns`'s clock, wrapping), and the
-    /// MACs a redirect writes.
-    pub route_iif: u32,
-    pub route_at_ms: u32,
-    pub route_mtu: u16,
-    pub route_tos: u8,
-    pub _pad: u8,
-    pub route_smac: [u8; 6],
-    pub route_dmac: [u8; 6],
+}
+
+/// [`Session::flags`] bit of the half the flow's first packet created (the
+/// [`tcp_seen`] bits are the low ones).
+pub const INITIATOR: u8 = 0x80;
+
+impl Session {
+    /// Whether the flow's first packet created this half.
+    pub fn is_initiator(&self) -> bool {
+        self.flags & INITIATOR != 0
+    }
+
+    /// `created_s` on `last_seen_ns`'s scale: the start of the second the
+    /// session was created in.
+    pub fn created_ns(&self) -> u64 {
+        u64::from(self.created_s) * 1_000_000_000
+    }
 }
 
 /// The single entry of `route_ctl`: what decides whether a session's cached
@@ -377,7 +402,7 @@ mod pod {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<SessionKey>() == 16);
-    assert!(size_of::<Session>() == 80);
+    assert!(size_of::<Session>() == 64);
     assert!(size_of::<RouteCtl>() == 8);
     assert!(size_of::<BindingKey>() == 8);
     assert!(size_of::<Binding>() == 16);

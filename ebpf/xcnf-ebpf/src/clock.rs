@@ -21,15 +21,18 @@ pub struct Clock {
     jiffies: u64,
     ns: u64,
     ms: u32,
-    _pad: u32,
+    s: u32,
 }
 
-/// A clock reading in the two units the datapath stores.
+/// A clock reading in the units the datapath stores, each derived once per
+/// tick rather than divided out on every packet.
 #[derive(Clone, Copy)]
 pub struct Now {
     pub ns: u64,
     /// `ns` in milliseconds, truncated to 32 bits (the route cache's ages).
     pub ms: u32,
+    /// `ns` in seconds (a session's creation).
+    pub s: u32,
 }
 
 #[inline(always)]
@@ -39,10 +42,11 @@ fn read() -> Now {
     Now {
         ns,
         ms: (ns / 1_000_000) as u32,
+        s: (ns / 1_000_000_000) as u32,
     }
 }
 
-/// The coarse monotonic time, in nanoseconds and milliseconds.
+/// The coarse monotonic time.
 #[inline(always)]
 pub fn now() -> Now {
     // SAFETY: helper without arguments.
@@ -56,7 +60,12 @@ pub fn now() -> Now {
         let n = read();
         c.ns = n.ns;
         c.ms = n.ms;
+        c.s = n.s;
         c.jiffies = j;
     }
-    Now { ns: c.ns, ms: c.ms }
+    Now {
+        ns: c.ns,
+        ms: c.ms,
+        s: c.s,
+    }
 }

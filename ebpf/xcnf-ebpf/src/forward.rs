@@ -97,6 +97,9 @@ pub struct Routed {
     pub action: Action,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
+    /// `smac` is the egress's MAC as `IFACES` registers it, so a session's
+    /// route cache may leave it out and take it from there (`nat/route.rs`).
+    pub smac_registered: bool,
 }
 
 impl Routed {
@@ -106,6 +109,7 @@ impl Routed {
             action,
             smac: [0; 6],
             dmac: [0; 6],
+            smac_registered: false,
         }
     }
 }
@@ -117,7 +121,7 @@ impl Routed {
 #[inline(always)]
 pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
     let (ctx, ifindex, neigh_redirect) = (i.ctx, i.ifindex, i.neigh_redirect);
-    let managed = |out: u32| iface::managed(out, i.now.ms, i.ctl);
+    let egress = |out: u32| iface::egress(out, i.now.ms, i.ctl);
     let fib_len = match i.mtu {
         MtuCheck::TotLen => h.tot_len,
         MtuCheck::Skb => 0,
@@ -128,13 +132,15 @@ pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
             smac,
             dmac,
         } => {
-            if !managed(out) {
+            let e = egress(out);
+            if !e.managed {
                 return Routed::just(Action::Pass(Pass::UnmanagedEgress));
             }
             Routed {
                 action: Action::Redirect { ifindex: out },
                 smac,
                 dmac,
+                smac_registered: smac == e.mac,
             }
         }
         Route::NoNeigh {
@@ -144,7 +150,7 @@ pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
             if !neigh_redirect {
                 return Routed::just(Action::Pass(Pass::NoNeigh));
             }
-            if !managed(out) {
+            if !egress(out).managed {
                 return Routed::just(Action::Pass(Pass::UnmanagedEgress));
             }
             Routed::just(Action::RedirectNeigh {

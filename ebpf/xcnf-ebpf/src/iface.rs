@@ -42,6 +42,9 @@ pub struct IngressIf {
     /// Its NAT44 role (`role::NONE` when unmanaged).
     pub role: u8,
     pub mac: [u8; 6],
+    /// Its `IfaceConfig::slot` (0 when unmanaged): below
+    /// `xcnf_common::maps::MAX_IFACES`, so it fits the route cache's 16 bits.
+    pub slot: u16,
     /// This CPU's counters of the interface; `None` when unmanaged.
     pub counters: Option<NonNull<IfCounters>>,
 }
@@ -52,6 +55,7 @@ fn registered(cfg: &IfaceConfig) -> IngressIf {
         managed: true,
         role: cfg.role,
         mac: cfg.mac,
+        slot: cfg.slot as u16,
         counters: counters::slot(cfg.slot),
     }
 }
@@ -118,15 +122,29 @@ pub fn ingress(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> IngressIf {
             managed: false,
             role: xcnf_common::nat::role::NONE,
             mac: [0; 6],
+            slot: 0,
             counters: None,
         }
     }
 }
 
-/// Whether `ifindex` is managed: a valid egress.
+/// An egress as `IFACES` has it. A struct rather than an `Option`, as
+/// [`Found`] is.
+#[derive(Clone, Copy)]
+pub struct Egress {
+    /// Whether it is managed: a valid egress.
+    pub managed: bool,
+    /// Its registered MAC, the source of what is redirected out of it.
+    pub mac: [u8; 6],
+}
+
 #[inline(always)]
-pub fn managed(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> bool {
-    get(ifindex, now_ms, ctl).found
+pub fn egress(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> Egress {
+    let f = get(ifindex, now_ms, ctl);
+    Egress {
+        managed: f.found,
+        mac: f.cfg.mac,
+    }
 }
 
 /// Whether a redirect to `ifindex` goes to its peer (TC ingress only; see

@@ -21,6 +21,8 @@ use crate::{
 pub struct Ingress {
     pub ctx: *mut c_void,
     pub ifindex: u32,
+    /// Its `IfaceConfig::slot`.
+    pub slot: u16,
     /// NAT44 role of the ingress interface.
     pub role: u8,
     /// Bytes after the Ethernet header in the whole packet.
@@ -75,7 +77,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     };
 
     let key = RouteKey {
-        iif: i.ifindex,
+        islot: i.slot,
         tos: h.tos,
         tot_len: fib.tot_len,
     };

@@ -43,6 +43,7 @@ pub fn run(ctx: &TcContext) -> i32 {
     let iface::IngressIf {
         role,
         mac,
+        slot,
         counters: c,
         ..
     } = iface::ingress(ifindex, now.ms, ctl);
@@ -82,6 +83,7 @@ pub fn run(ctx: &TcContext) -> i32 {
                 &Ingress {
                     ctx: ctx.as_ptr(),
                     ifindex,
+                    slot,
                     role,
                     l3_len: len.saturating_sub(ETH_HLEN),
                     len: len as u64,

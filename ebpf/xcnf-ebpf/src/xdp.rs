@@ -42,6 +42,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
                 &Ingress {
                     ctx: ctx.as_ptr(),
                     ifindex,
+                    slot: i.slot,
                     role,
                     l3_len: len - ETH_HLEN,
                     len: len as u64,

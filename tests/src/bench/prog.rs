@@ -32,9 +32,9 @@ use aya::{
 use xcnf_common::{
     IfCounters, maps,
     nat::{
-        Binding, BindingKey, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, HostPairing, NatConfig, NatStats,
-        PoolRange, Session, SessionKey, StaticKey, StaticMapping, active, addr_flags, config_flags,
-        kind, proto, role,
+        Binding, BindingKey, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN, HostPairing, INITIATOR, NatConfig,
+        NatStats, PoolRange, Session, SessionKey, StaticKey, StaticMapping, active, addr_flags,
+        config_flags, kind, proto, role,
     },
 };
 
@@ -292,10 +292,9 @@ fn flow(k: SessionKey, s: (Ip4, u16), d: (Ip4, u16), peer_dir: u8, kind: u8, now
             sport: s.1,
             dport: d.1,
             peer_dir,
-            flags: 0,
+            flags: INITIATOR,
             kind,
-            initiator: 1,
-            created_ns: now,
+            created_s: (now / 1_000_000_000) as u32,
             last_seen_ns: now,
             packets: 1,
             bytes: 60,
@@ -315,7 +314,7 @@ impl Flow {
             sport: k.dport,
             dport: k.sport,
             peer_dir: k.dir,
-            initiator: 0,
+            flags: 0,
             ..self.to
         };
         [(k, self.to), (k.peer(&self.to), peer)]

@@ -16,6 +16,7 @@ use xcnf_common::nat::{
 };
 
 use crate::{
+    clock::Now,
     maps::{NAT_ACTIVE, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_PROBE, NAT_SESSIONS, NAT_STATIC},
     nat::{
         parse::Tuple,
@@ -348,7 +349,7 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
 /// without ports (`orig.sport == 0`, a single candidate). The reservation is
 /// the session's reply half.
 #[inline(always)]
-pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: u64, has_ports: bool) -> Snat {
+pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: Now, has_ports: bool) -> Snat {
     let Some(c) = Probe::start(pool, n.orig.proto, Reserve::ReplyHalf) else {
         return Snat::exhausted();
     };

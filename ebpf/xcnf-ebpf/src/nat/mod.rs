@@ -425,7 +425,7 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         n.peer_dir = role::INSIDE;
     }
     let mut kind_bits = if hairpin { kind::HAIRPIN } else { 0 };
-    let now = session::now();
+    let now = crate::clock::now();
     let reply_reserved = if local.found {
         (n.to.saddr, n.to.sport) = mapped(&local.m, t.sport);
         kind_bits |= kind::STATIC_SNAT;
@@ -442,7 +442,7 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         kind_bits |= if ports { kind::SNAT } else { kind::ADDR_ONLY };
         n.kind = kind_bits;
         let snat = if ports && cfg.flags & config_flags::ENDPOINT_DEPENDENT == 0 {
-            alloc::eim(&pool, t, now)
+            alloc::eim(&pool, t, now.ns)
         } else {
             alloc::by_reply_half(&pool, n, now, ports)
         };

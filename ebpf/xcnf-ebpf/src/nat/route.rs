@@ -19,6 +19,7 @@ use xcnf_common::nat::Session;
 use crate::{
     cache_ctl::CacheCtl,
     forward::{Action, Routed},
+    iface,
 };
 
 /// A session half whose route may be cached, and the time of the packet.
@@ -43,7 +44,10 @@ impl RouteSlot {
 /// What a cached answer must match: the lookup's inputs that are not fixed
 /// by the session half itself.
 pub struct RouteKey {
-    pub iif: u32,
+    /// The ingress interface's counter slot (`IfaceConfig::slot`), which
+    /// names it as well as its ifindex does in half the bytes: a slot moves
+    /// to another interface only with a generation bump.
+    pub islot: u16,
     pub tos: u8,
     /// The IPv4 total length the FIB checks against the MTU; 0 for a GSO
     /// skb, which is never served from the cache.
@@ -61,8 +65,8 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey, ctl: CacheCtl) -> Option<Routed> {
     // One combined test rather than a chain of branches: every branch here
     // would be a path the verifier walks the whole rewrite for again.
     let age = slot.now_ms.wrapping_sub(s.route_at_ms);
-    let stale = (s.route_gen ^ ctl.generation)
-        | (s.route_iif ^ k.iif)
+    let stale = u32::from(s.route_gen ^ ctl.generation as u16)
+        | u32::from(s.route_islot ^ k.islot)
         | u32::from(s.route_tos ^ k.tos)
         | u32::from(k.tot_len > s.route_mtu)
         | u32::from(age >= ctl.max_age_ms)
@@ -70,12 +74,19 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey, ctl: CacheCtl) -> Option<Routed> {
     if stale != 0 {
         return None;
     }
+    // The source MAC is the egress's own, as registered when the answer was
+    // cached (see `remember`); an egress no longer managed is looked up.
+    let out = iface::egress(s.route_oif, slot.now_ms, ctl);
+    if !out.managed {
+        return None;
+    }
     Some(Routed {
         action: Action::Redirect {
             ifindex: s.route_oif,
         },
-        smac: s.route_smac,
+        smac: out.mac,
         dmac: s.route_dmac,
+        smac_registered: true,
     })
 }
 
@@ -88,7 +99,10 @@ pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed, ctl: CacheCtl) {
     let Action::Redirect { ifindex } = r.action else {
         return;
     };
-    if slot.s.is_null() || k.tot_len == 0 {
+    // The half keeps no source MAC, so only an answer whose source MAC a
+    // hit can take from `IFACES` is kept (a MAC changed behind the agent's
+    // back is not, until the agent registers it).
+    if slot.s.is_null() || k.tot_len == 0 || !r.smac_registered {
         return;
     }
     if ctl.max_age_ms == 0 {
@@ -96,20 +110,20 @@ pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed, ctl: CacheCtl) {
     }
     // SAFETY: a live map value of the session this packet hit.
     let s = unsafe { &mut *slot.s };
-    let generation = ctl.generation;
+    // 16 bits of the generation: taking 65 536 bumps for the same value
+    // needs them within `max_age_ms`, after which the entry is stale anyway.
+    let generation = ctl.generation as u16;
     // The same answer as cached keeps the largest length it accepted, so
     // a flow of mixed sizes settles on its largest packets.
     let same = s.route_oif == ifindex
         && s.route_gen == generation
-        && s.route_iif == k.iif
+        && s.route_islot == k.islot
         && s.route_tos == k.tos
-        && s.route_smac == r.smac
         && s.route_dmac == r.dmac;
     s.route_gen = generation.wrapping_sub(1);
     s.route_oif = ifindex;
-    s.route_iif = k.iif;
+    s.route_islot = k.islot;
     s.route_tos = k.tos;
-    s.route_smac = r.smac;
     s.route_dmac = r.dmac;
     s.route_mtu = if same && s.route_mtu > k.tot_len {
         s.route_mtu

@@ -1,7 +1,7 @@
 //! Session halves: lookup with bookkeeping, and creation of both halves.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use xcnf_common::nat::{Session, SessionKey, active, tcp_seen};
+use xcnf_common::nat::{INITIATOR, Session, SessionKey, active, tcp_seen};
 
 use crate::{
     clock,
@@ -36,13 +36,6 @@ pub fn target(k: &SessionKey, s: &Session) -> Tuple {
         dport: s.dport,
         proto: k.proto,
     }
-}
-
-/// Session time: coarse (jiffy) resolution is plenty for timeouts of
-/// seconds (see `clock.rs`).
-#[inline(always)]
-pub fn now() -> u64 {
-    clock::now().ns
 }
 
 /// TCP flags that change a session's state, as [`tcp_seen`] bits.
@@ -192,7 +185,9 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
     };
     // SAFETY: this CPU's scratch value; no other run uses it meanwhile.
     let h = unsafe { &mut *h };
-    let t = now();
+    // Coarse (jiffy) resolution is plenty for timeouts of seconds (see
+    // `clock.rs`).
+    let t = clock::now();
     h.fwd_key = key(&n.orig, n.dir);
     h.rev_key = SessionKey {
         saddr: n.to.daddr,
@@ -216,11 +211,10 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
     f.sport = n.to.sport;
     f.dport = n.to.dport;
     f.peer_dir = n.peer_dir;
-    f.flags = n.seen;
+    f.flags = n.seen | INITIATOR;
     f.kind = n.kind;
-    f.initiator = 1;
-    f.created_ns = t;
-    f.last_seen_ns = t;
+    f.created_s = t.s;
+    f.last_seen_ns = t.ns;
     f.packets = 1;
     f.bytes = n.len;
     reply_half(&mut h.rev, n, t);
@@ -265,7 +259,7 @@ pub fn create(n: &NewSession, reply_reserved: bool) -> Created {
 /// Writes the reply half of a new session into `r`: it rewrites replies
 /// back to the original tuple, swapped.
 #[inline(always)]
-pub fn reply_half(r: &mut Session, n: &NewSession, t: u64) {
+pub fn reply_half(r: &mut Session, n: &NewSession, t: clock::Now) {
     clear(r);
     r.saddr = n.orig.daddr;
     r.daddr = n.orig.saddr;
@@ -273,8 +267,8 @@ pub fn reply_half(r: &mut Session, n: &NewSession, t: u64) {
     r.dport = n.orig.sport;
     r.peer_dir = n.dir;
     r.kind = n.kind;
-    r.created_ns = t;
-    r.last_seen_ns = t;
+    r.created_s = t.s;
+    r.last_seen_ns = t.ns;
 }
 
 /// Zeroes a session value in place, a word at a time. A struct literal's
