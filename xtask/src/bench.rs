@@ -49,6 +49,12 @@ pub struct Args {
     /// First packets measured per hook and table size [default: 10000].
     #[arg(long)]
     new_flows: Option<u32>,
+    /// Established sessions visited once each per hook and table size [default: 200000].
+    #[arg(long)]
+    spread: Option<u32>,
+    /// Test-run rounds, table sizes alternating [default: 3].
+    #[arg(long)]
+    prog_rounds: Option<u32>,
     /// Static mappings in the control-plane config [default: 10000].
     #[arg(long)]
     mappings: Option<u32>,
@@ -82,6 +88,8 @@ impl Args {
         opt("calls", self.calls.map(|x| x.to_string()));
         opt("repeat", self.repeat.map(|x| x.to_string()));
         opt("new-flows", self.new_flows.map(|x| x.to_string()));
+        opt("spread", self.spread.map(|x| x.to_string()));
+        opt("prog-rounds", self.prog_rounds.map(|x| x.to_string()));
         opt("mappings", self.mappings.map(|x| x.to_string()));
         opt("starts", self.starts.map(|x| x.to_string()));
         opt("applies", self.applies.map(|x| x.to_string()));

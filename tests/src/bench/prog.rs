@@ -90,6 +90,12 @@ pub struct Options {
     pub repeat: u32,
     /// Distinct first packets per hook.
     pub new_flows: u32,
+    /// Established sessions visited once each, per hook, in
+    /// [`Case::SpreadSnat`] (at most the synthetic sessions there are).
+    pub spread: u32,
+    /// Times every table size is measured, sizes alternating; each number
+    /// reported is the median over rounds.
+    pub rounds: u32,
 }
 
 impl Default for Options {
@@ -99,6 +105,8 @@ impl Default for Options {
             calls: 4000,
             repeat: 200,
             new_flows: 10_000,
+            spread: 200_000,
+            rounds: 3,
         }
     }
 }
@@ -106,14 +114,16 @@ impl Default for Options {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Case {
     EstablishedSnat,
+    SpreadSnat,
     NewFlow,
     EstablishedDnat,
     PassThrough,
 }
 
 impl Case {
-    const ALL: [Case; 4] = [
+    const ALL: [Case; 5] = [
         Case::EstablishedSnat,
+        Case::SpreadSnat,
         Case::NewFlow,
         Case::EstablishedDnat,
         Case::PassThrough,
@@ -122,6 +132,7 @@ impl Case {
     fn label(self) -> &'static str {
         match self {
             Case::EstablishedSnat => "established SNAT + forwarding",
+            Case::SpreadSnat => "established SNAT + forwarding, a different session each packet",
             Case::NewFlow => "first packet of a new flow (SNAT) + forwarding",
             Case::EstablishedDnat => "established DNAT + forwarding",
             Case::PassThrough => "pass-through (no NAT role) + forwarding",
@@ -139,17 +150,22 @@ fn hook_label(h: Hook) -> &'static str {
 const HOOKS: [Hook; 2] = [Hook::Tc, Hook::Xdp];
 
 /// One number and how it was obtained, when that needs saying.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Measure {
     ns: f64,
     note: Option<String>,
+    /// Each round's number, of which `ns` is the median.
+    rounds: Vec<f64>,
 }
 
+type Cell = ((Case, Hook), Result<Measure, String>);
+
 /// Per table size: each (case, hook)'s measure, plus how long filling took.
+#[derive(Debug)]
 struct SizeResult {
     size: u32,
     fill_secs: f64,
-    cells: Vec<((Case, Hook), Result<Measure, String>)>,
+    cells: Vec<Cell>,
 }
 
 pub struct Results {
@@ -157,25 +173,99 @@ pub struct Results {
     sizes: Vec<Result<SizeResult, String>>,
 }
 
+/// Measures every size `opts.rounds` times, alternating sizes, so that the
+/// machine's drift over minutes (30–40 % on a shared VM) weighs on every
+/// size alike instead of on whichever came last, which the ratio between
+/// sizes would otherwise take for an effect of the table's size.
 pub fn run(opts: &Options) -> Result<Results, BenchError> {
-    let mut sizes = Vec::new();
-    for &n in &opts.sizes {
-        check_interrupt()?;
-        crate::progress!("test-run with {} sessions ...", count(n));
-        let o = opts.clone();
-        match guarded(move || isolated(move || measure_size(n, &o))) {
-            Ok(r) => sizes.push(Ok(r)),
-            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
-            Err(BenchError::Failed(why)) => {
-                crate::progress!("  failed: {why}");
-                sizes.push(Err(why));
+    let mut rounds: Vec<Vec<Result<SizeResult, String>>> = Vec::new();
+    for r in 1..=opts.rounds {
+        let mut sizes = Vec::new();
+        for &n in &opts.sizes {
+            check_interrupt()?;
+            crate::progress!(
+                "test-run with {} sessions, round {r} of {} ...",
+                count(n),
+                opts.rounds
+            );
+            let o = opts.clone();
+            match guarded(move || isolated(move || measure_size(n, &o))) {
+                Ok(r) => sizes.push(Ok(r)),
+                Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+                Err(BenchError::Failed(why)) => {
+                    crate::progress!("  failed: {why}");
+                    sizes.push(Err(why));
+                }
             }
         }
+        rounds.push(sizes);
     }
     Ok(Results {
         opts: opts.clone(),
-        sizes,
+        sizes: combine(rounds, opts.sizes.len()),
     })
+}
+
+/// Folds rounds (`rounds[r][size]`) into one result per size: each cell's
+/// median over rounds, its notes from the last round. A size or cell that
+/// failed in any round is failed, with the first reason: a number made of
+/// fewer rounds than the others would not be comparable to them.
+fn combine(
+    rounds: Vec<Vec<Result<SizeResult, String>>>,
+    sizes: usize,
+) -> Vec<Result<SizeResult, String>> {
+    let mut by_size: Vec<Vec<Result<SizeResult, String>>> =
+        (0..sizes).map(|_| Vec::new()).collect();
+    for round in rounds {
+        for (i, r) in round.into_iter().enumerate() {
+            if let Some(v) = by_size.get_mut(i) {
+                v.push(r);
+            }
+        }
+    }
+    by_size
+        .into_iter()
+        .map(|runs| {
+            let runs: Vec<SizeResult> = runs.into_iter().collect::<Result<_, _>>()?;
+            let first = runs.first().ok_or_else(|| "not measured".to_owned())?;
+            let (size, keys) = (
+                first.size,
+                first.cells.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            );
+            let fill: Vec<f64> = runs.iter().map(|r| r.fill_secs).collect();
+            let cells = keys
+                .into_iter()
+                .map(|key| {
+                    let mut ns = Vec::new();
+                    let mut note = None;
+                    for r in &runs {
+                        match r.cells.iter().find(|(k, _)| *k == key).map(|(_, m)| m) {
+                            Some(Ok(m)) => {
+                                ns.push(m.ns);
+                                note.clone_from(&m.note);
+                            }
+                            Some(Err(why)) => return (key, Err(why.clone())),
+                            None => return (key, Err("not measured in every round".to_owned())),
+                        }
+                    }
+                    let m = median(&ns).ok_or_else(|| "no finite measurement".to_owned());
+                    (
+                        key,
+                        m.map(|v| Measure {
+                            ns: v,
+                            note,
+                            rounds: ns,
+                        }),
+                    )
+                })
+                .collect();
+            Ok(SizeResult {
+                size,
+                fill_secs: median(&fill).unwrap_or(0.0),
+                cells,
+            })
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------ setup
@@ -404,21 +494,31 @@ fn dnat_pair(now: u64) -> [Flow; 2] {
     ]
 }
 
-/// Synthetic SNAT session `i`: 64 flows per inside host from 10.100.0.0 on,
-/// to 4096 servers.
-fn synthetic(i: u32, pool: &mut Pool, now: u64) -> Option<Flow> {
+/// The inside and server endpoints of synthetic SNAT session `i`: 64 flows
+/// per inside host from 10.100.0.0 on, to 4096 servers.
+fn synthetic_ends(i: u32) -> ((Ip4, u16), (Ip4, u16)) {
     let host = (u32::from_be_bytes([10, 100, 0, 0]) + i / 64).to_be_bytes();
     let sport = 20000 + u16::try_from(i % 64).unwrap_or(0);
     let server = (u32::from_be_bytes([10, 20, 0, 0]) + 256 + i % 4096).to_be_bytes();
-    let ext = pool.alloc(host, sport)?;
+    ((host, sport), (server, 443))
+}
+
+fn synthetic(i: u32, pool: &mut Pool, now: u64) -> Option<Flow> {
+    let (inside, server) = synthetic_ends(i);
+    let ext = pool.alloc(inside.0, inside.1)?;
     Some(flow(
-        key((host, sport), (server, 443), role::INSIDE),
+        key(inside, server, role::INSIDE),
         ext,
-        (server, 443),
+        server,
         role::OUTSIDE,
         kind::SNAT,
         now,
     ))
+}
+
+/// Synthetic sessions written by [`fill`] for a table of `n`.
+fn synthetic_count(n: u32) -> u32 {
+    n.saturating_sub(4)
 }
 
 /// Loads the object for `n` sessions and programs NAT44: pool, static
@@ -501,7 +601,7 @@ fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
     let dnat = dnat_pair(now);
     let mut flows: Vec<(Flow, bool)> = snat.iter().map(|f| (*f, true)).collect();
     flows.extend(dnat.iter().map(|f| (*f, false)));
-    let synth = n.saturating_sub(4);
+    let synth = synthetic_count(n);
     flows.reserve(synth as usize);
     for i in 0..synth {
         let f = synthetic(i, &mut pool, now)
@@ -788,9 +888,81 @@ fn new_flow(dp: &Datapath, hook: Hook, overhead: f64, opts: &Options) -> Result<
     let raw_median = median(&raw).unwrap_or(0.0);
     Ok(Measure {
         ns: raw_median - overhead,
+        rounds: vec![raw_median - overhead],
         note: Some(format!(
             "{} flows: raw median {}, mean {}, single-run overhead {} subtracted",
             raw.len() + 1,
+            ns(raw_median),
+            or_dash(mean(&raw), ns),
+            ns(overhead)
+        )),
+    })
+}
+
+/// Established SNAT with a different session for every packet: up to
+/// `opts.spread` of the synthetic sessions, evenly spaced through the table
+/// and visited in a shuffled order, each run once, after one unmeasured
+/// pass that caches their routes as earlier packets would have.
+///
+/// The repeated established case keeps its one session in the CPU's caches
+/// whatever the table's size. Traffic of many flows does not: this case
+/// pays for reaching a session in a table larger than the caches, which is
+/// what the session's size in cache lines decides. Its single-run overhead
+/// is subtracted as for new flows.
+fn spread_snat(
+    dp: &Datapath,
+    hook: Hook,
+    n: u32,
+    overhead: f64,
+    opts: &Options,
+) -> Result<Measure, String> {
+    let synth = synthetic_count(n);
+    let k = opts.spread.min(synth);
+    if k == 0 {
+        return Err("no synthetic sessions to visit".to_owned());
+    }
+    let stride = synth / k;
+    let mut order: Vec<u32> = (0..k).map(|j| j * stride).collect();
+    // Fisher–Yates with a fixed LCG: the same order every run, and none
+    // the prefetchers can follow through the table's memory.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for j in (1..order.len()).rev() {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        order.swap(j, (x >> 33) as usize % (j + 1));
+    }
+    let frames: Vec<Vec<u8>> = order
+        .iter()
+        .map(|&i| {
+            let (inside, server) = synthetic_ends(i);
+            frame(hook, inside, server)
+        })
+        .collect();
+    single_runs(dp, hook, &frames)?;
+    let before = (dp.counters(LO), dp.nat_stats());
+    let raw = single_runs(dp, hook, &frames)?;
+    let after = (dp.counters(LO), dp.nat_stats());
+    check_counted(
+        (&before.0, &before.1),
+        (&after.0, &after.1),
+        u64::from(k),
+        Xlate::FromInside,
+    )?;
+    if after.1.snat_sessions != before.1.snat_sessions {
+        return Err(format!(
+            "established sessions created {} new ones",
+            after.1.snat_sessions - before.1.snat_sessions
+        ));
+    }
+    let raw_median = median(&raw).unwrap_or(0.0);
+    Ok(Measure {
+        ns: raw_median - overhead,
+        rounds: vec![raw_median - overhead],
+        note: Some(format!(
+            "{} of {} sessions, {stride} apart: raw median {}, mean {}, single-run overhead {} subtracted",
+            count(k),
+            count(synth),
             ns(raw_median),
             or_dash(mean(&raw), ns),
             ns(overhead)
@@ -823,7 +995,13 @@ fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
             let want = Expect { src, dst, xlate };
             repeated(dp, hook, &frame(hook, from, to), &want, opts)
         };
-        let measure = |r: Result<f64, String>| r.map(|ns| Measure { ns, note: None });
+        let measure = |r: Result<f64, String>| {
+            r.map(|ns| Measure {
+                ns,
+                note: None,
+                rounds: vec![ns],
+            })
+        };
 
         check_interrupt()?;
         set_roles(&mut dp, role::NONE, role::OUTSIDE);
@@ -848,6 +1026,15 @@ fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
             Xlate::FromInside,
         );
         record(Case::EstablishedSnat, hook, measure(est));
+
+        check_interrupt()?;
+        let spread = match &overhead {
+            Ok(o) => spread_snat(&dp, hook, n, *o, opts),
+            Err(why) => Err(format!(
+                "needs the pass-through measurement, which failed: {why}"
+            )),
+        };
+        record(Case::SpreadSnat, hook, spread);
 
         check_interrupt()?;
         let nf = match overhead {
@@ -914,9 +1101,15 @@ impl Results {
         let _ = writeln!(
             s,
             "### BPF_PROG_TEST_RUN: ns per packet\n\n\
-             60-byte UDP frames; established and pass-through: median of {} calls × {} repetitions; \
-             new flows: {} distinct first packets per hook and table size (see method).\n",
-            o.calls, o.repeat, o.new_flows
+             60-byte UDP frames; repeated cases: median of {} calls × {} repetitions; \
+             a different session each packet: up to {} established sessions per hook and table size; \
+             new flows: {} distinct first packets per hook and table size (see method). \
+             Every number is the median of {} rounds, table sizes alternating.\n",
+            o.calls,
+            o.repeat,
+            count(o.spread),
+            o.new_flows,
+            o.rounds
         );
         let labels: Vec<String> = o
             .sizes
@@ -1032,8 +1225,38 @@ impl Results {
                 "n/a (not every case measured at both sizes)".to_owned()
             }
         );
+        if o.rounds > 1 {
+            let _ = writeln!(s, "\nBy round:\n");
+            let labels: Vec<String> = (1..=o.rounds).map(|r| format!("round {r}")).collect();
+            let mut head: Vec<(&str, Align)> = vec![
+                ("case", Align::Left),
+                ("hook", Align::Left),
+                ("sessions", Align::Right),
+            ];
+            head.extend(labels.iter().map(|l| (l.as_str(), Align::Right)));
+            let mut t = Table::new(&head);
+            for case in Case::ALL {
+                for hook in HOOKS {
+                    for (i, &n) in o.sizes.iter().enumerate() {
+                        if let Ok(m) = self.cell(i, case, hook) {
+                            let mut row = vec![
+                                case.label().to_owned(),
+                                hook_label(hook).to_owned(),
+                                count(n),
+                            ];
+                            row.extend(m.rounds.iter().map(|&v| ns(v)));
+                            t.row(row);
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(s, "{t}");
+        }
         if !notes.is_empty() {
-            let _ = writeln!(s, "\nNew flows, before the overhead is subtracted:\n");
+            let _ = writeln!(
+                s,
+                "\nSingle-run cases, before the overhead is subtracted (last round):\n"
+            );
         }
         for n in notes {
             let _ = writeln!(s, "- {n}");
@@ -1059,13 +1282,82 @@ impl Results {
              every repetition is an established-session hit, rewrite, route (from the session's cached FIB answer after the first repetition, as the agent runs the datapath) and redirect \
              (TTL 255, {} repetitions per call). Every measurement is checked: one run's rewritten \
              addresses and ports, a redirect verdict for every call, and the program's own counters \
-             (every repetition forwarded and translated as intended). New flows cannot be repeated: \
+             (every repetition forwarded and translated as intended). A repeated established case keeps its one \
+             session in the CPU's caches whatever the table's size; a different session each packet does not: \
+             synthetic sessions evenly spaced through the table, in a shuffled order, each run once after an \
+             unmeasured pass that caches their routes, checked by the counters (every packet translated, no \
+             session created). New flows cannot be repeated: \
              each is a distinct inside host run once, keeping its source port on its paired pool \
-             address; the median of the kernel-reported single-run times, minus the single-run \
+             address. Single-run cases report the median of the kernel-reported single-run times, minus the single-run \
              overhead measured on the pass-through frame.",
             fills.join(", "),
             o.repeat
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    fn size(n: u32, snat: Result<f64, &str>, new: f64) -> Result<SizeResult, String> {
+        let m = |ns: f64| Measure {
+            ns,
+            note: Some(format!("{ns}")),
+            rounds: vec![ns],
+        };
+        Ok(SizeResult {
+            size: n,
+            fill_secs: 1.0,
+            cells: vec![
+                (
+                    (Case::EstablishedSnat, Hook::Tc),
+                    snat.map(m).map_err(str::to_owned),
+                ),
+                ((Case::NewFlow, Hook::Tc), Ok(m(new))),
+            ],
+        })
+    }
+
+    #[test]
+    fn rounds_fold_into_medians_and_any_failed_round_fails_the_cell() {
+        let rounds = vec![
+            vec![
+                size(1000, Ok(200.0), 3000.0),
+                size(1_000_000, Ok(210.0), 5000.0),
+            ],
+            vec![
+                size(1000, Ok(150.0), 2000.0),
+                size(1_000_000, Err("boom"), 4000.0),
+            ],
+            vec![
+                size(1000, Ok(170.0), 2500.0),
+                size(1_000_000, Ok(190.0), 4500.0),
+            ],
+        ];
+        let sizes = combine(rounds, 2);
+        let cell = |i: usize, c: Case| {
+            let s = sizes[i].as_ref().unwrap();
+            s.cells.iter().find(|(k, _)| k.0 == c).unwrap().1.clone()
+        };
+        let snat = cell(0, Case::EstablishedSnat).unwrap();
+        assert_eq!(snat.ns, 170.0);
+        assert_eq!(snat.rounds, vec![200.0, 150.0, 170.0]);
+        assert_eq!(snat.note.as_deref(), Some("170"), "the last round's note");
+        assert_eq!(cell(1, Case::EstablishedSnat).unwrap_err(), "boom");
+        assert_eq!(cell(1, Case::NewFlow).unwrap().ns, 4500.0);
+        assert_eq!(sizes[1].as_ref().unwrap().size, 1_000_000);
+
+        let failed = combine(
+            vec![
+                vec![size(1000, Ok(1.0), 1.0)],
+                vec![Err("no netns".to_owned())],
+            ],
+            1,
+        );
+        assert_eq!(failed[0].as_ref().unwrap_err(), "no netns");
     }
 }

@@ -16,6 +16,8 @@ usage: xcnf-bench [options]
   --calls N              test-run calls per measurement (default 4000)
   --repeat N             repetitions per call, at most 250 (default 200)
   --new-flows N          first packets measured per hook and size (default 10000, max 16384)
+  --spread N             established sessions visited once each per hook and size (default 200000)
+  --prog-rounds N        test-run rounds, table sizes alternating (default 3)
   --rounds N             end-to-end rounds, modes interleaved (default 3)
   --seconds S            measured seconds per end-to-end run (default 5)
   --warmup S             traffic before each measurement (default 1)
@@ -118,6 +120,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             // Frames start with TTL 255 and every repetition forwards.
             "--repeat" => a.prog.repeat = parse_in(flag, v, 1..=250)?,
             "--new-flows" => a.prog.new_flows = parse_in(flag, v, 1..=prog::MAX_NEW_FLOWS)?,
+            "--spread" => a.prog.spread = parse_in(flag, v, 1..=4_000_000)?,
+            "--prog-rounds" => a.prog.rounds = parse_in(flag, v, 1..=100)?,
             "--rounds" => a.e2e.rounds = parse_in(flag, v, 1..=100)?,
             "--seconds" => a.e2e.seconds = parse_seconds(flag, v)?,
             "--warmup" => a.e2e.warmup = parse_seconds(flag, v)?,
