@@ -21,7 +21,7 @@ pub struct Args {
     /// (`e2e`) or the agent's control plane (`control`).
     #[arg(long, value_parser = ["prog", "e2e", "control"])]
     only: Option<String>,
-    /// End-to-end rounds; every mode runs once per round, interleaved [default: 3].
+    /// End-to-end rounds; every mode runs once per round, interleaved [default: 5].
     #[arg(long)]
     rounds: Option<u32>,
     /// Measured seconds per end-to-end run [default: 5].

@@ -18,7 +18,7 @@ usage: xcnf-bench [options]
   --new-flows N          first packets measured per hook and size (default 10000, max 16384)
   --spread N             established sessions visited once each per hook and size (default 200000)
   --prog-rounds N        test-run rounds, table sizes alternating (default 3)
-  --rounds N             end-to-end rounds, modes interleaved (default 3)
+  --rounds N             end-to-end rounds, modes interleaved (default 5)
   --seconds S            measured seconds per end-to-end run (default 5)
   --warmup S             traffic before each measurement (default 1)
   --flows N              UDP flows trafgen cycles through (default 59000)
@@ -83,7 +83,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         part: Part::All,
         prog: prog::Options::default(),
         e2e: e2e::Options {
-            rounds: 3,
+            rounds: 5,
             seconds: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             flows: 59_000,
