@@ -885,18 +885,27 @@ fn new_flow(dp: &Datapath, hook: Hook, overhead: f64, opts: &Options) -> Result<
             opts.new_flows
         ));
     }
-    let raw_median = median(&raw).unwrap_or(0.0);
-    Ok(Measure {
+    Ok(single_run_measure(
+        &raw,
+        overhead,
+        &format!("{} flows", raw.len() + 1),
+    ))
+}
+
+/// A single-run case's number: the median of `raw` minus the single-run
+/// overhead, with both in its note, which starts with `what`.
+fn single_run_measure(raw: &[f64], overhead: f64, what: &str) -> Measure {
+    let raw_median = median(raw).unwrap_or(0.0);
+    Measure {
         ns: raw_median - overhead,
         rounds: vec![raw_median - overhead],
         note: Some(format!(
-            "{} flows: raw median {}, mean {}, single-run overhead {} subtracted",
-            raw.len() + 1,
+            "{what}: raw median {}, mean {}, single-run overhead {} subtracted",
             ns(raw_median),
-            or_dash(mean(&raw), ns),
+            or_dash(mean(raw), ns),
             ns(overhead)
         )),
-    })
+    }
 }
 
 /// Established SNAT with a different session for every packet: up to
@@ -955,19 +964,11 @@ fn spread_snat(
             after.1.snat_sessions - before.1.snat_sessions
         ));
     }
-    let raw_median = median(&raw).unwrap_or(0.0);
-    Ok(Measure {
-        ns: raw_median - overhead,
-        rounds: vec![raw_median - overhead],
-        note: Some(format!(
-            "{} of {} sessions, {stride} apart: raw median {}, mean {}, single-run overhead {} subtracted",
-            count(k),
-            count(synth),
-            ns(raw_median),
-            or_dash(mean(&raw), ns),
-            ns(overhead)
-        )),
-    })
+    Ok(single_run_measure(
+        &raw,
+        overhead,
+        &format!("{} of {} sessions, {stride} apart", count(k), count(synth)),
+    ))
 }
 
 fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
