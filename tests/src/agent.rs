@@ -446,13 +446,18 @@ fn open_pinned(pin_dir: &Path, name: &maps::MapName) -> Result<Map, String> {
     Map::from_map_data(data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// [`read_counters`] without panicking (for diagnostics while panicking):
-/// `Ok(None)` when the interface has no entry.
-pub fn try_read_counters(pin_dir: &Path, ifindex: u32) -> Result<Option<IfCounters>, String> {
+/// The pinned `ifaces` entry of `ifindex`; `Ok(None)` when it has none.
+pub fn read_iface(pin_dir: &Path, ifindex: u32) -> Result<Option<IfaceConfig>, String> {
     let ifaces: HashMap<_, u32, IfaceConfig> =
         HashMap::try_from(open_pinned(pin_dir, &maps::IFACES)?)
             .map_err(|e| format!("ifaces map: {e}"))?;
-    let Ok(cfg) = ifaces.get(&ifindex, 0) else {
+    Ok(ifaces.get(&ifindex, 0).ok())
+}
+
+/// [`read_counters`] without panicking (for diagnostics while panicking):
+/// `Ok(None)` when the interface has no entry.
+pub fn try_read_counters(pin_dir: &Path, ifindex: u32) -> Result<Option<IfCounters>, String> {
+    let Some(cfg) = read_iface(pin_dir, ifindex)? else {
         return Ok(None);
     };
     let m: PerCpuArray<_, IfCounters> =

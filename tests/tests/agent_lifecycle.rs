@@ -14,7 +14,8 @@ use std::{
 
 use xcnf_tests::{
     agent::{
-        Agent, PinGuard, Scratch, agent_binary, chain_config, pin_dir, read_counters, xcnfctl,
+        Agent, PinGuard, Scratch, agent_binary, chain_config, pin_dir, read_counters, read_iface,
+        xcnfctl,
     },
     netns::{Chain, Netns, unique_prefix},
 };
@@ -429,6 +430,54 @@ fn a_dropped_and_readded_interface_counts_from_zero() {
     );
     chain.ping(3);
     assert!(forwarded(&prefix, &chain) >= again + 3);
+}
+
+/// A running agent keeps each interface's `ifaces` entry in step with its
+/// link: c1's peer moved from the server's namespace into the cnf's own
+/// must lose `PEER_REDIRECT` (the kernel drops `bpf_redirect_peer` to a peer
+/// in the same namespace), and a changed MAC must reach the entry, both
+/// without re-attaching.
+#[test]
+fn a_running_agent_follows_the_links_peer_namespace_and_mac() {
+    let prefix = unique_prefix("pf");
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let _pins = PinGuard(prefix.clone());
+    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let c1 = chain.cnf.ifindex("c1");
+    let entry = || {
+        read_iface(&pin_dir(&prefix), c1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("c1 has no ifaces entry"))
+    };
+    let peer = xcnf_common::iface::flags::PEER_REDIRECT;
+    assert_eq!(
+        entry().flags & peer,
+        peer,
+        "c1's peer is in the server's namespace"
+    );
+
+    let mac = [0x02, 0x5a, 0, 0, 0, 0x01];
+    chain
+        .cnf
+        .ip(&["link", "set", "c1", "address", "02:5a:00:00:00:01"]);
+    wait_until("c1's new MAC is in its ifaces entry", || entry().mac == mac);
+
+    chain
+        .server
+        .ip(&["link", "set", "eth0", "netns", chain.cnf.name()]);
+    wait_until("c1 lost PEER_REDIRECT", || entry().flags & peer == 0);
+    assert!(
+        agent.log().contains("datapath entry updated"),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        !agent.log().contains("no longer in place"),
+        "an item was re-applied instead of updated:\n{}",
+        agent.log()
+    );
+    assert_eq!(attached(&chain.cnf, "c1"), "xcnf_tc");
 }
 
 /// Whoever sees the agent ready may stop it at once: SIGTERM sent the moment

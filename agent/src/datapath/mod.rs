@@ -136,6 +136,17 @@ pub struct Target {
     pub peer_redirect: bool,
 }
 
+impl Target {
+    /// `IfaceConfig::flags` for this interface as its link is now.
+    pub fn iface_flags(&self) -> u8 {
+        if self.peer_redirect && self.link.can_redirect_to_peer() {
+            xcnf_common::iface::flags::PEER_REDIRECT
+        } else {
+            0
+        }
+    }
+}
+
 /// A live attachment, owned through its link pin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
@@ -297,6 +308,38 @@ impl Datapath {
         r
     }
 
+    /// Rewrites an attached interface's `IFACES` entry (MAC and flags) for
+    /// its link as it is now, leaving the attachment alone: both can change
+    /// under a running agent. A stale MAC makes XDP take frames for the new
+    /// one as not for the CNF; a veth whose peer moved into the program's
+    /// own namespace must lose `PEER_REDIRECT`, since `bpf_redirect_peer`
+    /// drops packets for such a peer. Returns whether anything changed.
+    pub fn refresh_iface(&mut self, t: &Target) -> Result<bool, DatapathError> {
+        let changed = {
+            let mut ifaces: HashMap<_, u32, IfaceConfig> = self.map_mut(maps::IFACES)?;
+            let ifindex = t.link.index;
+            match ifaces.get(&ifindex, 0) {
+                Ok(old) if old.mac != t.link.mac || old.flags != t.iface_flags() => {
+                    let cfg = IfaceConfig {
+                        mac: t.link.mac,
+                        flags: t.iface_flags(),
+                        ..old
+                    };
+                    ifaces
+                        .insert(ifindex, cfg, 0)
+                        .map_err(|source| map_err(maps::IFACES, source))?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            // The programs' per-CPU interface caches must drop the old entry.
+            self.routes_changed();
+        }
+        Ok(changed)
+    }
+
     /// Tells the datapath's route cache that FIB answers may have changed
     /// (see `route_ctl`). Failing only delays the change by the cache's
     /// age bound, so it is logged, not returned.
@@ -343,11 +386,7 @@ impl Datapath {
             let cfg = IfaceConfig {
                 mac: t.link.mac,
                 role: t.role,
-                flags: if t.peer_redirect && t.link.can_redirect_to_peer() {
-                    xcnf_common::iface::flags::PEER_REDIRECT
-                } else {
-                    0
-                },
+                flags: t.iface_flags(),
                 slot,
             };
             ifaces

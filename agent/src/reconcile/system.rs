@@ -196,6 +196,30 @@ impl System {
             .ok_or_else(|| StepError(format!("interface {logical:?} has no host interface yet")))
     }
 
+    /// Keeps an attached interface's `IFACES` entry in step with its link
+    /// (see `Datapath::refresh_iface`); the attachment itself is in place.
+    fn refresh_iface(&mut self, link: Link) {
+        let (Some(t), Some(dp)) = (self.targets.get_mut(&link.name), self.dp.as_mut()) else {
+            return;
+        };
+        if t.link == link {
+            return;
+        }
+        t.link = link;
+        match dp.refresh_iface(t) {
+            Ok(true) => info!(
+                interface = %t.name,
+                host_if = %t.link.name,
+                peer_redirect = t.iface_flags() != 0,
+                "the link changed (MAC, or its peer's namespace): datapath entry updated"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(interface = %t.name, error = %e, "cannot update the interface's datapath entry")
+            }
+        }
+    }
+
     /// The live link of a logical interface, or why it is pending.
     async fn live(&self, logical: &str) -> Result<Result<Link, String>, StepError> {
         let host = self.host_of(logical)?;
@@ -716,11 +740,16 @@ impl Backend for System {
                 })
             }
             (ItemKey::Attach(_), Item::Attach(a)) => {
-                let live = self.snap.links.get(&a.host_if_name).map(|l| l.index);
-                self.dp
+                let live = self.snap.links.get(&a.host_if_name).cloned();
+                let attached = self
+                    .dp
                     .as_ref()
                     .and_then(|d| d.attachment(&a.host_if_name))
-                    .is_some_and(|at| Some(at.ifindex) == live)
+                    .is_some_and(|at| Some(at.ifindex) == live.as_ref().map(|l| l.index));
+                if attached && let Some(link) = live {
+                    self.refresh_iface(link);
+                }
+                attached
             }
             _ => true,
         })
