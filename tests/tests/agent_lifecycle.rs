@@ -397,39 +397,66 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The example chain with the agent running on it (TC). Fields drop in
+/// order: the agent, then its pins, then the namespaces.
+struct Running {
+    agent: Agent,
+    _pins: PinGuard,
+    chain: Chain,
+    prefix: String,
+    cfg: String,
+}
+
+fn running(tag: &str) -> Running {
+    let prefix = unique_prefix(tag);
+    let chain = Chain::new(&prefix);
+    let cfg = chain_config(&prefix, "{hook: tc}");
+    let _pins = PinGuard(prefix.clone());
+    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    Running {
+        agent,
+        _pins,
+        chain,
+        prefix,
+        cfg,
+    }
+}
+
 /// An interface dropped from the config gives its counter slot back;
 /// attached again it takes the lowest free slot (its old one here, which
 /// still holds the old counts) and must count from zero.
 #[test]
 fn a_dropped_and_readded_interface_counts_from_zero() {
-    let prefix = unique_prefix("sl");
-    let chain = Chain::new(&prefix);
-    let cfg = chain_config(&prefix, "{hook: tc}");
-    let _pins = PinGuard(prefix.clone());
-    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let Running {
+        agent,
+        chain,
+        prefix,
+        cfg,
+        ..
+    } = &running("sl");
     chain.ping(3);
-    let before = forwarded(&prefix, &chain);
+    let before = forwarded(prefix, chain);
     assert!(before >= 3, "{before}");
 
     let inside = "    - name: inside\n      kernel: {hostIfName: c0}\n      datapath: {hook: tc}\n";
     let only_c1 = cfg.replace(inside, "");
-    assert_ne!(only_c1, cfg, "the inside interface is not in:\n{cfg}");
+    assert_ne!(&only_c1, cfg, "the inside interface is not in:\n{cfg}");
     let c0 = chain.cnf.ifindex("c0");
     agent.replace_config(&only_c1);
     wait_until("c0 is no longer registered", || {
-        read_counters(&pin_dir(&prefix), c0).is_none()
+        read_counters(&pin_dir(prefix), c0).is_none()
     });
-    agent.replace_config(&cfg);
+    agent.replace_config(cfg);
     wait_until("c0 is registered again", || {
-        read_counters(&pin_dir(&prefix), c0).is_some()
+        read_counters(&pin_dir(prefix), c0).is_some()
     });
-    let again = forwarded(&prefix, &chain);
+    let again = forwarded(prefix, chain);
     assert!(
         again < before,
         "the re-added interface inherited the old counts: {before} → {again}"
     );
     chain.ping(3);
-    assert!(forwarded(&prefix, &chain) >= again + 3);
+    assert!(forwarded(prefix, chain) >= again + 3);
 }
 
 /// A running agent keeps each interface's `ifaces` entry in step with its
@@ -439,14 +466,15 @@ fn a_dropped_and_readded_interface_counts_from_zero() {
 /// without re-attaching.
 #[test]
 fn a_running_agent_follows_the_links_peer_namespace_and_mac() {
-    let prefix = unique_prefix("pf");
-    let chain = Chain::new(&prefix);
-    let cfg = chain_config(&prefix, "{hook: tc}");
-    let _pins = PinGuard(prefix.clone());
-    let agent = Agent::start(&chain.cnf, &prefix, &cfg, &[]);
+    let Running {
+        agent,
+        chain,
+        prefix,
+        ..
+    } = &running("pf");
     let c1 = chain.cnf.ifindex("c1");
     let entry = || {
-        read_iface(&pin_dir(&prefix), c1)
+        read_iface(&pin_dir(prefix), c1)
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("c1 has no ifaces entry"))
     };
