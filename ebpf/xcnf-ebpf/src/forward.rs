@@ -17,9 +17,13 @@ use crate::{
 /// What the hook should do with the frame.
 #[derive(Clone, Copy)]
 pub enum Action {
-    /// Send it out of `ifindex` (after [`commit`] wrote TTL and MACs).
+    /// Send it out of `ifindex` (after [`commit`] wrote TTL and MACs);
+    /// `peer`: the egress's `PEER_REDIRECT` flag, read with the rest of its
+    /// `IFACES` entry so the TC hook need not look it up again.
     Redirect {
         ifindex: u32,
+        /// 1 or 0; a word, not a `bool`, so the variant stays word-shaped.
+        peer: u32,
     },
     /// The kernel must resolve the next hop's MAC (TC only).
     RedirectNeigh {
@@ -137,7 +141,10 @@ pub fn route(i: &Ingress, h: &Hdr, src: [u8; 4], dst: [u8; 4]) -> Routed {
                 return Routed::just(Action::Pass(Pass::UnmanagedEgress));
             }
             Routed {
-                action: Action::Redirect { ifindex: out },
+                action: Action::Redirect {
+                    ifindex: out,
+                    peer: e.peer,
+                },
                 smac,
                 dmac,
                 smac_registered: smac == e.mac,

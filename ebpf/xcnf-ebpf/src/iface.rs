@@ -136,6 +136,8 @@ pub struct Egress {
     pub managed: bool,
     /// Its registered MAC, the source of what is redirected out of it.
     pub mac: [u8; 6],
+    /// Its `PEER_REDIRECT` flag (see [`peer_redirect`]).
+    pub peer: u32,
 }
 
 #[inline(always)]
@@ -144,6 +146,7 @@ pub fn egress(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> Egress {
     Egress {
         managed: f.found,
         mac: f.cfg.mac,
+        peer: u32::from(f.cfg.flags & flags::PEER_REDIRECT != 0),
     }
 }
 
@@ -151,6 +154,6 @@ pub fn egress(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> Egress {
 /// `xcnf_common::iface::flags::PEER_REDIRECT`).
 #[inline(always)]
 pub fn peer_redirect(ifindex: u32, now_ms: u32, ctl: CacheCtl) -> bool {
-    let f = get(ifindex, now_ms, ctl);
-    f.found && f.cfg.flags & flags::PEER_REDIRECT != 0
+    let e = egress(ifindex, now_ms, ctl);
+    e.managed && e.peer != 0
 }

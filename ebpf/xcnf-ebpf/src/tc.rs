@@ -101,14 +101,17 @@ pub fn run(ctx: &TcContext) -> i32 {
         {
             // The request became the reply: back out of the same interface.
             // bpf_redirect fills in no MACs, the reply carries its own.
-            Action::Redirect { ifindex }
+            Action::Redirect {
+                ifindex,
+                peer: u32::from(iface::peer_redirect(ifindex, now.ms, ctl)),
+            }
         }
         Some(_) => Action::Pass(Pass::NotIpv4),
     };
 
     match action {
-        Action::Redirect { ifindex: out } => {
-            let rc = if iface::peer_redirect(out, now.ms, ctl) {
+        Action::Redirect { ifindex: out, peer } => {
+            let rc = if peer != 0 {
                 // SAFETY: plain helper call; this program runs at TC
                 // ingress, where a peer redirect is allowed.
                 unsafe { bpf_redirect_peer(out, 0) }

@@ -66,7 +66,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
 
     match action {
-        Action::Redirect { ifindex: out } => match TX_PORTS.redirect(out, 0) {
+        // XDP redirects through the devmap; a peer redirect is TC's.
+        Action::Redirect { ifindex: out, .. } => match TX_PORTS.redirect(out, 0) {
             Ok(verdict) => {
                 counters::forwarded(c, len as u64);
                 verdict

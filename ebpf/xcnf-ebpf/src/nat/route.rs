@@ -83,6 +83,7 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey, ctl: CacheCtl) -> Option<Routed> {
     Some(Routed {
         action: Action::Redirect {
             ifindex: s.route_oif,
+            peer: out.peer,
         },
         smac: out.mac,
         dmac: s.route_dmac,
@@ -96,7 +97,7 @@ pub fn cached(slot: &RouteSlot, k: &RouteKey, ctl: CacheCtl) -> Option<Routed> {
 /// the bumped generation.
 #[inline(always)]
 pub fn remember(slot: &RouteSlot, k: &RouteKey, r: &Routed, ctl: CacheCtl) {
-    let Action::Redirect { ifindex } = r.action else {
+    let Action::Redirect { ifindex, .. } = r.action else {
         return;
     };
     // The half keeps no source MAC, so only an answer whose source MAC a
