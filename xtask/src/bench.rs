@@ -49,7 +49,7 @@ pub struct Args {
     /// First packets measured per hook and table size [default: 10000].
     #[arg(long)]
     new_flows: Option<u32>,
-    /// Established sessions visited once each per hook and table size [default: 200000].
+    /// Sessions in the cycle of the different-session case, and its packets [default: 200000].
     #[arg(long)]
     spread: Option<u32>,
     /// Test-run rounds, table sizes alternating [default: 3].

@@ -90,8 +90,8 @@ pub struct Options {
     pub repeat: u32,
     /// Distinct first packets per hook.
     pub new_flows: u32,
-    /// Established sessions visited once each, per hook, in
-    /// [`Case::SpreadSnat`] (at most the synthetic sessions there are).
+    /// [`Case::SpreadSnat`]: sessions in its cycle (at most the synthetic
+    /// sessions there are), and packets measured per hook and table size.
     pub spread: u32,
     /// Times every table size is measured, sizes alternating; each number
     /// reported is the median over rounds.
@@ -521,6 +521,90 @@ fn synthetic_count(n: u32) -> u32 {
     n.saturating_sub(4)
 }
 
+/// The server and the inside port every member of the [`Cycle`] shares, so
+/// a hop rewrites only the source address, as established SNAT does when
+/// the source port was kept.
+const CYCLE_SERVER: (Ip4, u16) = ([10, 20, 0, 9], 443);
+const CYCLE_PORT: u16 = 30000;
+
+/// The sessions of [`Case::SpreadSnat`]: one cycle in which member `m`, from
+/// inside host [`Cycle::host`]`(m)`, is translated to the next member's
+/// host. A repeated test run walks the cycle, so every repetition is a hit
+/// on a different session, and the test run's per-call work (an skb's or
+/// XDP buffer's allocation, the clock reads) is spread over the repetitions
+/// as in every other repeated case, not estimated and subtracted.
+///
+/// Member `m` takes the table slot `m * stride` of the synthetic sessions,
+/// so the members lie evenly through the table, and the cycle visits them
+/// in a shuffled order that no prefetcher can follow.
+struct Cycle {
+    stride: u32,
+    /// Member ids in the order the cycle visits them.
+    order: Vec<u32>,
+    /// `next[m]`: the member after `m`.
+    next: Vec<u32>,
+}
+
+impl Cycle {
+    fn new(n: u32, spread: u32) -> Self {
+        let slots = synthetic_count(n);
+        let len = spread.min(slots);
+        let stride = slots.checked_div(len).unwrap_or(1);
+        let mut order: Vec<u32> = (0..len).collect();
+        // Fisher–Yates with a fixed LCG: the same order every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for j in (1..order.len()).rev() {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(j, (x >> 33) as usize % (j + 1));
+        }
+        let mut next = vec![0; order.len()];
+        for (t, &m) in order.iter().enumerate() {
+            next[m as usize] = order[(t + 1) % order.len()];
+        }
+        Self {
+            stride,
+            order,
+            next,
+        }
+    }
+
+    fn len(&self) -> u32 {
+        self.order.len() as u32
+    }
+
+    /// Inside host of member `m`: from 10.101.0.0 on, clear of the
+    /// synthetic hosts (10.100/16) and the new flows' (10.97/16, 10.98/16).
+    fn host(m: u32) -> Ip4 {
+        (u32::from_be_bytes([10, 101, 0, 0]) + m).to_be_bytes()
+    }
+
+    /// The member that takes synthetic slot `i`, as an established SNAT
+    /// flow to the next member's host.
+    fn member_at(&self, i: u32, now: u64) -> Option<Flow> {
+        let m = i / self.stride;
+        if !i.is_multiple_of(self.stride) || m >= self.len() {
+            return None;
+        }
+        let to = Self::host(*self.next.get(m as usize)?);
+        Some(flow(
+            key((Self::host(m), CYCLE_PORT), CYCLE_SERVER, role::INSIDE),
+            (to, CYCLE_PORT),
+            CYCLE_SERVER,
+            role::OUTSIDE,
+            kind::SNAT,
+            now,
+        ))
+    }
+
+    /// The frame from the member at position `t` of the visiting order.
+    fn frame(&self, hook: Hook, t: usize) -> Vec<u8> {
+        let m = self.order[t % self.order.len()];
+        frame(hook, (Self::host(m), CYCLE_PORT), CYCLE_SERVER)
+    }
+}
+
 /// Loads the object for `n` sessions and programs NAT44: pool, static
 /// mapping, NAT addresses, then `n` sessions (the measured ones included).
 fn prepare(n: u32, opts: &Options) -> Result<(Datapath, u32, Mac, f64), BenchError> {
@@ -569,7 +653,7 @@ fn prepare(n: u32, opts: &Options) -> Result<(Datapath, u32, Mac, f64), BenchErr
     dp.add_static(mapping(DNAT_LOCAL, role::INSIDE), to(DNAT_EXTERNAL));
 
     let started = Instant::now();
-    fill(&mut dp, n)?;
+    fill(&mut dp, n, &Cycle::new(n, opts.spread))?;
     Ok((dp, v0, v0_mac, started.elapsed().as_secs_f64()))
 }
 
@@ -593,8 +677,9 @@ fn keep_in_xdp_dispatcher(dp: &mut Datapath) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Writes `n` sessions: the measured pairs and synthetic ones.
-fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
+/// Writes `n` sessions: the measured pairs, the cycle's members in their
+/// slots, and synthetic ones in the rest.
+fn fill(dp: &mut Datapath, n: u32, cycle: &Cycle) -> Result<(), BenchError> {
     let now = now_ns();
     let mut pool = Pool::new();
     let snat = snat_pair(&mut pool, now);
@@ -604,6 +689,12 @@ fn fill(dp: &mut Datapath, n: u32) -> Result<(), BenchError> {
     let synth = synthetic_count(n);
     flows.reserve(synth as usize);
     for i in 0..synth {
+        if let Some(f) = cycle.member_at(i, now) {
+            // Its "external" endpoint is another inside host: it has no
+            // pool address, so no binding either.
+            flows.push((f, false));
+            continue;
+        }
         let f = synthetic(i, &mut pool, now)
             .ok_or_else(|| failed(format!("pool exhausted at synthetic session {i}")))?;
         flows.push((f, true));
@@ -908,54 +999,59 @@ fn single_run_measure(raw: &[f64], overhead: f64, what: &str) -> Measure {
     }
 }
 
-/// Established SNAT with a different session for every packet: up to
-/// `opts.spread` of the synthetic sessions, evenly spaced through the table
-/// and visited in a shuffled order, each run once, after one unmeasured
-/// pass that caches their routes as earlier packets would have.
+/// Established SNAT with a different session for every packet: the
+/// [`Cycle`], walked by `ceil(spread / repeat)` calls of `repeat`
+/// repetitions each, which start where the previous call stopped, after one
+/// unmeasured walk that caches the members' routes as earlier packets would
+/// have. At 1M sessions, with the default `spread`, that is every member
+/// once; a smaller table is walked round its cycle repeatedly.
 ///
 /// The repeated established case keeps its one session in the CPU's caches
 /// whatever the table's size. Traffic of many flows does not: this case
 /// pays for reaching a session in a table larger than the caches, which is
-/// what the session's size in cache lines decides. Its single-run overhead
-/// is subtracted as for new flows.
-fn spread_snat(
-    dp: &Datapath,
-    hook: Hook,
-    n: u32,
-    overhead: f64,
-    opts: &Options,
-) -> Result<Measure, String> {
-    let synth = synthetic_count(n);
-    let k = opts.spread.min(synth);
-    if k == 0 {
-        return Err("no synthetic sessions to visit".to_owned());
+/// what the session's size in cache lines decides.
+fn spread_snat(dp: &Datapath, hook: Hook, n: u32, opts: &Options) -> Result<Measure, String> {
+    let cycle = Cycle::new(n, opts.spread);
+    if cycle.len() < 2 {
+        return Err(format!(
+            "a cycle needs 2 sessions, the table has room for {}",
+            cycle.len()
+        ));
     }
-    let stride = synth / k;
-    let mut order: Vec<u32> = (0..k).map(|j| j * stride).collect();
-    // Fisher–Yates with a fixed LCG: the same order every run, and none
-    // the prefetchers can follow through the table's memory.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for j in (1..order.len()).rev() {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        order.swap(j, (x >> 33) as usize % (j + 1));
-    }
-    let frames: Vec<Vec<u8>> = order
-        .iter()
-        .map(|&i| {
-            let (inside, server) = synthetic_ends(i);
-            frame(hook, inside, server)
-        })
+    let repeat = opts.repeat;
+    let calls = opts.spread.div_ceil(repeat);
+    let frames: Vec<Vec<u8>> = (0..calls)
+        .map(|c| cycle.frame(hook, (c as usize) * repeat as usize))
         .collect();
-    single_runs(dp, hook, &frames)?;
+    check_once(
+        dp,
+        hook,
+        &frames[0],
+        &Expect {
+            src: (Cycle::host(cycle.order[1]), CYCLE_PORT),
+            dst: CYCLE_SERVER,
+            xlate: Xlate::FromInside,
+        },
+    )?;
+    let walk = |dp: &Datapath| -> Result<Vec<f64>, String> {
+        let mut per_packet = Vec::with_capacity(frames.len());
+        for f in &frames {
+            let (code, _, d) = dp
+                .try_run_repeat(hook, f, repeat)
+                .map_err(|e| format!("test run: {}", chain(&e)))?;
+            check_code(hook, code)?;
+            per_packet.push(d.as_nanos() as f64);
+        }
+        Ok(per_packet)
+    };
+    walk(dp)?;
     let before = (dp.counters(LO), dp.nat_stats());
-    let raw = single_runs(dp, hook, &frames)?;
+    let per_packet = walk(dp)?;
     let after = (dp.counters(LO), dp.nat_stats());
     check_counted(
         (&before.0, &before.1),
         (&after.0, &after.1),
-        u64::from(k),
+        u64::from(calls) * u64::from(repeat),
         Xlate::FromInside,
     )?;
     if after.1.snat_sessions != before.1.snat_sessions {
@@ -964,11 +1060,18 @@ fn spread_snat(
             after.1.snat_sessions - before.1.snat_sessions
         ));
     }
-    Ok(single_run_measure(
-        &raw,
-        overhead,
-        &format!("{} of {} sessions, {stride} apart", count(k), count(synth)),
-    ))
+    let v = median(&per_packet).ok_or_else(|| "no runs".to_owned())?;
+    Ok(Measure {
+        ns: v,
+        rounds: vec![v],
+        note: Some(format!(
+            "a cycle of {} of {} sessions, {} apart: {calls} calls × {repeat}, mean {}",
+            count(cycle.len()),
+            count(synthetic_count(n)),
+            cycle.stride,
+            or_dash(mean(&per_packet), ns)
+        )),
+    })
 }
 
 fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
@@ -1029,13 +1132,7 @@ fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
         record(Case::EstablishedSnat, hook, measure(est));
 
         check_interrupt()?;
-        let spread = match &overhead {
-            Ok(o) => spread_snat(&dp, hook, n, *o, opts),
-            Err(why) => Err(format!(
-                "needs the pass-through measurement, which failed: {why}"
-            )),
-        };
-        record(Case::SpreadSnat, hook, spread);
+        record(Case::SpreadSnat, hook, spread_snat(&dp, hook, n, opts));
 
         check_interrupt()?;
         let nf = match overhead {
@@ -1103,12 +1200,14 @@ impl Results {
             s,
             "### BPF_PROG_TEST_RUN: ns per packet\n\n\
              60-byte UDP frames; repeated cases: median of {} calls × {} repetitions; \
-             a different session each packet: up to {} established sessions per hook and table size; \
+             a different session each packet: a cycle of up to {} established sessions, {} packets \
+             in calls of the same repetitions; \
              new flows: {} distinct first packets per hook and table size (see method). \
              Every number is the median of {} rounds, table sizes alternating.\n",
             o.calls,
             o.repeat,
             count(o.spread),
+            count(o.spread.div_ceil(o.repeat.max(1)) * o.repeat),
             o.new_flows,
             o.rounds
         );
@@ -1256,7 +1355,7 @@ impl Results {
         if !notes.is_empty() {
             let _ = writeln!(
                 s,
-                "\nSingle-run cases, before the overhead is subtracted (last round):\n"
+                "\nHow the cycle and single-run cases were measured (last round):\n"
             );
         }
         for n in notes {
@@ -1285,9 +1384,10 @@ impl Results {
              addresses and ports, a redirect verdict for every call, and the program's own counters \
              (every repetition forwarded and translated as intended). A repeated established case keeps its one \
              session in the CPU's caches whatever the table's size; a different session each packet does not: \
-             synthetic sessions evenly spaced through the table, in a shuffled order, each run once after an \
-             unmeasured pass that caches their routes, checked by the counters (every packet translated, no \
-             session created). New flows cannot be repeated: \
+             sessions evenly spaced through the table form one cycle, in a shuffled order, in which each \
+             translates its source address to the next one's, so a repeated run walks the cycle, one session \
+             per repetition (at 1M sessions every member once), after an unmeasured walk that caches their \
+             routes, checked by the counters (every packet translated, no session created). New flows cannot be repeated: \
              each is a distinct inside host run once, keeping its source port on its paired pool \
              address. Single-run cases report the median of the kernel-reported single-run times, minus the single-run \
              overhead measured on the pass-through frame.",
@@ -1303,6 +1403,37 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
     use super::*;
+
+    /// The cycle must be one cycle through every member (a shorter one
+    /// would revisit sessions and leave the rest cold), with each member's
+    /// session rewriting to the next member's host and sitting in its own
+    /// evenly spaced slot.
+    #[test]
+    fn the_cycle_visits_every_member_once_and_its_sessions_chain() {
+        let c = Cycle::new(1004, 100);
+        assert_eq!((c.len(), c.stride), (100, 10));
+        let mut seen = std::collections::HashSet::new();
+        let mut m = c.order[0];
+        for t in 0..100 {
+            assert_eq!(m, c.order[t], "step {t}");
+            assert!(seen.insert(m), "member {m} visited twice");
+            let f = c.member_at(m * c.stride, 0).unwrap();
+            assert_eq!(f.key.saddr, Cycle::host(m));
+            m = c.next[m as usize];
+            assert_eq!(f.to.saddr, Cycle::host(m));
+            assert_eq!(
+                (f.key.sport, f.to.sport, f.key.daddr, f.to.daddr),
+                (CYCLE_PORT, CYCLE_PORT, CYCLE_SERVER.0, CYCLE_SERVER.0)
+            );
+        }
+        assert_eq!(m, c.order[0], "the walk must close after every member");
+        let members = (0..1000).filter(|&i| c.member_at(i, 0).is_some()).count();
+        assert_eq!(members, 100);
+        assert!(
+            c.order.iter().copied().take(10).ne(0..10),
+            "the order must be shuffled"
+        );
+    }
 
     fn size(n: u32, snat: Result<f64, &str>, new: f64) -> Result<SizeResult, String> {
         let m = |ns: f64| Measure {

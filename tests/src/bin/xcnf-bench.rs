@@ -16,7 +16,7 @@ usage: xcnf-bench [options]
   --calls N              test-run calls per measurement (default 4000)
   --repeat N             repetitions per call, at most 250 (default 200)
   --new-flows N          first packets measured per hook and size (default 10000, max 16384)
-  --spread N             established sessions visited once each per hook and size (default 200000)
+  --spread N             sessions in the cycle of the different-session case, and its packets (default 200000)
   --prog-rounds N        test-run rounds, table sizes alternating (default 3)
   --rounds N             end-to-end rounds, modes interleaved (default 5)
   --seconds S            measured seconds per end-to-end run (default 5)
