@@ -466,11 +466,7 @@ pub fn try_read_counters(pin_dir: &Path, ifindex: u32) -> Result<Option<IfCounte
     let per_cpu = m
         .get(&cfg.slot, 0)
         .map_err(|e| format!("counters[{}] of ifindex {ifindex}: {e}", cfg.slot))?;
-    let mut sum = IfCounters::default();
-    for c in per_cpu.iter() {
-        sum.accumulate(c);
-    }
-    Ok(Some(sum))
+    Ok(Some(IfCounters::summed(per_cpu.iter())))
 }
 
 /// Both halves of every session in the pinned `nat_sessions` map.
@@ -496,11 +492,7 @@ pub fn read_nat_stats(pin_dir: &Path) -> Result<NatStats, String> {
         PerCpuArray::try_from(open_pinned(pin_dir, &maps::NAT_STATS)?)
             .map_err(|e| format!("nat_stats: {e}"))?;
     let per_cpu = m.get(&0, 0).map_err(|e| format!("nat_stats[0]: {e}"))?;
-    let mut sum = NatStats::default();
-    for s in per_cpu.iter() {
-        sum.accumulate(s);
-    }
-    Ok(sum)
+    Ok(NatStats::summed(per_cpu.iter()))
 }
 
 /// The pool address the running datapath has paired `inside` with (its

@@ -399,11 +399,7 @@ impl Datapath {
         let per_cpu = m
             .get(&slot, 0)
             .unwrap_or_else(|e| panic!("COUNTERS[{slot}] of ifindex {ifindex}: {}", chain(&e)));
-        let mut sum = IfCounters::default();
-        for c in per_cpu.iter() {
-            sum.accumulate(c);
-        }
-        sum
+        IfCounters::summed(per_cpu.iter())
     }
 
     /// Runs one frame through `hook` `repeat` times: the verdict, the bytes
@@ -526,11 +522,7 @@ impl Datapath {
         let per_cpu = m
             .get(&0, 0)
             .unwrap_or_else(|e| panic!("NAT_STATS[0]: {}", chain(&e)));
-        let mut sum = NatStats::default();
-        for s in per_cpu.iter() {
-            sum.accumulate(s);
-        }
-        sum
+        NatStats::summed(per_cpu.iter())
     }
 
     /// `nat_active[CREATED]`: sessions the datapath has created.

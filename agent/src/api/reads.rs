@@ -103,13 +103,11 @@ impl DatapathReads {
         let counters: PerCpuArray<MapData, IfCounters> = open_pinned(pins, maps::COUNTERS)?;
         let mut out = Vec::new();
         for (ifindex, cfg) in read_all(&ifaces, || pins.map(maps::IFACES))? {
-            let mut sum = IfCounters::default();
             // A slot past the array (never assigned) counts nothing.
-            if let Ok(per_cpu) = counters.get(&cfg.slot, 0) {
-                for c in per_cpu.iter() {
-                    sum.accumulate(c);
-                }
-            }
+            let sum = counters
+                .get(&cfg.slot, 0)
+                .map(|per_cpu| IfCounters::summed(per_cpu.iter()))
+                .unwrap_or_default();
             out.push(IfaceCounters {
                 ifindex,
                 host_if_name: ifname(ifindex),
@@ -141,10 +139,7 @@ impl DatapathReads {
             path: pins.map(maps::NAT_STATS),
             source,
         })?;
-        let mut sum = NatStats::default();
-        for s in per_cpu.iter() {
-            sum.accumulate(s);
-        }
+        let sum = NatStats::summed(per_cpu.iter());
         Ok(NatSummary {
             config,
             active,

@@ -635,11 +635,7 @@ impl Datapath {
             let per_cpu = counters
                 .get(&slot, 0)
                 .map_err(|s| map_err(maps::COUNTERS, s))?;
-            let mut sum = IfCounters::default();
-            for c in per_cpu.iter() {
-                sum.accumulate(c);
-            }
-            out.insert(name.clone(), sum);
+            out.insert(name.clone(), IfCounters::summed(per_cpu.iter()));
         }
         Ok(out)
     }

@@ -249,10 +249,7 @@ pub fn session_rows(halves: &[(SessionKey, Session)], now_ns: u64) -> Vec<Vec<St
 /// `xcnfctl nat stats`: the configuration, active sessions, and the
 /// per-CPU event counters summed.
 pub fn stats_text(cfg: &NatConfig, active: u64, per_cpu: &[NatStats]) -> String {
-    let mut sum = NatStats::default();
-    for s in per_cpu {
-        sum.accumulate(s);
-    }
+    let sum = NatStats::summed(per_cpu);
     let totals = stats_fields(&sum);
     let enabled = cfg.flags & config_flags::ENABLED != 0;
     let mapping = if cfg.flags & config_flags::ENDPOINT_DEPENDENT != 0 {

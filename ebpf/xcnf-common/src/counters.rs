@@ -136,6 +136,16 @@ impl DropReasons {
 }
 
 impl IfCounters {
+    /// One interface's counters over all CPUs: the per-CPU values of its
+    /// `counters` slot, as every reader (agent, API, tests) needs them.
+    pub fn summed<'a>(per_cpu: impl IntoIterator<Item = &'a Self>) -> Self {
+        let mut sum = Self::default();
+        for c in per_cpu {
+            sum.accumulate(c);
+        }
+        sum
+    }
+
     /// Adds another CPU's counters into this one (wrapping, like the kernel's).
     pub fn accumulate(&mut self, o: &Self) {
         fn pb(a: &mut PacketBytes, b: &PacketBytes) {
@@ -195,9 +205,7 @@ mod tests {
         let c: IfCounters = unsafe { core::mem::transmute(raw) };
         assert_eq!(c.passed.total(), ((1u64 << 15) - 1) & !0b1111);
         assert_eq!(c.dropped.total(), ((1u64 << 23) - 1) & !((1u64 << 15) - 1));
-        let mut acc = IfCounters::default();
-        acc.accumulate(&c);
-        acc.accumulate(&c);
+        let acc = IfCounters::summed([&c, &c]);
         // SAFETY: as above.
         let back: [u64; N] = unsafe { core::mem::transmute(acc) };
         for (i, v) in back.iter().enumerate() {

@@ -369,6 +369,15 @@ impl NatStats {
         unsafe { core::mem::transmute::<[u64; Self::FIELDS], NatStats>(f) }
     }
 
+    /// The counters over all CPUs, from the per-CPU values of `nat_stats`.
+    pub fn summed<'a>(per_cpu: impl IntoIterator<Item = &'a Self>) -> Self {
+        let mut sum = Self::default();
+        for s in per_cpu {
+            sum.accumulate(s);
+        }
+        sum
+    }
+
     /// Adds another CPU's counters into these (wrapping, like the kernel's).
     pub fn accumulate(&mut self, o: &Self) {
         let mut a = self.fields();
@@ -519,9 +528,7 @@ mod tests {
         let s = NatStats::from_fields(f);
         assert_eq!(s.snat_sessions, 1);
         assert_eq!(s.create_races, 1 << 16);
-        let mut acc = NatStats::default();
-        acc.accumulate(&s);
-        acc.accumulate(&s);
+        let acc = NatStats::summed([&s, &s]);
         for (i, v) in acc.fields().iter().enumerate() {
             assert_eq!(*v, 2 << i, "field {i} not accumulated");
         }
