@@ -286,6 +286,13 @@ impl Pkt {
         self
     }
 
+    /// The same packet without DF, which a router may fragment.
+    #[must_use]
+    fn may_fragment(mut self) -> Self {
+        self.ip = self.ip.fragment(0, false);
+        self
+    }
+
     #[must_use]
     fn no_udp_checksum(mut self) -> Self {
         if let L4::Udp { checksum, .. } = &mut self.l4 {
@@ -774,6 +781,24 @@ impl Nat {
         Case::passed(what, self.arriving(p), why)
     }
 
+    /// `p` goes to the kernel translated to `src` → `dst`, TTL and MACs as
+    /// it arrived (the kernel forwards it), counted as passed for `why`.
+    fn passed_translated(
+        &self,
+        what: &str,
+        p: &Pkt,
+        (src, dst): (Endpoint, Endpoint),
+        why: fn(&mut PassReasons) -> &mut u64,
+    ) -> Case {
+        let input = self.arriving(p);
+        let mut out = p.with(src, dst).frame(CNF_MAC, [0; 6]);
+        out[6..12].copy_from_slice(&input[6..12]);
+        Case {
+            out: Out::Exact(out),
+            ..Case::passed(what, input, why)
+        }
+    }
+
     /// `p` arrives on `dir` as the first packet of a flow whose source port
     /// the datapath picks: the output is `to(port)` with the port read back
     /// from the new session half.
@@ -1049,6 +1074,7 @@ xcnf_tests::on_both_hooks!(
     address_only_one_to_one,
     identity_mappings_pass_unchanged,
     hairpin_through_static_mapping,
+    hairpin_through_static_mapping_endpoint_dependent,
     hairpin_through_binding,
     icmp_errors_from_outside,
     icmp_errors_from_inside,
@@ -1628,7 +1654,27 @@ const HAIRPIN_OPEN: [Stat; 3] = [st::SNAT, st::DNAT, st::STATIC_SNAT];
 /// RFC 4787 REQ-9: an inside host reaches another through its external
 /// endpoint; both addresses are translated.
 fn hairpin_through_static_mapping(hook: Hook) {
-    let nat = Nat::new(hook, Config::default());
+    hairpin_static(hook, config_flags::ENABLED);
+}
+
+/// Under endpoint-dependent mapping the pool allocator reserves the reply
+/// half itself (`alloc::by_reply_half`), which for a hairpin must be keyed
+/// by the local endpoint the flow is sent to, not the external one.
+fn hairpin_through_static_mapping_endpoint_dependent(hook: Hook) {
+    hairpin_static(
+        hook,
+        config_flags::ENABLED | config_flags::ENDPOINT_DEPENDENT,
+    );
+}
+
+fn hairpin_static(hook: Hook, flags: u32) {
+    let nat = Nat::new(
+        hook,
+        Config {
+            flags,
+            ..Config::default()
+        },
+    );
     let c = (CLIENT, 40000);
     let p = (nat.pool_addr(CLIENT), 40000);
     let syn = Pkt::tcp(c, (FWD_EXT, 8080), tcp_flags::SYN);
@@ -2421,6 +2467,18 @@ fn inbound_unroutable_drops(hook: Hook) {
         &[],
         &[st::FROM_OUT],
     );
+    // Without DF the kernel fragments it: it gets it translated.
+    let big = big.may_fragment();
+    nat.run(
+        &nat.passed_translated(
+            "the same reply without DF",
+            &big,
+            (big.src(), (CLIENT, 40000)),
+            |p| &mut p.frag_needed,
+        ),
+        &[st::FROM_OUT],
+        &[],
+    );
     nat.finish();
 }
 
@@ -2475,6 +2533,39 @@ fn outbound_unresolved_or_unroutable(hook: Hook) {
         }),
         &[],
         &open,
+    );
+    // Without DF the kernel fragments it and forwards the fragments, so it
+    // must get it translated: untranslated they would leave with the inside
+    // address.
+    let big = Pkt::udp((CLIENT, 40003), (SERVER, 53))
+        .payload(payload(1400 - 28))
+        .may_fragment();
+    nat.run(
+        &nat.passed_translated(
+            "1400 bytes over the outside MTU without DF",
+            &big,
+            ((p.0, 40003), big.dst()),
+            |p| &mut p.frag_needed,
+        ),
+        &[st::SNAT, st::FROM_IN],
+        &[],
+    );
+    // A first fragment too: its record in `nat_frags` translates the later
+    // ones, and it must leave translated like them.
+    let first = Pkt::udp((CLIENT, 40004), (SERVER, 53)).payload(payload(1400 - 28));
+    let first = Pkt {
+        ip: first.ip.clone().fragment(0, true),
+        ..first
+    };
+    nat.run(
+        &nat.passed_translated(
+            "a first fragment over the outside MTU",
+            &first,
+            ((p.0, 40004), first.dst()),
+            |p| &mut p.frag_needed,
+        ),
+        &[st::SNAT, st::FROM_IN],
+        &[],
     );
     nat.finish();
 }

@@ -9,6 +9,7 @@ use crate::{
     clock::Now,
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
+    headers::{ETH_HLEN, Ipv4Hdr, ptr_at},
     nat::{
         self, Decision, FibQuery, parse, rewrite,
         route::{self, RouteKey},
@@ -16,6 +17,21 @@ use crate::{
     },
     pkt::Pkt,
 };
+
+/// IPv4 "don't fragment", in the first byte of the fragment field.
+const IP_DF_BYTE: u8 = 0x40;
+
+/// Whether the packet forbids fragmentation. Read from the packet again on
+/// the frag-needed path only, so the fast path carries no more fields.
+#[inline(always)]
+fn dont_fragment<P: Pkt>(p: &P) -> bool {
+    let (data, data_end) = p.bounds();
+    match ptr_at::<Ipv4Hdr>(data, data_end, ETH_HLEN) {
+        // SAFETY: bounds-checked by ptr_at.
+        Some(ip) => unsafe { (*ip).frag_off[0] & IP_DF_BYTE != 0 },
+        None => true,
+    }
+}
 
 /// The ingress facts the pipeline needs from the hook.
 pub struct Ingress {
@@ -97,6 +113,12 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
         Action::Pass(Pass::NoNeigh | Pass::NotForwarded | Pass::UnmanagedEgress | Pass::Other) => {
             true
         }
+        // Over the egress MTU without DF: the kernel fragments it and
+        // forwards the fragments, so it must have it translated. Untranslated,
+        // the fragments would leave with the inside address (and a first
+        // fragment's record in `nat_frags` would translate the later ones
+        // only).
+        Action::Pass(Pass::FragNeeded) if !dont_fragment(p) => true,
         // The kernel must answer with an ICMP error (frag-needed, no route,
         // forwarding off). From inside it gets the packet as the host sent
         // it, so the error quotes what the host knows. From outside the

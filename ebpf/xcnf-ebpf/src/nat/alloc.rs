@@ -303,7 +303,21 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
         // SAFETY: a live map value.
         let b = unsafe { &mut *b };
         b.last_used_ns = now;
-        return Snat::to(b.addr, b.port, false);
+        let (addr, port) = (b.addr, b.port);
+        // The outside entry, the external port's reservation, is refreshed
+        // too: the sweeper deletes a binding only while neither entry has
+        // moved since its snapshot (`agent/src/nat/sweep.rs`).
+        let reservation = BindingKey {
+            addr,
+            port,
+            proto: orig.proto,
+            dir: role::OUTSIDE,
+        };
+        if let Some(r) = NAT_BINDINGS.get_ptr_mut(&reservation) {
+            // SAFETY: a live map value.
+            unsafe { (*r).last_used_ns = now };
+        }
+        return Snat::to(addr, port, false);
     }
     let Some(c) = Probe::start(pool, orig.proto, Reserve::Binding) else {
         return Snat::exhausted();
@@ -353,10 +367,13 @@ pub fn by_reply_half(pool: &PoolAddr, n: &NewSession, now: Now, has_ports: bool)
     let Some(c) = Probe::start(pool, n.orig.proto, Reserve::ReplyHalf) else {
         return Snat::exhausted();
     };
+    // The reply comes from where the flow is sent: `n.to`'s destination,
+    // which a hairpin has already moved from the external endpoint to the
+    // local one (`session::create` keys the reply half the same way).
     c.rkey = SessionKey {
-        saddr: n.orig.daddr,
+        saddr: n.to.daddr,
         daddr: pool.addr,
-        sport: n.orig.dport,
+        sport: n.to.dport,
         dport: 0,
         proto: n.orig.proto,
         dir: n.peer_dir,

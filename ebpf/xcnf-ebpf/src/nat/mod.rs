@@ -26,6 +26,7 @@ use crate::{
     clock::Now,
     counters::Drop,
     fib::{self, Route},
+    headers::IPV4_HLEN,
     maps::{IFACES, NAT_ADDRS, NAT_BINDINGS, NAT_CONFIG, NAT_FRAGS, NAT_STATIC},
     nat::{
         parse::{Frag, L4, Parsed, Tuple},
@@ -75,9 +76,24 @@ impl FibQuery {
     }
 
     /// Role of the interface the FIB sends `t` out of, if it is forwarded.
+    ///
+    /// Asked with the length of a bare header: only the egress matters here,
+    /// and a packet over its MTU has one too (the FIB reports frag-needed
+    /// without it). Whether the translated packet fits is decided when it
+    /// is routed, where one without DF is translated and left to the kernel
+    /// to fragment (`ipv4.rs`).
     #[inline(always)]
     fn egress_role(&self, t: &Tuple) -> Option<u8> {
-        let out = match self.route(t) {
+        let route = fib::lookup_v4(
+            self.ctx,
+            self.ifindex,
+            self.tos,
+            t.proto,
+            IPV4_HLEN as u16,
+            t.saddr,
+            t.daddr,
+        );
+        let out = match route {
             Route::Resolved { ifindex, .. } | Route::NoNeigh { ifindex, .. } => ifindex,
             _ => return None,
         };
