@@ -958,6 +958,17 @@ fn check_pinned_map(
     Ok(())
 }
 
+/// Whether a map operation failed only because the key is not there. aya
+/// reports that as `KeyNotFound` from a lookup but as the syscall's ENOENT
+/// from a delete; both mean the entry is gone, which a delete wanted anyway.
+pub fn is_absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn missing(what: &str) -> DatapathError {
     DatapathError::MissingInObject {
         what: what.to_owned(),

@@ -25,7 +25,7 @@ use super::{
     session::{State, idle_ns, pair},
     tables::{SessionMaps, monotonic_ns},
 };
-use crate::config::NatTimeouts;
+use crate::{config::NatTimeouts, datapath::is_absent};
 
 /// How long a half without its peer, or a binding without sessions, is kept:
 /// the datapath inserts the two halves (and a binding before its session)
@@ -45,9 +45,10 @@ pub struct Decision {
     pub expired: Vec<[(SessionKey, u64); 2]>,
     /// Halves whose peer is missing, idle longer than [`GRACE`].
     pub orphans: Vec<(SessionKey, u64)>,
-    /// Binding entries (both directions of each) no live session uses, idle
-    /// longer than [`GRACE`]; with the `last_used_ns` seen.
-    pub bindings: Vec<(BindingKey, u64)>,
+    /// Bindings no live session uses, idle longer than [`GRACE`]: each one's
+    /// entries (both directions, or the one left), the inside one first,
+    /// with the `last_used_ns` seen.
+    pub bindings: Vec<Vec<(BindingKey, u64)>>,
     /// Live sessions: pairs kept, plus young orphans (a session whose
     /// second half is being inserted right now).
     pub live: u64,
@@ -128,12 +129,14 @@ pub fn decide(
         let in_use = used.contains(&(inside.0, inside.1, k.proto, external.0, external.1));
         let last_used = other.map_or(v.last_used_ns, |o| o.last_used_ns.max(v.last_used_ns));
         if !in_use && older_than(now_ns, last_used, GRACE) && doomed.insert(*k) {
-            d.bindings.push((*k, v.last_used_ns));
+            let mut entries = vec![(*k, v.last_used_ns)];
             if let Some(o) = other
                 && doomed.insert(other_key)
             {
-                d.bindings.push((other_key, o.last_used_ns));
+                entries.push((other_key, o.last_used_ns));
             }
+            entries.sort_by_key(|(k, _)| k.dir != role::INSIDE);
+            d.bindings.push(entries);
         }
     }
     d
@@ -159,7 +162,7 @@ fn delete_if_unchanged(
     match maps.sessions.get(key, 0) {
         Ok(v) if v.last_seen_ns == seen_ns => remove_session(maps, key).map(|()| true),
         Ok(_) => Ok(false),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(true),
+        Err(e) if is_absent(&e) => Ok(true),
         Err(source) => Err(NatError::Map {
             path: maps.path(maps::NAT_SESSIONS),
             source,
@@ -169,12 +172,81 @@ fn delete_if_unchanged(
 
 fn remove_session(maps: &mut SessionMaps, key: &SessionKey) -> Result<(), NatError> {
     match maps.sessions.remove(key) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(source) => Err(NatError::Map {
+        Err(e) if !is_absent(&e) => Err(NatError::Map {
             path: maps.path(maps::NAT_SESSIONS),
-            source,
+            source: e,
         }),
+        _ => Ok(()),
     }
+}
+
+/// The binding entries as the sweeper needs them, so that the order of its
+/// checks and deletes can be tested without a kernel.
+pub trait BindingStore {
+    /// `last_used_ns` of the entry, `None` if it is gone.
+    fn last_used(&self, k: &BindingKey) -> Result<Option<u64>, NatError>;
+    /// Deletes the entry; one already gone is not an error.
+    fn remove(&mut self, k: &BindingKey) -> Result<(), NatError>;
+}
+
+impl BindingStore for SessionMaps {
+    fn last_used(&self, k: &BindingKey) -> Result<Option<u64>, NatError> {
+        match self.bindings.get(k, 0) {
+            Ok(v) => Ok(Some(v.last_used_ns)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(NatError::Map {
+                path: self.path(maps::NAT_BINDINGS),
+                source,
+            }),
+        }
+    }
+
+    fn remove(&mut self, k: &BindingKey) -> Result<(), NatError> {
+        match self.bindings.remove(k) {
+            Err(e) if !is_absent(&e) => Err(NatError::Map {
+                path: self.path(maps::NAT_BINDINGS),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Deletes the doomed bindings whose entries are all as the snapshot saw
+/// them; returns (bindings deleted, bindings revived).
+///
+/// Both directions go or stay together: the outside entry is the external
+/// port's reservation, and deleting it under a binding a new flow has just
+/// reused would let another inside host take the same port. The datapath
+/// refreshes both entries when it reuses a binding. The inside entry goes
+/// first, so no new flow finds the binding afterwards, and the outside one
+/// is checked once more before it goes: a flow that reused the binding in
+/// between has refreshed it, and keeps its reservation.
+pub fn apply_bindings<S: BindingStore>(
+    store: &mut S,
+    doomed: &[Vec<(BindingKey, u64)>],
+) -> Result<(usize, usize), NatError> {
+    let (mut deleted, mut revived) = (0, 0);
+    let unchanged = |store: &S, (k, used): &(BindingKey, u64)| -> Result<bool, NatError> {
+        Ok(store.last_used(k)?.is_none_or(|u| u == *used))
+    };
+    'binding: for entries in doomed {
+        for e in entries {
+            if !unchanged(store, e)? {
+                revived += 1;
+                continue 'binding;
+            }
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 && !unchanged(store, e)? {
+                revived += 1;
+                continue 'binding;
+            }
+            store.remove(&e.0)?;
+        }
+        deleted += 1;
+    }
+    Ok((deleted, revived))
 }
 
 /// Runs one sweep against the pinned maps.
@@ -213,20 +285,9 @@ pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<Swee
             stats.revived += 1;
         }
     }
-    for (k, used) in &d.bindings {
-        match maps.bindings.get(k, 0) {
-            Ok(v) if v.last_used_ns == *used => match maps.bindings.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => stats.bindings += 1,
-                Err(source) => {
-                    return Err(NatError::Map {
-                        path: maps.path(maps::NAT_BINDINGS),
-                        source,
-                    });
-                }
-            },
-            _ => stats.revived += 1,
-        }
-    }
+    let (deleted, revived) = apply_bindings(maps, &d.bindings)?;
+    stats.bindings += deleted;
+    stats.revived += revived;
     maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
     Ok(stats)
 }
@@ -333,6 +394,77 @@ mod tests {
         [(inside, to(&outside)), (outside, to(&inside))]
     }
 
+    /// Binding entries in memory; `on_remove` runs after each delete, as a
+    /// datapath reusing the binding concurrently would.
+    struct FakeBindings {
+        entries: HashMap<BindingKey, u64>,
+        on_remove: fn(&mut HashMap<BindingKey, u64>, &BindingKey),
+    }
+
+    impl BindingStore for FakeBindings {
+        fn last_used(&self, k: &BindingKey) -> Result<Option<u64>, NatError> {
+            Ok(self.entries.get(k).copied())
+        }
+
+        fn remove(&mut self, k: &BindingKey) -> Result<(), NatError> {
+            self.entries.remove(k);
+            (self.on_remove)(&mut self.entries, k);
+            Ok(())
+        }
+    }
+
+    fn fake(
+        entries: &[(BindingKey, Binding)],
+        on_remove: fn(&mut HashMap<BindingKey, u64>, &BindingKey),
+    ) -> FakeBindings {
+        FakeBindings {
+            entries: entries.iter().map(|(k, v)| (*k, v.last_used_ns)).collect(),
+            on_remove,
+        }
+    }
+
+    /// The sweep's decision for one unused binding, taken on `entries`.
+    fn doomed(entries: &[(BindingKey, Binding)]) -> Vec<Vec<(BindingKey, u64)>> {
+        let d = decide(&[], entries, 1000 * S, &timeouts());
+        assert_eq!(d.bindings.len(), 1, "{d:?}");
+        d.bindings
+    }
+
+    #[test]
+    fn a_binding_is_deleted_whole_or_not_at_all() {
+        let [inside, outside] = binding(1, proto::UDP, 990);
+        let plan = doomed(&[inside, outside]);
+
+        let mut untouched = fake(&[inside, outside], |_, _| {});
+        assert_eq!(apply_bindings(&mut untouched, &plan).unwrap(), (1, 0));
+        assert!(untouched.entries.is_empty());
+
+        // Reused after the snapshot: either entry moved, both stay.
+        for moved in [inside.0, outside.0] {
+            let mut reused = fake(&[inside, outside], |_, _| {});
+            reused.entries.insert(moved, 999 * S);
+            assert_eq!(apply_bindings(&mut reused, &plan).unwrap(), (0, 1));
+            assert_eq!(reused.entries.len(), 2, "{moved:?} moved");
+        }
+
+        // Reused between the two deletes: the flow refreshed the outside
+        // entry, the reservation of its external port, which must stay.
+        let mut raced = fake(&[inside, outside], |m, k| {
+            if k.dir == role::INSIDE
+                && let Some(u) = m.values_mut().next()
+            {
+                *u = 999 * S;
+            }
+        });
+        assert_eq!(apply_bindings(&mut raced, &plan).unwrap(), (0, 1));
+        assert_eq!(raced.entries.keys().collect::<Vec<_>>(), vec![&outside.0]);
+
+        // An entry already gone (the other sweeper, the LRU) is no error.
+        let mut half_gone = fake(&[outside], |_, _| {});
+        assert_eq!(apply_bindings(&mut half_gone, &plan).unwrap(), (1, 0));
+        assert!(half_gone.entries.is_empty());
+    }
+
     fn expired_keys(d: &Decision) -> Vec<u8> {
         d.expired.iter().map(|[(k, _), _]| k.saddr[3]).collect()
     }
@@ -390,9 +522,16 @@ mod tests {
         bindings.extend(binding(3, proto::UDP, now - 1)); // new, no session yet
         bindings.extend(binding(4, proto::TCP, now - 3)); // unused, past the grace
         let d = decide(&sessions, &bindings, now * S, &timeouts());
+        assert!(
+            d.bindings
+                .iter()
+                .all(|b| b.len() == 2 && b[0].0.dir == role::INSIDE),
+            "both entries of each, inside first: {d:?}"
+        );
         let mut gone: Vec<(u8, u8)> = d
             .bindings
             .iter()
+            .flatten()
             .map(|(k, _)| {
                 let n = if k.dir == role::INSIDE {
                     k.addr[3]
@@ -421,9 +560,9 @@ mod tests {
         let now = 1000;
         let [inside, outside] = binding(1, proto::UDP, now - 10);
         let d = decide(&[], &[outside], now * S, &timeouts());
-        assert_eq!(d.bindings, vec![(outside.0, (now - 10) * S)]);
+        assert_eq!(d.bindings, vec![vec![(outside.0, (now - 10) * S)]]);
         let d = decide(&[], &[inside], now * S, &timeouts());
-        assert_eq!(d.bindings, vec![(inside.0, (now - 10) * S)]);
+        assert_eq!(d.bindings, vec![vec![(inside.0, (now - 10) * S)]]);
     }
 
     #[test]
