@@ -1196,6 +1196,33 @@ fn snat_tcp_records_flags_both_ways(hook: Hook) {
         sent: [&[&syn, &ack, &fin], &[&synack, &rst]],
         ..exp
     });
+
+    // The server's late ACK opens nothing: the state stays.
+    let late = synack.clone().flags(ACK);
+    nat.back("a late ACK", &late, c);
+    nat.expect(&Expect {
+        flags: [tcp_seen::SYN | tcp_seen::FIN, tcp_seen::SYN | tcp_seen::RST],
+        sent: [&[&syn, &ack, &fin], &[&synack, &rst, &late]],
+        ..exp
+    });
+
+    // The client reconnects from the same port: the new SYN starts the
+    // state over in both halves (VPP reopens the session), and the new
+    // handshake makes the session established again.
+    nat.from(role::INSIDE);
+    nat.out("a new SYN on the closed connection's tuple", &syn, p);
+    nat.expect(&Expect {
+        flags: [tcp_seen::SYN, 0],
+        sent: [&[&syn, &ack, &fin, &syn], &[&synack, &rst, &late]],
+        ..exp
+    });
+    nat.from(role::OUTSIDE);
+    nat.back("its SYN-ACK", &synack, c);
+    nat.expect(&Expect {
+        flags: [tcp_seen::SYN, tcp_seen::SYN],
+        sent: [&[&syn, &ack, &fin, &syn], &[&synack, &rst, &late, &synack]],
+        ..exp
+    });
     nat.finish();
 }
 

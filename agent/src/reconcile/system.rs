@@ -205,7 +205,7 @@ impl System {
         if t.link == link {
             return;
         }
-        t.link = link;
+        let old = std::mem::replace(&mut t.link, link);
         match dp.refresh_iface(t) {
             Ok(true) => info!(
                 interface = %t.name,
@@ -215,6 +215,8 @@ impl System {
             ),
             Ok(false) => {}
             Err(e) => {
+                // Not recorded as done, so the next resync tries again.
+                t.link = old;
                 warn!(interface = %t.name, error = %e, "cannot update the interface's datapath entry")
             }
         }

@@ -136,7 +136,8 @@ pub fn decide<S: SlowCall>(
     }
     if pk.l4 != L4::IcmpError {
         let seen = session::seen_bits(pk.l4, pk.tcp_flags);
-        if let Some(h) = session::hit(&session::key(&pk.tuple, dir), seen, len, now) {
+        let opening = session::opening(pk.l4, pk.tcp_flags);
+        if let Some(h) = session::hit(&session::key(&pk.tuple, dir), seen, opening, len, now) {
             let outbound = dir == role::INSIDE;
             count_translated(outbound);
             return translated(pk, dir, h.to, outbound, h.route);

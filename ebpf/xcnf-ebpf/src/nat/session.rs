@@ -65,9 +65,20 @@ pub struct Hit {
     pub route: RouteSlot,
 }
 
-/// Looks up the half for a packet and records it: time, counts, TCP flags.
+/// Whether a TCP segment opens a connection: SYN without ACK.
 #[inline(always)]
-pub fn hit(k: &SessionKey, seen: u8, len: u64, now: clock::Now) -> Option<Hit> {
+pub fn opening(l4: L4, tcp_flags: u8) -> bool {
+    l4 == L4::Tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// Looks up the half for a packet and records it: time, counts, TCP flags.
+/// A connection `opening` on the tuple of one that closed or was reset
+/// starts the session's TCP state over ([`reopen`]).
+#[inline(always)]
+pub fn hit(k: &SessionKey, seen: u8, opening: bool, len: u64, now: clock::Now) -> Option<Hit> {
     let p = NAT_SESSIONS.get_ptr_mut(k)?;
     // SAFETY: a live map value; concurrent writers on other CPUs can only
     // make the counts approximate, never the memory invalid.
@@ -80,7 +91,9 @@ pub fn hit(k: &SessionKey, seen: u8, len: u64, now: clock::Now) -> Option<Hit> {
     }
     s.packets += 1;
     s.bytes += len;
-    if s.flags & seen != seen {
+    if opening && s.flags & (tcp_seen::FIN | tcp_seen::RST) != 0 {
+        reopen(k, s);
+    } else if s.flags & seen != seen {
         s.flags |= seen;
     }
     Some(Hit {
@@ -90,6 +103,29 @@ pub fn hit(k: &SessionKey, seen: u8, len: u64, now: clock::Now) -> Option<Hit> {
             now_ms: now.ms,
         },
     })
+}
+
+/// Starts the TCP state of a session over in both halves, as VPP reopens
+/// a closed session on a new SYN: this half has seen the SYN, its peer
+/// nothing yet. Without it a client reconnecting from the same port within
+/// the transitory timeout would keep the old connection's FIN or RST, and
+/// its session the transitory timeout, for as long as it lives.
+#[inline(always)]
+fn reopen(k: &SessionKey, s: &mut Session) {
+    s.flags = (s.flags & INITIATOR) | tcp_seen::SYN;
+    let peer = SessionKey {
+        saddr: s.daddr,
+        daddr: s.saddr,
+        sport: s.dport,
+        dport: s.sport,
+        proto: k.proto,
+        dir: s.peer_dir,
+        _pad: [0; 2],
+    };
+    if let Some(p) = NAT_SESSIONS.get_ptr_mut(&peer) {
+        // SAFETY: a live map value.
+        unsafe { (*p).flags &= INITIATOR };
+    }
 }
 
 /// The translation of a session half without recording a packet: ICMP
