@@ -2345,6 +2345,15 @@ fn malformed_l4_drops(hook: Hook) {
         ("ICMP echo cut to 4 bytes", truncated(&echo, 4)),
     ] {
         nat.refused(&format!("outbound {what}"), &pkt, malformed, &[]);
+        // On a wire the frame is padded to 60 bytes: the cut header must
+        // not be completed from the padding.
+        let mut padded = nat.arriving(&pkt);
+        padded.resize(padded.len().max(60), 0);
+        nat.run(
+            &Case::dropped(&format!("outbound {what}, padded"), padded, malformed),
+            &[],
+            &[],
+        );
     }
     nat.from(role::OUTSIDE);
     let p = nat.pool_addr(CLIENT);

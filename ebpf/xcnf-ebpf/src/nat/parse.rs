@@ -101,6 +101,18 @@ pub fn parse<P: Pkt>(p: &P) -> Result<Parsed, Fault> {
     if frag == Frag::Later {
         return Ok(out);
     }
+    // The L4 header must lie within the IPv4 total length, not just within
+    // the frame: a frame padded to Ethernet's 60 bytes would otherwise give
+    // a truncated segment a "header" read from the padding.
+    let l4_len = usize::from(u16::from_be_bytes([ip[2], ip[3]])).saturating_sub(IPV4_HLEN);
+    let need = match out.tuple.proto {
+        proto::TCP => 20,
+        proto::UDP | proto::ICMP => 8,
+        _ => 0,
+    };
+    if l4_len < need {
+        return Err(Fault);
+    }
     match out.tuple.proto {
         proto::TCP => {
             let h = load::<P, 20>(p, L4_OFF)?;
@@ -130,7 +142,12 @@ pub fn parse<P: Pkt>(p: &P) -> Result<Parsed, Fault> {
                 ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB => {
                     // An error whose quote cannot be read has no session to
                     // belong to; `inner` stays `None` and it is unmatched.
-                    out.inner = parse_inner(p);
+                    // Its quote, too, within the total length.
+                    out.inner = if l4_len >= 8 + IPV4_HLEN + 8 {
+                        parse_inner(p)
+                    } else {
+                        None
+                    };
                     out.l4 = L4::IcmpError;
                 }
                 _ => {}
