@@ -2350,7 +2350,7 @@ fn malformed_l4_drops(hook: Hook) {
         let mut padded = nat.arriving(&pkt);
         padded.resize(padded.len().max(60), 0);
         nat.run(
-            &Case::dropped(&format!("outbound {what}, padded"), padded, malformed),
+            &Case::dropped(format!("outbound {what}, padded"), padded, malformed),
             &[],
             &[],
         );

@@ -11,6 +11,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -249,8 +253,15 @@ pub fn apply_bindings<S: BindingStore>(
     Ok((deleted, revived))
 }
 
-/// Runs one sweep against the pinned maps.
-pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<SweepStats, NatError> {
+/// Runs one sweep against the pinned maps. `retired` is set when a new
+/// sweeper takes over (new timeouts, or new session tables sharing this
+/// `nat_active`): a sweep still running then leaves the active count alone,
+/// which it would set from a table or timeouts no longer in force.
+pub fn sweep_once(
+    maps: &mut SessionMaps,
+    timeouts: &NatTimeouts,
+    retired: &AtomicBool,
+) -> Result<SweepStats, NatError> {
     // Read before the scan: every session created after this point is
     // counted by the datapath in `created - snapshot`, and possibly also by
     // the scan, which errs towards refusing a flow, never towards overflow.
@@ -288,7 +299,9 @@ pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<Swee
     let (deleted, revived) = apply_bindings(maps, &d.bindings)?;
     stats.bindings += deleted;
     stats.revived += revived;
-    maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
+    if !retired.load(Ordering::Acquire) {
+        maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
+    }
     Ok(stats)
 }
 
@@ -298,6 +311,7 @@ pub async fn run(
     mut maps: SessionMaps,
     timeouts: NatTimeouts,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    retired: Arc<AtomicBool>,
 ) {
     let mut tick = tokio::time::interval(interval(&timeouts));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -307,8 +321,9 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let started = Instant::now();
+        let flag = Arc::clone(&retired);
         let joined = tokio::task::spawn_blocking(move || {
-            let r = sweep_once(&mut maps, &timeouts);
+            let r = sweep_once(&mut maps, &timeouts, &flag);
             (maps, r)
         })
         .await;

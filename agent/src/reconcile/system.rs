@@ -10,6 +10,10 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use serde::{Deserialize, Serialize};
@@ -77,14 +81,28 @@ pub struct System {
     /// What is attached, to re-attach after a datapath reload.
     targets: BTreeMap<String, Target>,
     nat: Option<NatPlan>,
-    sweeper: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    sweeper: Option<Sweeper>,
     on_load: Option<OnLoad>,
     /// Opens the VPP connection when the config first has VPP items.
     vpp_connect: Option<VppConnect>,
     vpp: Option<Vpp>,
+}
+
+/// The running session sweeper (`nat::sweep::run`).
+struct Sweeper {
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Set before `stop`, so a sweep still running leaves the active count
+    /// to the sweeper that replaces it.
+    retired: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sweeper {
+    fn retire(self) -> tokio::task::JoinHandle<()> {
+        self.retired.store(true, Ordering::Release);
+        let _ = self.stop.send(());
+        self.task
+    }
 }
 
 /// Opens a connection to VPP's binary API; it connects (and reconnects) in
@@ -281,18 +299,30 @@ impl System {
     }
 
     fn restart_sweeper(&mut self, plan: &NatPlan) {
-        if let Some((stop, _task)) = self.sweeper.take() {
-            let _ = stop.send(());
+        if let Some(old) = self.sweeper.take() {
+            // Not awaited (this runs inside a synchronous step); retired,
+            // a sweep in progress finishes without touching the count.
+            drop(old.retire());
         }
         match SessionMaps::open(&self.settings.pins) {
             Ok(maps) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel();
+                let retired = Arc::new(AtomicBool::new(false));
                 info!(
                     interval_ms = sweep::interval(&plan.timeouts).as_millis() as u64,
                     "NAT session sweeper started"
                 );
-                let task = tokio::spawn(sweep::run(maps, plan.timeouts, stopped));
-                self.sweeper = Some((stop, task));
+                let task = tokio::spawn(sweep::run(
+                    maps,
+                    plan.timeouts,
+                    stopped,
+                    Arc::clone(&retired),
+                ));
+                self.sweeper = Some(Sweeper {
+                    stop,
+                    retired,
+                    task,
+                });
             }
             Err(e) => {
                 warn!(error = %e, "cannot open the session tables: NAT sessions will not expire")
@@ -301,10 +331,9 @@ impl System {
     }
 
     async fn stop_sweeper(&mut self) {
-        if let Some((stop, task)) = self.sweeper.take() {
-            let _ = stop.send(());
+        if let Some(old) = self.sweeper.take() {
             // Let a sweep in progress finish before the pins may go.
-            let _ = task.await;
+            let _ = old.retire().await;
         }
     }
 

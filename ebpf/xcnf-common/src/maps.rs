@@ -85,7 +85,7 @@ pub const NAT_ADDRS: MapName = MapName {
     pin: "nat_addrs",
     key_size: 4,
     value_size: size_of::<nat::NatAddr>() as u32,
-    max_entries: nat::MAX_NAT_ADDRS,
+    max_entries: nat::NAT_ADDRS_ENTRIES,
 };
 
 /// Session halves (LRU): [`crate::nat::SessionKey`] → [`crate::nat::Session`].

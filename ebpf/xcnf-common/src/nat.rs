@@ -437,7 +437,13 @@ pub const MAX_MAPPINGS: u32 = 16_384;
 /// every mapping. A map sized to the config limit could not take any
 /// change to a config at that limit.
 pub const MAX_STATIC: u32 = 4 * MAX_MAPPINGS;
+/// Addresses one config may own: pool addresses plus static mappings'
+/// external addresses.
 pub const MAX_NAT_ADDRS: u32 = 65536;
+/// Entries of `nat_addrs`: twice what a config may own, for the reason given
+/// at [`MAX_STATIC`] (a change writes the new addresses before it removes
+/// the stale ones, so replacing a large pool needs room for both).
+pub const NAT_ADDRS_ENTRIES: u32 = 2 * MAX_NAT_ADDRS;
 pub const MAX_FRAGS: u32 = 8192;
 /// Default `maxSessions` (config.md), and the compiled-in map size the agent
 /// overrides at load time.

@@ -20,7 +20,7 @@ use xcnf_common::{
     maps::MAX_IFACES,
     nat::{
         Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, HostPairing, MAX_FRAGS,
-        MAX_HOSTS, MAX_NAT_ADDRS, MAX_POOL_RANGES, MAX_STATIC, NatAddr, NatConfig, NatStats,
+        MAX_HOSTS, MAX_POOL_RANGES, MAX_STATIC, NAT_ADDRS_ENTRIES, NatAddr, NatConfig, NatStats,
         PoolRange, RouteCtl, Session, SessionKey, StaticKey, StaticMapping, active,
     },
 };
@@ -60,7 +60,7 @@ pub static NAT_POOLS: Array<PoolRange, { MAX_POOL_RANGES as usize }> = Array::ne
 pub static NAT_STATIC: HashMap<StaticKey, StaticMapping, { MAX_STATIC as usize }> = HashMap::new();
 
 #[btf_map]
-pub static NAT_ADDRS: HashMap<[u8; 4], NatAddr, { MAX_NAT_ADDRS as usize }> = HashMap::new();
+pub static NAT_ADDRS: HashMap<[u8; 4], NatAddr, { NAT_ADDRS_ENTRIES as usize }> = HashMap::new();
 
 /// Both halves of every session. The compiled-in size is replaced at load
 /// time from `maxSessions`.
