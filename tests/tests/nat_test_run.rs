@@ -1089,7 +1089,7 @@ xcnf_tests::on_both_hooks!(
     table_full_refuses_new_flows,
     malformed_l4_drops,
     no_role_or_disabled_forwards_unchanged,
-    ttl_and_options_pass_untranslated,
+    ttl_and_ip_options_before_nat,
     inbound_unroutable_drops,
     outbound_unresolved_or_unroutable,
     icmp_static_mapping,
@@ -2439,23 +2439,46 @@ fn no_role_or_disabled_forwards_unchanged(hook: Hook) {
     nat.finish();
 }
 
-/// Step 1 of docs/nat44.md: TTL ≤ 1 and IP options go to the kernel before
-/// NAT, untranslated.
-fn ttl_and_options_pass_untranslated(hook: Hook) {
-    let nat = Nat::new(hook, Config::default());
+/// Step 1 of docs/nat44.md: TTL ≤ 1 goes to the kernel before NAT,
+/// untranslated; so does IPv4 with options, except where the kernel would
+/// send it out with an inside address or deliver a NAT address's traffic to
+/// the CNF's stack: that is dropped (`nat_ip_options`).
+fn ttl_and_ip_options_before_nat(hook: Hook) {
+    let mut nat = Nat::new(hook, Config::default());
     let ttl1 = Pkt::udp((CLIENT, 40000), (SERVER, 53)).ttl(1);
     nat.run(
         &nat.passed("TTL 1", &ttl1, |p| &mut p.ttl_expired),
         &[],
         &[],
     );
-    let mut opts = Pkt::udp((CLIENT, 40000), (SERVER, 53));
-    opts.ip = opts.ip.options(&[0x94, 0x04, 0x00, 0x00]);
+    let with_options = |p: Pkt| Pkt {
+        ip: p.ip.clone().options(&[0x94, 0x04, 0x00, 0x00]),
+        ..p
+    };
+    let options: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_ip_options;
+    let out = with_options(Pkt::udp((CLIENT, 40000), (SERVER, 53)));
+    nat.refused("IP options, inside to outside", &out, options, &[]);
+    let plain = with_options(Pkt::udp((CLIENT, 40000), (PLAIN_HOST, 53)));
     nat.run(
-        &nat.passed("IP options", &opts, |p| &mut p.ip_options),
+        &nat.passed("IP options, inside to a role-less interface", &plain, |p| {
+            &mut p.ip_options
+        }),
         &[],
         &[],
     );
+    nat.from(role::OUTSIDE);
+    let p = nat.pool_addr(CLIENT);
+    let to_pool = with_options(Pkt::udp((REMOTE, 53), (p, 40000)));
+    nat.refused("IP options to a pool address", &to_pool, options, &[]);
+    let to_cnf = with_options(Pkt::udp((REMOTE, 53), (OUTSIDE_ADDR, 40000)));
+    nat.run(
+        &nat.passed("IP options to the CNF's own address", &to_cnf, |p| {
+            &mut p.ip_options
+        }),
+        &[],
+        &[],
+    );
+    nat.from(role::INSIDE);
     let udp = Pkt::udp((CLIENT, 40000), (SERVER, 53));
     nat.run(
         &Case::passed(

@@ -273,6 +273,7 @@ pub fn counters_to_pb(c: &IfCounters) -> pb::InterfaceCounters {
         nat_table_full,
         nat_fragment_untracked,
         nat_unroutable,
+        nat_ip_options,
     } = c.dropped;
     pb::InterfaceCounters {
         rx: Some(pb_pair(&c.rx)),
@@ -299,6 +300,7 @@ pub fn counters_to_pb(c: &IfCounters) -> pb::InterfaceCounters {
             nat_table_full,
             nat_fragment_untracked,
             nat_unroutable,
+            nat_ip_options,
         }),
         ..Default::default()
     }
@@ -332,6 +334,7 @@ pub fn counters_from_pb(c: &pb::InterfaceCounters) -> IfCounters {
             nat_table_full: d.nat_table_full,
             nat_fragment_untracked: d.nat_fragment_untracked,
             nat_unroutable: d.nat_unroutable,
+            nat_ip_options: d.nat_ip_options,
         },
     }
 }
@@ -571,6 +574,7 @@ mod tests {
                 nat_table_full: next(),
                 nat_fragment_untracked: next(),
                 nat_unroutable: next(),
+                nat_ip_options: next(),
             },
         }
     }

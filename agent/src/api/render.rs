@@ -142,6 +142,7 @@ pub fn stats_json(r: &pb::StatsResponse) -> Value {
                         "natPoolExhausted": d.nat_pool_exhausted, "natTableFull": d.nat_table_full,
                         "natFragmentUntracked": d.nat_fragment_untracked,
                         "natUnroutable": d.nat_unroutable,
+                        "natIpOptions": d.nat_ip_options,
                     },
                 })
             })

@@ -356,7 +356,7 @@ fn pass_reasons(p: &PassReasons) -> [(&'static str, u64); 11] {
     ]
 }
 
-fn drop_reasons(d: &DropReasons) -> [(&'static str, u64); 8] {
+fn drop_reasons(d: &DropReasons) -> [(&'static str, u64); 9] {
     let DropReasons {
         malformed,
         blackhole,
@@ -366,6 +366,7 @@ fn drop_reasons(d: &DropReasons) -> [(&'static str, u64); 8] {
         nat_table_full,
         nat_fragment_untracked,
         nat_unroutable,
+        nat_ip_options,
     } = *d;
     [
         ("malformed", malformed),
@@ -376,6 +377,7 @@ fn drop_reasons(d: &DropReasons) -> [(&'static str, u64); 8] {
         ("nat_table_full", nat_table_full),
         ("nat_fragment_untracked", nat_fragment_untracked),
         ("nat_unroutable", nat_unroutable),
+        ("nat_ip_options", nat_ip_options),
     ]
 }
 

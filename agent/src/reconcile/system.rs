@@ -623,7 +623,11 @@ impl Backend for System {
         let needs_dp = items
             .keys()
             .any(|k| matches!(k, ItemKey::Nat | ItemKey::Attach(_)));
-        if needs_dp || self.dp.is_some() {
+        // Loaded here only if it is not yet: a running datapath is resized
+        // for a new maxSessions by the nat44 step itself (`set_nat`), inside
+        // the transaction, so a config that fails in an earlier step and is
+        // rolled back has not dropped every session on the way.
+        if needs_dp && self.dp.is_none() {
             self.ensure_dp(nat.as_ref())?;
         }
         Ok(())

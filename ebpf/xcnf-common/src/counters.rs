@@ -67,6 +67,10 @@ pub struct DropReasons {
     /// route inside: passing it untranslated would hand the CNF's own stack a
     /// packet for a NAT address.
     pub nat_unroutable: u64,
+    /// IPv4 with options (not translated) to a NAT address, or from inside
+    /// towards an outside interface: handed to the kernel it would reach
+    /// the CNF's own stack or leave with the inside address.
+    pub nat_ip_options: u64,
 }
 
 /// The value of the `COUNTERS` map.
@@ -123,6 +127,7 @@ impl DropReasons {
             nat_table_full,
             nat_fragment_untracked,
             nat_unroutable,
+            nat_ip_options,
         } = *self;
         malformed
             + blackhole
@@ -132,6 +137,7 @@ impl DropReasons {
             + nat_table_full
             + nat_fragment_untracked
             + nat_unroutable
+            + nat_ip_options
     }
 }
 
@@ -179,6 +185,7 @@ impl IfCounters {
             .nat_fragment_untracked
             .wrapping_add(e.nat_fragment_untracked);
         d.nat_unroutable = d.nat_unroutable.wrapping_add(e.nat_unroutable);
+        d.nat_ip_options = d.nat_ip_options.wrapping_add(e.nat_ip_options);
     }
 }
 
@@ -186,7 +193,7 @@ impl IfCounters {
 // SAFETY: `repr(C)`, only u64 fields, no padding.
 unsafe impl aya::Pod for IfCounters {}
 
-const _: () = assert!(core::mem::size_of::<IfCounters>() == 8 * (2 + 2 + 11 + 8));
+const _: () = assert!(core::mem::size_of::<IfCounters>() == 8 * (2 + 2 + 11 + 9));
 
 #[cfg(test)]
 mod tests {
@@ -204,7 +211,7 @@ mod tests {
         // SAFETY: IfCounters is repr(C) with N u64 fields.
         let c: IfCounters = unsafe { core::mem::transmute(raw) };
         assert_eq!(c.passed.total(), ((1u64 << 15) - 1) & !0b1111);
-        assert_eq!(c.dropped.total(), ((1u64 << 23) - 1) & !((1u64 << 15) - 1));
+        assert_eq!(c.dropped.total(), ((1u64 << 24) - 1) & !((1u64 << 15) - 1));
         let acc = IfCounters::summed([&c, &c]);
         // SAFETY: as above.
         let back: [u64; N] = unsafe { core::mem::transmute(acc) };

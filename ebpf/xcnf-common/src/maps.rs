@@ -161,7 +161,8 @@ pub const ROUTE_CTL: MapName = MapName {
 ///
 /// 2: `COUNTERS` became a per-CPU array indexed by `IfaceConfig::slot`.
 /// 3: `Session` shrank to 64 bytes (its size alone would have caught it).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: `DropReasons` gained `nat_ip_options` (as did `IfCounters`' size).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// FNV-1a, 64 bit: the fingerprints the agent records next to its pins
 /// (map layout, verified programs). Not for anything adversarial.

@@ -33,6 +33,7 @@ pub enum Drop {
     NatTableFull,
     NatFragmentUntracked,
     NatUnroutable,
+    NatIpOptions,
 }
 
 /// The counters at `slot` (an interface's `IfaceConfig::slot`) on this CPU;
@@ -102,6 +103,7 @@ pub fn dropped(c: Option<NonNull<IfCounters>>, why: Drop) {
             Drop::NatTableFull => &mut d.nat_table_full,
             Drop::NatFragmentUntracked => &mut d.nat_fragment_untracked,
             Drop::NatUnroutable => &mut d.nat_unroutable,
+            Drop::NatIpOptions => &mut d.nat_ip_options,
         };
         *f += 1;
     }

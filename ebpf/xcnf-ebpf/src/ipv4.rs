@@ -9,7 +9,8 @@ use crate::{
     clock::Now,
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
-    headers::{ETH_HLEN, Ipv4Hdr, ptr_at},
+    headers::{ETH_HLEN, IPV4_HLEN, Ipv4Hdr, ptr_at},
+    maps::NAT_ADDRS,
     nat::{
         self, Decision, FibQuery, parse, rewrite,
         route::{self, RouteKey},
@@ -17,6 +18,43 @@ use crate::{
     },
     pkt::Pkt,
 };
+
+/// IPv4 with options on a NAT interface. The translator does not handle
+/// options (its headers are read at fixed offsets), so such a packet goes
+/// to the kernel untranslated, as on any other interface, only where that
+/// is harmless. It is dropped and counted (`nat_ip_options`) when it is
+/// addressed to a NAT address that is not the CNF's own, which the CNF's
+/// stack must never receive, or when it comes from inside and would leave
+/// through an outside interface, with the inside address.
+#[inline(always)]
+fn with_options(i: &Ingress, data: usize, data_end: usize) -> Action {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(data, data_end, ETH_HLEN) else {
+        return Action::Drop(Drop::Malformed);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let t = parse::Tuple {
+        saddr: ip.src,
+        daddr: ip.dst,
+        sport: 0,
+        dport: 0,
+        proto: ip.protocol,
+    };
+    let fib = FibQuery {
+        ctx: i.ctx,
+        ifindex: i.ifindex,
+        tos: ip.tos,
+        // Only where it goes matters here, not whether it fits.
+        tot_len: IPV4_HLEN as u16,
+    };
+    let to_nat_addr = NAT_ADDRS.get_ptr(&t.daddr).is_some() && !fib.is_local(&t);
+    let leaves_outside = i.role == role::INSIDE && fib.egress_role(&t) == Some(role::OUTSIDE);
+    if to_nat_addr || leaves_outside {
+        Action::Drop(Drop::NatIpOptions)
+    } else {
+        Action::Pass(Pass::IpOptions)
+    }
+}
 
 /// IPv4 "don't fragment", in the first byte of the fragment field.
 const IP_DF_BYTE: u8 = 0x40;
@@ -59,6 +97,9 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
     let (data, data_end) = p.bounds();
     let h = match forward::validate(data, data_end, i.l3_len) {
         Ok(h) => h,
+        Err(Action::Pass(Pass::IpOptions)) if i.role != role::NONE && nat::config().is_some() => {
+            return with_options(i, data, data_end);
+        }
         Err(a) => return a,
     };
 

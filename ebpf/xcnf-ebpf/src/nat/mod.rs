@@ -83,7 +83,7 @@ impl FibQuery {
     /// is routed, where one without DF is translated and left to the kernel
     /// to fragment (`ipv4.rs`).
     #[inline(always)]
-    fn egress_role(&self, t: &Tuple) -> Option<u8> {
+    pub fn egress_role(&self, t: &Tuple) -> Option<u8> {
         let route = fib::lookup_v4(
             self.ctx,
             self.ifindex,
@@ -102,7 +102,7 @@ impl FibQuery {
     }
 
     #[inline(always)]
-    fn is_local(&self, t: &Tuple) -> bool {
+    pub fn is_local(&self, t: &Tuple) -> bool {
         matches!(self.route(t), Route::NotForwarded)
     }
 }

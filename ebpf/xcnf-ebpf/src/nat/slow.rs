@@ -94,7 +94,8 @@ fn drop_code(d: Drop) -> u8 {
         Drop::NatPoolExhausted => 4,
         Drop::NatTableFull => 5,
         Drop::NatFragmentUntracked => 6,
-        Drop::NatUnroutable => 7,
+        // Options packets are decided before NAT (`ipv4.rs`), never here.
+        Drop::NatUnroutable | Drop::NatIpOptions => 7,
     }
 }
 
