@@ -526,6 +526,112 @@ fn bytes_of(halves: &[(SessionKey, Session)]) -> u64 {
     halves.iter().map(|(_, v)| v.bytes).sum()
 }
 
+/// A `maxSessions` change in a transaction that fails is rolled back with
+/// the rest: the session tables keep their size and their sessions. (The
+/// tables used to be resized before the first step, outside the
+/// transaction.)
+#[test]
+fn a_failed_apply_keeps_the_session_tables() {
+    let lab = Lab::start("mx", &own_address_pool().max_sessions(1000));
+    let _report = lab.report();
+    let (cnf, client) = (&lab.chain.cnf, &lab.chain.client);
+    let _web = lab.chain.start_http_server(http_echo());
+    let seen = client
+        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(seen, CNF_OUTSIDE_IP);
+    let pins = pin_dir(lab.instance());
+    let table = || {
+        let info = aya::maps::MapInfo::from_pin(pins.join("nat_sessions"))
+            .unwrap_or_else(|e| panic!("nat_sessions: {e}"));
+        (info.id(), info.max_entries())
+    };
+    let keys = || {
+        let mut k: Vec<SessionKey> = read_sessions(&pins)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        k.sort_by_key(|k| format!("{k:?}"));
+        k
+    };
+    let (table_before, keys_before) = (table(), keys());
+    assert!(!keys_before.is_empty(), "curl made no session");
+
+    // Someone else's route with the key the new config wants: the route
+    // step fails, after the nat44 step would have resized the tables.
+    cnf.ip(&[
+        "route",
+        "add",
+        "10.77.0.0/16",
+        "via",
+        SERVER_IP,
+        "metric",
+        "7",
+    ]);
+    let mut bigger = nat_chain_config(lab.instance(), TC, &own_address_pool().max_sessions(2000));
+    bigger.push_str(&format!(
+        "  routes:\n    - {{dst: 10.77.0.0/16, via: {CLIENT_IP}, interface: inside, metric: 7}}\n"
+    ));
+    let files = Scratch::new(&format!("{}-files", lab.instance()));
+    let path = files.path().join("bigger.yaml");
+    std::fs::write(&path, &bigger).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let out = xcnfctl_output(
+        cnf,
+        lab.instance(),
+        &["config", "apply", &path.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    assert!(text(&out.stderr).contains("rolled back"), "{}", show(&out));
+
+    assert_eq!(
+        table(),
+        table_before,
+        "the session table was replaced (map id, entries) by a rolled-back apply"
+    );
+    assert_eq!(keys(), keys_before, "sessions lost in a rolled-back apply");
+    assert!(
+        !lab.agent
+            .log()
+            .contains("reloading the datapath with new session tables"),
+        "{}",
+        lab.agent.log()
+    );
+    let seen = client
+        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
+        .unwrap_or_else(|e| panic!("after the rolled-back apply: {e}"));
+    assert_eq!(seen, CNF_OUTSIDE_IP);
+
+    // Without the conflicting route the same change applies, and the nat44
+    // step resizes the tables.
+    let path = files.path().join("bigger-only.yaml");
+    let bigger_only = nat_chain_config(lab.instance(), TC, &own_address_pool().max_sessions(2000));
+    std::fs::write(&path, &bigger_only).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let out = xcnfctl_output(
+        cnf,
+        lab.instance(),
+        &["config", "apply", &path.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (_, entries) = table();
+    assert!(
+        entries > table_before.1,
+        "maxSessions 2000: {entries} entries, 1000 had {}",
+        table_before.1
+    );
+    assert!(
+        lab.agent
+            .log()
+            .contains("reloading the datapath with new session tables"),
+        "{}",
+        lab.agent.log()
+    );
+    let seen = client
+        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
+        .unwrap_or_else(|e| panic!("after the resize: {e}"));
+    assert_eq!(seen, CNF_OUTSIDE_IP);
+}
+
 #[test]
 fn kill_9_during_iperf3_through_nat_does_not_reset_the_transfer() {
     let mut lab = Lab::start("k9", &own_address_pool());
