@@ -488,6 +488,13 @@ impl Datapath {
         .unwrap_or_else(|e| panic!("NAT_ADDRS[{addr:?}]: {}", chain(&e)));
     }
 
+    /// Takes `addr` out of `nat_addrs`, as a config change does.
+    pub fn remove_nat_addr(&mut self, addr: Ip4) {
+        let mut m = typed_map!(self, maps::NAT_ADDRS.object, HashMap<_, Ip4, NatAddr>);
+        m.remove(&addr)
+            .unwrap_or_else(|e| panic!("NAT_ADDRS[{addr:?}]: {}", chain(&e)));
+    }
+
     /// Every entry of a hash-like map, in the kernel's iteration order.
     fn entries<K: Pod, V: Pod>(&self, name: &str) -> Vec<(K, V)> {
         let m: HashMap<&MapData, K, V> = typed_map!(ref self, name, HashMap<_, K, V>);

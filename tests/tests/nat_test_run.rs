@@ -1076,6 +1076,7 @@ xcnf_tests::on_both_hooks!(
     hairpin_through_static_mapping,
     hairpin_through_static_mapping_endpoint_dependent,
     hairpin_through_binding,
+    a_binding_to_a_removed_pool_address_is_replaced,
     icmp_errors_from_outside,
     icmp_errors_from_inside,
     icmp_error_quoting_no_session,
@@ -1729,6 +1730,68 @@ fn hairpin_static(hook: Hook, flags: u32) {
         sent: [&[&syn], &[&synack]],
     });
     nat.expect_pairings();
+    nat.finish();
+}
+
+/// A config change takes the client's pool address out of the pool. Its
+/// binding still names that address, which nothing answers for any more:
+/// the next new flow of the endpoint gets a binding on the new pool, and
+/// the old reservation goes.
+fn a_binding_to_a_removed_pool_address_is_replaced(hook: Hook) {
+    let mut nat = Nat::new(hook, Config::default());
+    let c = (CLIENT, 40000);
+    let old = nat.pool_addr(CLIENT);
+    nat.snat(
+        "client creates its binding",
+        &Pkt::udp(c, (SERVER, 53)),
+        (old, 40000),
+    );
+    let index = u32::from_be_bytes(old) - u32::from_be_bytes(POOL_FIRST);
+
+    let new_first = [80, 80, 80, 150];
+    nat.dp.set_pools(
+        NatConfig {
+            flags: config_flags::ENABLED,
+            max_sessions: 1024,
+            ..NatConfig::default()
+        },
+        &[range(new_first, POOL_COUNT, 0, (1024, 65535))],
+    );
+    for i in 0..POOL_COUNT {
+        nat.dp.add_nat_addr(add(new_first, i), addr_flags::POOL);
+        nat.dp.remove_nat_addr(add(POOL_FIRST, i));
+    }
+    // The host keeps its pairing index, which now names a new address.
+    let new = add(new_first, index);
+    nat.snat(
+        "the same endpoint to another server",
+        &Pkt::udp(c, (REMOTE, 53)),
+        (new, 40000),
+    );
+    let bindings = nat.dp.bindings();
+    let has = |addr: Ip4, dir: u8| {
+        bindings
+            .iter()
+            .any(|(k, _)| k.addr == addr && k.port == 40000 && k.dir == dir)
+    };
+    assert!(
+        has(new, role::OUTSIDE),
+        "{hook:?}: no reservation on {new:?}: {bindings:?}"
+    );
+    assert!(
+        !has(old, role::OUTSIDE),
+        "{hook:?}: the old reservation stayed: {bindings:?}"
+    );
+    let inside: Vec<_> = bindings
+        .iter()
+        .filter(|(k, _)| k.addr == CLIENT && k.dir == role::INSIDE)
+        .map(|(_, v)| (v.addr, v.port))
+        .collect();
+    assert_eq!(
+        inside,
+        vec![(new, 40000)],
+        "{hook:?}: the endpoint's binding"
+    );
     nat.finish();
 }
 

@@ -12,12 +12,15 @@ use aya_ebpf::{
 };
 use xcnf_common::nat::{
     Binding, BindingKey, HostPairing, MAX_POOL_RANGES, NatConfig, PORT_RANDOM_TRIES, PORT_TRIES,
-    Session, SessionKey, StaticKey, active, role,
+    Session, SessionKey, StaticKey, active, addr_flags, role,
 };
 
 use crate::{
     clock::Now,
-    maps::{NAT_ACTIVE, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_PROBE, NAT_SESSIONS, NAT_STATIC},
+    maps::{
+        NAT_ACTIVE, NAT_ADDRS, NAT_BINDINGS, NAT_HOSTS, NAT_POOLS, NAT_PROBE, NAT_SESSIONS,
+        NAT_STATIC,
+    },
     nat::{
         parse::Tuple,
         session::{self, NewSession},
@@ -289,6 +292,15 @@ impl Snat {
     }
 }
 
+/// Whether `addr` is one of the pool's addresses now.
+#[inline(always)]
+fn is_pool_addr(addr: [u8; 4]) -> bool {
+    // SAFETY: a live map value, read once.
+    NAT_ADDRS
+        .get_ptr(&addr)
+        .is_some_and(|a| unsafe { (*a).flags } & addr_flags::POOL != 0)
+}
+
 /// Endpoint-independent mapping (RFC 4787 REQ-1): one external endpoint per
 /// inside endpoint, kept in `nat_bindings`, whatever the destination.
 #[inline(always)]
@@ -302,22 +314,31 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
     if let Some(b) = NAT_BINDINGS.get_ptr_mut(&out_key) {
         // SAFETY: a live map value.
         let b = unsafe { &mut *b };
-        b.last_used_ns = now;
         let (addr, port) = (b.addr, b.port);
-        // The outside entry, the external port's reservation, is refreshed
-        // too: the sweeper deletes a binding only while neither entry has
-        // moved since its snapshot (`agent/src/nat/sweep.rs`).
         let reservation = BindingKey {
             addr,
             port,
             proto: orig.proto,
             dir: role::OUTSIDE,
         };
-        if let Some(r) = NAT_BINDINGS.get_ptr_mut(&reservation) {
-            // SAFETY: a live map value.
-            unsafe { (*r).last_used_ns = now };
+        if is_pool_addr(addr) {
+            b.last_used_ns = now;
+            // The outside entry, the external port's reservation, is
+            // refreshed too: the sweeper deletes a binding only while
+            // neither entry has moved since its snapshot
+            // (`agent/src/nat/sweep.rs`).
+            if let Some(r) = NAT_BINDINGS.get_ptr_mut(&reservation) {
+                // SAFETY: a live map value.
+                unsafe { (*r).last_used_ns = now };
+            }
+            return Snat::to(addr, port, false);
         }
-        return Snat::to(addr, port, false);
+        // Bound to an address a config change took out of the pool: nothing
+        // answers for it any more, so the binding goes and the endpoint is
+        // bound anew below. Its sessions keep their translation until they
+        // expire.
+        let _ = NAT_BINDINGS.remove(&reservation);
+        let _ = NAT_BINDINGS.remove(&out_key);
     }
     let Some(c) = Probe::start(pool, orig.proto, Reserve::Binding) else {
         return Snat::exhausted();
