@@ -465,6 +465,58 @@ fn path_mtu_discovery_through_the_nat() {
     );
 }
 
+/// Datagrams over the outside link's MTU without DF (ping -M dont): the cnf
+/// translates them and leaves the fragmenting to its kernel, so the server
+/// gets fragments from the pool address (the cnf's own, which its kernel
+/// must accept as a source), and the server's fragmented replies come back
+/// through the fragment records. Before, the kernel got them untranslated
+/// and sent the fragments out with the client's address.
+fn oversize_without_df(tag: &str, datapath: &str) {
+    let lab = Lab::start_with(tag, &ChainSpec::nat(), datapath, &own_address_pool(), |c| {
+        c.cnf.ip(&["link", "set", "c1", "mtu", "1280"]);
+        c.server.ip(&["link", "set", "eth0", "mtu", "1280"]);
+    });
+    let _report = lab.report();
+    let before = lab.counters("c0").passed.frag_needed;
+    let out = lab.chain.client.output(
+        "ping",
+        &[
+            "-M", "dont", "-s", "1400", "-c", "3", "-i", "0.2", "-W", "2", SERVER_IP,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "ping -M dont -s 1400 over a 1280-byte outside link: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = lab.counters("c0").passed.frag_needed - before;
+    assert!(
+        passed >= 3,
+        "the cnf handed {passed} oversize requests to its kernel, expected 3"
+    );
+    let (k, v) = lab
+        .inside_half(|k| k.proto == nat::proto::ICMP)
+        .unwrap_or_else(|| panic!("no echo session:\n{}", lab.sessions_text()));
+    assert_eq!(
+        v.saddr,
+        octets(CNF_OUTSIDE_IP),
+        "{}",
+        format_session(&k, &v)
+    );
+    assert_outcomes_add_up(&lab, "c0");
+}
+
+#[test]
+fn oversize_without_df_is_fragmented_after_translation_tc() {
+    oversize_without_df("nd", TC);
+}
+
+#[test]
+fn oversize_without_df_is_fragmented_after_translation_xdp() {
+    oversize_without_df("nx", XDP_NATIVE);
+}
+
 /// A static port-forward `external_ip`:8080 → client:80 reached from the
 /// outside: the client's server sees the web server's real address.
 fn static_port_forward(tag: &str, external_ip: &str) -> Lab {

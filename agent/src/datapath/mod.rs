@@ -452,9 +452,7 @@ impl Datapath {
                 message: e.to_string(),
             })?;
         }
-        if let HookChoice::Xdp(_) = t.hook {
-            accept_local(ifname);
-        }
+        accept_local(ifname);
         // A hook change: the new link is in place, so the old one can go.
         if other.exists() {
             info!(interface = %ifname, "removing link of the previously configured hook");
@@ -812,19 +810,19 @@ fn unpin_link(pin: &Path) {
     }
 }
 
-/// XDP cannot resolve a next hop, so it hands a translated packet whose
-/// neighbour is unknown to the kernel, which forwards it and resolves the
-/// neighbour for the packets after it. A source-translated packet then
-/// carries a pool address, often one of the CNF's own, and the kernel drops
-/// packets arriving with a local source unless `accept_local` is set.
-/// TC needs none of this: `bpf_redirect_neigh` resolves in place.
+/// Both hooks hand some translated packets to the kernel to forward: XDP
+/// those whose next hop is unresolved (it cannot resolve one), both hooks
+/// those over the egress MTU without DF (the kernel fragments them). A
+/// source-translated packet then carries a pool address, often one of the
+/// CNF's own, and the kernel drops packets arriving with a local source
+/// unless `accept_local` is set.
 fn accept_local(ifname: &str) {
     let path = format!("/proc/sys/net/ipv4/conf/{ifname}/accept_local");
     if let Err(e) = std::fs::write(&path, "1") {
         warn!(
             interface = %ifname,
             error = %e,
-            "cannot set {path}: with XDP, the first NAT packets towards an unresolved next hop are dropped by the kernel until something else resolves it"
+            "cannot set {path}: translated packets the kernel must forward (XDP towards an unresolved next hop, oversize without DF) are dropped by it when their source is one of the CNF's addresses"
         );
     }
 }
