@@ -482,8 +482,11 @@ pub struct HostPairing {
 }
 
 /// Capacity of `nat_hosts` (LRU). A host whose pairing is evicted is paired
-/// again on its next new flow, possibly to another address; with this many
-/// entries that only happens to hosts idle far longer than any session.
+/// again on its next new flow, possibly to another address. Up to this many
+/// inside hosts that only happens to hosts that opened no flow for longer
+/// than the others; beyond it, a host whose long-lived sessions opened
+/// nothing new meanwhile can be paired again while they last, and then
+/// uses two addresses (RFC 4787 REQ-2). Not sized from `maxSessions` yet.
 pub const MAX_HOSTS: u32 = 65536;
 
 #[cfg(test)]
