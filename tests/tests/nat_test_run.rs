@@ -1224,6 +1224,25 @@ fn snat_tcp_records_flags_both_ways(hook: Hook) {
         sent: [&[&syn, &ack, &fin, &syn], &[&synack, &rst, &late, &synack]],
         ..exp
     });
+
+    // A connection the server refuses: its RST is on the reply half only,
+    // and the client's next SYN from the same port starts over too.
+    nat.from(role::INSIDE);
+    let (p2, c2) = ((nat.pool_addr(CLIENT), 40002), (CLIENT, 40002));
+    let syn2 = Pkt::tcp(c2, (SERVER, 81), SYN);
+    let x2 = nat.snat("SYN to a closed port", &syn2, p2);
+    nat.from(role::OUTSIDE);
+    let refused = x2.reply().flags(RST | ACK);
+    nat.back("the server's RST", &refused, c2);
+    nat.from(role::INSIDE);
+    nat.out("the SYN again", &syn2, p2);
+    nat.expect(&Expect {
+        first: &syn2,
+        xlated: &x2,
+        flags: [tcp_seen::SYN, 0],
+        sent: [&[&syn2, &syn2], &[&refused]],
+        ..exp
+    });
     nat.finish();
 }
 
@@ -2533,6 +2552,9 @@ fn ttl_and_ip_options_before_nat(hook: Hook) {
     let p = nat.pool_addr(CLIENT);
     let to_pool = with_options(Pkt::udp((REMOTE, 53), (p, 40000)));
     nat.refused("IP options to a pool address", &to_pool, options, &[]);
+    // The CNF's own address in the pool, as in the example chain: a NAT
+    // address, but a local one, which the kernel may have.
+    nat.dp.add_nat_addr(OUTSIDE_ADDR, addr_flags::POOL);
     let to_cnf = with_options(Pkt::udp((REMOTE, 53), (OUTSIDE_ADDR, 40000)));
     nat.run(
         &nat.passed("IP options to the CNF's own address", &to_cnf, |p| {

@@ -11,10 +11,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -253,15 +249,8 @@ pub fn apply_bindings<S: BindingStore>(
     Ok((deleted, revived))
 }
 
-/// Runs one sweep against the pinned maps. `retired` is set when a new
-/// sweeper takes over (new timeouts, or new session tables sharing this
-/// `nat_active`): a sweep still running then leaves the active count alone,
-/// which it would set from a table or timeouts no longer in force.
-pub fn sweep_once(
-    maps: &mut SessionMaps,
-    timeouts: &NatTimeouts,
-    retired: &AtomicBool,
-) -> Result<SweepStats, NatError> {
+/// Runs one sweep against the pinned maps.
+pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<SweepStats, NatError> {
     // Read before the scan: every session created after this point is
     // counted by the datapath in `created - snapshot`, and possibly also by
     // the scan, which errs towards refusing a flow, never towards overflow.
@@ -299,20 +288,26 @@ pub fn sweep_once(
     let (deleted, revived) = apply_bindings(maps, &d.bindings)?;
     stats.bindings += deleted;
     stats.revived += revived;
-    if !retired.load(Ordering::Acquire) {
-        maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
-    }
+    maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
     Ok(stats)
 }
 
 /// Sweeps until `stop` fires. Each sweep runs on a blocking thread: walking
 /// a large session map is hundreds of thousands of syscalls.
+///
+/// `previous` is the sweeper this one replaces (new timeouts, or new session
+/// tables sharing `nat_active`), already told to stop: its sweep in progress
+/// finishes before this one's first, so it can neither expire sessions by
+/// timeouts no longer in force nor write its active count after this one's.
 pub async fn run(
     mut maps: SessionMaps,
     timeouts: NatTimeouts,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    retired: Arc<AtomicBool>,
+    previous: Option<tokio::task::JoinHandle<()>>,
 ) {
+    if let Some(p) = previous {
+        let _ = p.await;
+    }
     let mut tick = tokio::time::interval(interval(&timeouts));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -321,9 +316,8 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let started = Instant::now();
-        let flag = Arc::clone(&retired);
         let joined = tokio::task::spawn_blocking(move || {
-            let r = sweep_once(&mut maps, &timeouts, &flag);
+            let r = sweep_once(&mut maps, &timeouts);
             (maps, r)
         })
         .await;

@@ -10,10 +10,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
 };
 
 use serde::{Deserialize, Serialize};
@@ -91,15 +87,12 @@ pub struct System {
 /// The running session sweeper (`nat::sweep::run`).
 struct Sweeper {
     stop: tokio::sync::oneshot::Sender<()>,
-    /// Set before `stop`, so a sweep still running leaves the active count
-    /// to the sweeper that replaces it.
-    retired: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sweeper {
+    /// Tells it to stop after the sweep in progress, if any.
     fn retire(self) -> tokio::task::JoinHandle<()> {
-        self.retired.store(true, Ordering::Release);
         let _ = self.stop.send(());
         self.task
     }
@@ -299,30 +292,18 @@ impl System {
     }
 
     fn restart_sweeper(&mut self, plan: &NatPlan) {
-        if let Some(old) = self.sweeper.take() {
-            // Not awaited (this runs inside a synchronous step); retired,
-            // a sweep in progress finishes without touching the count.
-            drop(old.retire());
-        }
+        // Not awaited here (this runs inside a synchronous step): the new
+        // sweeper waits for the old one before its first sweep.
+        let previous = self.sweeper.take().map(Sweeper::retire);
         match SessionMaps::open(&self.settings.pins) {
             Ok(maps) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel();
-                let retired = Arc::new(AtomicBool::new(false));
                 info!(
                     interval_ms = sweep::interval(&plan.timeouts).as_millis() as u64,
                     "NAT session sweeper started"
                 );
-                let task = tokio::spawn(sweep::run(
-                    maps,
-                    plan.timeouts,
-                    stopped,
-                    Arc::clone(&retired),
-                ));
-                self.sweeper = Some(Sweeper {
-                    stop,
-                    retired,
-                    task,
-                });
+                let task = tokio::spawn(sweep::run(maps, plan.timeouts, stopped, previous));
+                self.sweeper = Some(Sweeper { stop, task });
             }
             Err(e) => {
                 warn!(error = %e, "cannot open the session tables: NAT sessions will not expire")

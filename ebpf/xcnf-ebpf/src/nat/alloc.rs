@@ -331,14 +331,29 @@ pub fn eim(pool: &PoolAddr, orig: &Tuple, now: u64) -> Snat {
                 // SAFETY: a live map value.
                 unsafe { (*r).last_used_ns = now };
             }
-            return Snat::to(addr, port, false);
+            // The sweeper deletes the inside entry first and checks the
+            // reservation after: if the inside entry is gone now, the
+            // refresh above may have come too late to keep the reservation,
+            // so the endpoint is bound anew below instead.
+            if NAT_BINDINGS.get_ptr(&out_key).is_some() {
+                return Snat::to(addr, port, false);
+            }
+        } else {
+            // Bound to an address a config change took out of the pool:
+            // nothing answers for it any more, so the binding goes and the
+            // endpoint is bound anew below. Its sessions keep their
+            // translation until they expire. The inside entry goes only if
+            // it still names that address: another CPU may have bound the
+            // endpoint anew meanwhile.
+            let _ = NAT_BINDINGS.remove(&reservation);
+            // SAFETY: a live map value, read once.
+            if NAT_BINDINGS
+                .get_ptr(&out_key)
+                .is_some_and(|b| unsafe { (*b).addr } == addr)
+            {
+                let _ = NAT_BINDINGS.remove(&out_key);
+            }
         }
-        // Bound to an address a config change took out of the pool: nothing
-        // answers for it any more, so the binding goes and the endpoint is
-        // bound anew below. Its sessions keep their translation until they
-        // expire.
-        let _ = NAT_BINDINGS.remove(&reservation);
-        let _ = NAT_BINDINGS.remove(&out_key);
     }
     let Some(c) = Probe::start(pool, orig.proto, Reserve::Binding) else {
         return Snat::exhausted();

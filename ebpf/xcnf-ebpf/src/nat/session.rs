@@ -91,9 +91,7 @@ pub fn hit(k: &SessionKey, seen: u8, opening: bool, len: u64, now: clock::Now) -
     }
     s.packets += 1;
     s.bytes += len;
-    if opening && s.flags & (tcp_seen::FIN | tcp_seen::RST) != 0 {
-        reopen(k, s);
-    } else if s.flags & seen != seen {
+    if !(opening && reopened(k, s)) && s.flags & seen != seen {
         s.flags |= seen;
     }
     Some(Hit {
@@ -105,14 +103,16 @@ pub fn hit(k: &SessionKey, seen: u8, opening: bool, len: u64, now: clock::Now) -
     })
 }
 
-/// Starts the TCP state of a session over in both halves, as VPP reopens
-/// a closed session on a new SYN: this half has seen the SYN, its peer
-/// nothing yet. Without it a client reconnecting from the same port within
-/// the transitory timeout would keep the old connection's FIN or RST, and
-/// its session the transitory timeout, for as long as it lives.
+/// Starts the TCP state of a session over in both halves if either has seen
+/// FIN or RST, as VPP reopens a closed session on a new SYN: this half has
+/// seen the SYN, its peer nothing yet. Without it a client reconnecting from
+/// the same port within the transitory timeout would keep the old
+/// connection's FIN or RST (a server's RST is on the other half), and its
+/// session the transitory timeout, for as long as it lives. Called for a SYN
+/// without ACK only, so the peer's lookup stays off the fast path.
 #[inline(always)]
-fn reopen(k: &SessionKey, s: &mut Session) {
-    s.flags = (s.flags & INITIATOR) | tcp_seen::SYN;
+fn reopened(k: &SessionKey, s: &mut Session) -> bool {
+    const CLOSED: u8 = tcp_seen::FIN | tcp_seen::RST;
     let peer = SessionKey {
         saddr: s.daddr,
         daddr: s.saddr,
@@ -122,10 +122,18 @@ fn reopen(k: &SessionKey, s: &mut Session) {
         dir: s.peer_dir,
         _pad: [0; 2],
     };
-    if let Some(p) = NAT_SESSIONS.get_ptr_mut(&peer) {
+    let p = NAT_SESSIONS.get_ptr_mut(&peer);
+    // SAFETY: a live map value.
+    let peer_flags = p.map_or(0, |p| unsafe { (*p).flags });
+    if (s.flags | peer_flags) & CLOSED == 0 {
+        return false;
+    }
+    s.flags = (s.flags & INITIATOR) | tcp_seen::SYN;
+    if let Some(p) = p {
         // SAFETY: a live map value.
         unsafe { (*p).flags &= INITIATOR };
     }
+    true
 }
 
 /// The translation of a session half without recording a packet: ICMP
