@@ -414,13 +414,10 @@ fn with_address_and_route(name: &str, route: bool) -> String {
     y
 }
 
-#[test]
-fn grpc_apply_that_fails_rolls_back() {
-    let prefix = unique_prefix("rb");
-    let chain = Chain::new(&prefix);
-    let cnf = &chain.cnf;
-    let agent = Agent::start(cnf, &prefix, &chain_config(&prefix, TC), &[]);
-    // Someone else's route with the key the new config wants.
+/// A route to 10.77.0.0/16 metric 7 that the agent did not make, with the
+/// key of the one [`with_address_and_route`] asks for: applying that config
+/// fails in its route step.
+fn add_foreign_route(cnf: &Netns) {
     cnf.ip(&[
         "route",
         "add",
@@ -430,6 +427,16 @@ fn grpc_apply_that_fails_rolls_back() {
         "metric",
         "7",
     ]);
+}
+
+#[test]
+fn grpc_apply_that_fails_rolls_back() {
+    let prefix = unique_prefix("rb");
+    let chain = Chain::new(&prefix);
+    let cnf = &chain.cnf;
+    let agent = Agent::start(cnf, &prefix, &chain_config(&prefix, TC), &[]);
+    // Someone else's route with the key the new config wants.
+    add_foreign_route(cnf);
     let files = Scratch::new(&format!("{prefix}-files"));
     let write = |name: &str, yaml: &str| {
         let p = files.path().join(name);
@@ -536,10 +543,12 @@ fn a_failed_apply_keeps_the_session_tables() {
     let _report = lab.report();
     let (cnf, client) = (&lab.chain.cnf, &lab.chain.client);
     let _web = lab.chain.start_http_server(http_echo());
-    let seen = client
-        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(seen, CNF_OUTSIDE_IP);
+    let through_the_nat = |when: &str| {
+        let seen = client
+            .curl(&format!("http://{SERVER_IP}:8080/"), &[])
+            .unwrap_or_else(|e| panic!("{when}: {e}"));
+        assert_eq!(seen, CNF_OUTSIDE_IP, "{when}");
+    };
     let pins = pin_dir(lab.instance());
     let table = || {
         let info = aya::maps::MapInfo::from_pin(pins.join("nat_sessions"))
@@ -555,63 +564,48 @@ fn a_failed_apply_keeps_the_session_tables() {
         k.sort_by_key(|k| format!("{k:?}"));
         k
     };
+    let files = Scratch::new(&format!("{}-files", lab.instance()));
+    let apply = |name: &str, yaml: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        xcnfctl_output(
+            cnf,
+            lab.instance(),
+            &["config", "apply", &path.display().to_string()],
+        )
+    };
+    let reloaded = || {
+        lab.agent
+            .log()
+            .contains("reloading the datapath with new session tables")
+    };
+    let bigger = nat_chain_config(lab.instance(), TC, &own_address_pool().max_sessions(2000));
+
+    through_the_nat("before any change");
     let (table_before, keys_before) = (table(), keys());
     assert!(!keys_before.is_empty(), "curl made no session");
 
     // Someone else's route with the key the new config wants: the route
-    // step fails, after the nat44 step would have resized the tables.
-    cnf.ip(&[
-        "route",
-        "add",
-        "10.77.0.0/16",
-        "via",
-        SERVER_IP,
-        "metric",
-        "7",
-    ]);
-    let mut bigger = nat_chain_config(lab.instance(), TC, &own_address_pool().max_sessions(2000));
-    bigger.push_str(&format!(
-        "  routes:\n    - {{dst: 10.77.0.0/16, via: {CLIENT_IP}, interface: inside, metric: 7}}\n"
-    ));
-    let files = Scratch::new(&format!("{}-files", lab.instance()));
-    let path = files.path().join("bigger.yaml");
-    std::fs::write(&path, &bigger).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    let out = xcnfctl_output(
-        cnf,
-        lab.instance(),
-        &["config", "apply", &path.display().to_string()],
+    // step fails, before the nat44 step would resize the tables.
+    add_foreign_route(cnf);
+    let with_route = format!(
+        "{bigger}  routes:\n    - {{dst: 10.77.0.0/16, via: {CLIENT_IP}, interface: inside, metric: 7}}\n"
     );
+    let out = apply("bigger-with-route.yaml", &with_route);
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     assert!(text(&out.stderr).contains("rolled back"), "{}", show(&out));
-
     assert_eq!(
         table(),
         table_before,
         "the session table was replaced (map id, entries) by a rolled-back apply"
     );
     assert_eq!(keys(), keys_before, "sessions lost in a rolled-back apply");
-    assert!(
-        !lab.agent
-            .log()
-            .contains("reloading the datapath with new session tables"),
-        "{}",
-        lab.agent.log()
-    );
-    let seen = client
-        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
-        .unwrap_or_else(|e| panic!("after the rolled-back apply: {e}"));
-    assert_eq!(seen, CNF_OUTSIDE_IP);
+    assert!(!reloaded(), "{}", lab.agent.log());
+    through_the_nat("after the rolled-back apply");
 
     // Without the conflicting route the same change applies, and the nat44
     // step resizes the tables.
-    let path = files.path().join("bigger-only.yaml");
-    let bigger_only = nat_chain_config(lab.instance(), TC, &own_address_pool().max_sessions(2000));
-    std::fs::write(&path, &bigger_only).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    let out = xcnfctl_output(
-        cnf,
-        lab.instance(),
-        &["config", "apply", &path.display().to_string()],
-    );
+    let out = apply("bigger.yaml", &bigger);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let (_, entries) = table();
     assert!(
@@ -619,17 +613,8 @@ fn a_failed_apply_keeps_the_session_tables() {
         "maxSessions 2000: {entries} entries, 1000 had {}",
         table_before.1
     );
-    assert!(
-        lab.agent
-            .log()
-            .contains("reloading the datapath with new session tables"),
-        "{}",
-        lab.agent.log()
-    );
-    let seen = client
-        .curl(&format!("http://{SERVER_IP}:8080/"), &[])
-        .unwrap_or_else(|e| panic!("after the resize: {e}"));
-    assert_eq!(seen, CNF_OUTSIDE_IP);
+    assert!(reloaded(), "{}", lab.agent.log());
+    through_the_nat("after the resize");
 }
 
 #[test]

@@ -130,6 +130,25 @@ impl Lab {
             .into_iter()
             .find(|(k, _)| k.dir == nat::role::INSIDE && f(k))
     }
+
+    /// The `what` session's inside half (matching `f`), which must translate
+    /// to the cnf's own address, the pool of these labs.
+    fn half_to_own_address(
+        &self,
+        what: &str,
+        f: impl Fn(&SessionKey) -> bool,
+    ) -> (SessionKey, Session) {
+        let (k, v) = self
+            .inside_half(f)
+            .unwrap_or_else(|| panic!("no {what} session:\n{}", self.sessions_text()));
+        assert_eq!(
+            v.saddr,
+            octets(CNF_OUTSIDE_IP),
+            "{what}: {}",
+            format_session(&k, &v)
+        );
+        (k, v)
+    }
 }
 
 fn octets(ip: &str) -> [u8; 4] {
@@ -177,16 +196,8 @@ fn curl_server_sees_the_pool_address() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(seen, CNF_OUTSIDE_IP, "the web server saw {seen}");
 
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::TCP && k.dport == 8080)
-        .unwrap_or_else(|| panic!("no TCP session:\n{}", lab.sessions_text()));
+    let (k, v) = lab.half_to_own_address("TCP", |k| k.proto == nat::proto::TCP && k.dport == 8080);
     assert_eq!(k.saddr, octets(&client), "{}", format_session(&k, &v));
-    assert_eq!(
-        v.saddr,
-        octets(CNF_OUTSIDE_IP),
-        "{}",
-        format_session(&k, &v)
-    );
     assert!(v.kind & nat::kind::SNAT != 0, "{}", format_session(&k, &v));
     let s = lab.stats();
     assert!(
@@ -241,15 +252,8 @@ fn iperf3_both_ways(lab: &Lab, udp: bool) {
             );
         }
     }
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::TCP && k.dport == 5201)
-        .unwrap_or_else(|| panic!("no iperf3 session:\n{}", lab.sessions_text()));
-    assert_eq!(
-        v.saddr,
-        octets(CNF_OUTSIDE_IP),
-        "{}",
-        format_session(&k, &v)
-    );
+    let (k, v) =
+        lab.half_to_own_address("iperf3", |k| k.proto == nat::proto::TCP && k.dport == 5201);
     assert!(
         (20000..=29999).contains(&v.sport) && v.sport != k.sport,
         "the source port must have been rewritten: {}",
@@ -321,15 +325,9 @@ fn ping_translates_the_echo_identifier() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::ICMP && k.sport == 7)
-        .unwrap_or_else(|| panic!("no echo session with id 7:\n{}", lab.sessions_text()));
-    assert_eq!(
-        v.saddr,
-        octets(CNF_OUTSIDE_IP),
-        "{}",
-        format_session(&k, &v)
-    );
+    let (k, v) = lab.half_to_own_address("echo (id 7)", |k| {
+        k.proto == nat::proto::ICMP && k.sport == 7
+    });
     assert!(
         (1024..=65535).contains(&v.sport),
         "identifier 7 is outside the port range and must be translated: {}",
@@ -495,15 +493,7 @@ fn oversize_without_df(tag: &str, datapath: &str) {
         passed >= 3,
         "the cnf handed {passed} oversize requests to its kernel, expected 3"
     );
-    let (k, v) = lab
-        .inside_half(|k| k.proto == nat::proto::ICMP)
-        .unwrap_or_else(|| panic!("no echo session:\n{}", lab.sessions_text()));
-    assert_eq!(
-        v.saddr,
-        octets(CNF_OUTSIDE_IP),
-        "{}",
-        format_session(&k, &v)
-    );
+    lab.half_to_own_address("echo", |k| k.proto == nat::proto::ICMP);
     assert_outcomes_add_up(&lab, "c0");
 }
 

@@ -2538,16 +2538,13 @@ fn ttl_and_ip_options_before_nat(hook: Hook) {
         ..p
     };
     let options: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_ip_options;
+    let passes = |nat: &Nat, what: &str, p: &Pkt| {
+        nat.run(&nat.passed(what, p, |p| &mut p.ip_options), &[], &[]);
+    };
     let out = with_options(Pkt::udp((CLIENT, 40000), (SERVER, 53)));
     nat.refused("IP options, inside to outside", &out, options, &[]);
     let plain = with_options(Pkt::udp((CLIENT, 40000), (PLAIN_HOST, 53)));
-    nat.run(
-        &nat.passed("IP options, inside to a role-less interface", &plain, |p| {
-            &mut p.ip_options
-        }),
-        &[],
-        &[],
-    );
+    passes(&nat, "IP options, inside to a role-less interface", &plain);
     nat.from(role::OUTSIDE);
     let p = nat.pool_addr(CLIENT);
     let to_pool = with_options(Pkt::udp((REMOTE, 53), (p, 40000)));
@@ -2556,13 +2553,7 @@ fn ttl_and_ip_options_before_nat(hook: Hook) {
     // address, but a local one, which the kernel may have.
     nat.dp.add_nat_addr(OUTSIDE_ADDR, addr_flags::POOL);
     let to_cnf = with_options(Pkt::udp((REMOTE, 53), (OUTSIDE_ADDR, 40000)));
-    nat.run(
-        &nat.passed("IP options to the CNF's own address", &to_cnf, |p| {
-            &mut p.ip_options
-        }),
-        &[],
-        &[],
-    );
+    passes(&nat, "IP options to the CNF's own address", &to_cnf);
     nat.from(role::INSIDE);
     let udp = Pkt::udp((CLIENT, 40000), (SERVER, 53));
     nat.run(
@@ -2680,37 +2671,27 @@ fn outbound_unresolved_or_unroutable(hook: Hook) {
     );
     // Without DF the kernel fragments it and forwards the fragments, so it
     // must get it translated: untranslated they would leave with the inside
-    // address.
-    let big = Pkt::udp((CLIENT, 40003), (SERVER, 53))
+    // address. A first fragment too: its record in `nat_frags` translates
+    // the later ones, and it must leave translated like them.
+    let whole = Pkt::udp((CLIENT, 40003), (SERVER, 53))
         .payload(payload(1400 - 28))
         .may_fragment();
-    nat.run(
-        &nat.passed_translated(
-            "1400 bytes over the outside MTU without DF",
-            &big,
-            ((p.0, 40003), big.dst()),
-            |p| &mut p.frag_needed,
-        ),
-        &[st::SNAT, st::FROM_IN],
-        &[],
-    );
-    // A first fragment too: its record in `nat_frags` translates the later
-    // ones, and it must leave translated like them.
     let first = Pkt::udp((CLIENT, 40004), (SERVER, 53)).payload(payload(1400 - 28));
     let first = Pkt {
         ip: first.ip.clone().fragment(0, true),
         ..first
     };
-    nat.run(
-        &nat.passed_translated(
-            "a first fragment over the outside MTU",
-            &first,
-            ((p.0, 40004), first.dst()),
-            |p| &mut p.frag_needed,
-        ),
-        &[st::SNAT, st::FROM_IN],
-        &[],
-    );
+    for (what, pkt) in [
+        ("1400 bytes over the outside MTU without DF", whole),
+        ("a first fragment over the outside MTU", first),
+    ] {
+        let to = ((p.0, pkt.src().1), pkt.dst());
+        nat.run(
+            &nat.passed_translated(what, &pkt, to, |p| &mut p.frag_needed),
+            &[st::SNAT, st::FROM_IN],
+            &[],
+        );
+    }
     nat.finish();
 }
 
