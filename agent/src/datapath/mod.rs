@@ -967,6 +967,20 @@ pub fn is_absent(e: &MapError) -> bool {
     }
 }
 
+/// Deletes `k` from `m`; a key that is not there (never written, or deleted
+/// by someone else meanwhile) is no error.
+pub fn remove_if_present<T, K, V>(m: &mut HashMap<T, K, V>, k: &K) -> Result<(), MapError>
+where
+    T: std::borrow::BorrowMut<aya::maps::MapData>,
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    match m.remove(k) {
+        Err(e) if !is_absent(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn missing(what: &str) -> DatapathError {
     DatapathError::MissingInObject {
         what: what.to_owned(),

@@ -14,7 +14,7 @@ use xcnf_common::{
     nat::{MAX_POOL_RANGES, NatAddr, NatConfig, PoolRange, StaticKey, StaticMapping},
 };
 
-use super::{Datapath, DatapathError, is_absent, map_err};
+use super::{Datapath, DatapathError, map_err, remove_if_present};
 use crate::nat::NatPlan;
 
 /// The contents of the NAT configuration maps.
@@ -120,21 +120,15 @@ impl Datapath {
                 .keys()
                 .filter(|k| !want.statics.contains_key(*k))
             {
-                match m.remove(k) {
-                    // Never written: a restore after a write that stopped early.
-                    Err(e) if !is_absent(&e) => return Err(map_err(maps::NAT_STATIC, e)),
-                    _ => {}
-                }
+                // Absent if never written: a restore after a write that
+                // stopped early.
+                remove_if_present(&mut m, k).map_err(|s| map_err(maps::NAT_STATIC, s))?;
             }
         }
         {
             let mut m: HashMap<_, [u8; 4], NatAddr> = self.map_mut(maps::NAT_ADDRS)?;
             for k in have.addrs.keys().filter(|k| !want.addrs.contains_key(*k)) {
-                match m.remove(k) {
-                    // Never written: a restore after a write that stopped early.
-                    Err(e) if !is_absent(&e) => return Err(map_err(maps::NAT_ADDRS, e)),
-                    _ => {}
-                }
+                remove_if_present(&mut m, k).map_err(|s| map_err(maps::NAT_ADDRS, s))?;
             }
         }
         Ok(())

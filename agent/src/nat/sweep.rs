@@ -25,7 +25,10 @@ use super::{
     session::{State, idle_ns, pair},
     tables::{SessionMaps, monotonic_ns},
 };
-use crate::{config::NatTimeouts, datapath::is_absent};
+use crate::{
+    config::NatTimeouts,
+    datapath::{is_absent, remove_if_present},
+};
 
 /// How long a half without its peer, or a binding without sessions, is kept:
 /// the datapath inserts the two halves (and a binding before its session)
@@ -171,13 +174,10 @@ fn delete_if_unchanged(
 }
 
 fn remove_session(maps: &mut SessionMaps, key: &SessionKey) -> Result<(), NatError> {
-    match maps.sessions.remove(key) {
-        Err(e) if !is_absent(&e) => Err(NatError::Map {
-            path: maps.path(maps::NAT_SESSIONS),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
+    remove_if_present(&mut maps.sessions, key).map_err(|source| NatError::Map {
+        path: maps.path(maps::NAT_SESSIONS),
+        source,
+    })
 }
 
 /// The binding entries as the sweeper needs them, so that the order of its
@@ -202,13 +202,10 @@ impl BindingStore for SessionMaps {
     }
 
     fn remove(&mut self, k: &BindingKey) -> Result<(), NatError> {
-        match self.bindings.remove(k) {
-            Err(e) if !is_absent(&e) => Err(NatError::Map {
-                path: self.path(maps::NAT_BINDINGS),
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        remove_if_present(&mut self.bindings, k).map_err(|source| NatError::Map {
+            path: self.path(maps::NAT_BINDINGS),
+            source,
+        })
     }
 }
 

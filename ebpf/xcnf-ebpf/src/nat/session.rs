@@ -76,7 +76,7 @@ const TCP_ACK: u8 = 0x10;
 
 /// Looks up the half for a packet and records it: time, counts, TCP flags.
 /// A connection `opening` on the tuple of one that closed or was reset
-/// starts the session's TCP state over ([`reopen`]).
+/// starts the session's TCP state over ([`reopened`]).
 #[inline(always)]
 pub fn hit(k: &SessionKey, seen: u8, opening: bool, len: u64, now: clock::Now) -> Option<Hit> {
     let p = NAT_SESSIONS.get_ptr_mut(k)?;
@@ -113,16 +113,7 @@ pub fn hit(k: &SessionKey, seen: u8, opening: bool, len: u64, now: clock::Now) -
 #[inline(always)]
 fn reopened(k: &SessionKey, s: &mut Session) -> bool {
     const CLOSED: u8 = tcp_seen::FIN | tcp_seen::RST;
-    let peer = SessionKey {
-        saddr: s.daddr,
-        daddr: s.saddr,
-        sport: s.dport,
-        dport: s.sport,
-        proto: k.proto,
-        dir: s.peer_dir,
-        _pad: [0; 2],
-    };
-    let p = NAT_SESSIONS.get_ptr_mut(&peer);
+    let p = NAT_SESSIONS.get_ptr_mut(&k.peer(s));
     // SAFETY: a live map value.
     let peer_flags = p.map_or(0, |p| unsafe { (*p).flags });
     if (s.flags | peer_flags) & CLOSED == 0 {
