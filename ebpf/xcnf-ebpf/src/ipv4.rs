@@ -10,7 +10,6 @@ use crate::{
     counters::{Drop, Pass},
     forward::{self, Action, MtuCheck},
     headers::{ETH_HLEN, IPV4_HLEN, Ipv4Hdr, ptr_at},
-    maps::NAT_ADDRS,
     nat::{
         self, Decision, FibQuery, parse, rewrite,
         route::{self, RouteKey},
@@ -47,8 +46,11 @@ fn with_options(i: &Ingress, data: usize, data_end: usize) -> Action {
         // Only where it goes matters here, not whether it fits.
         tot_len: IPV4_HLEN as u16,
     };
-    let to_nat_addr = NAT_ADDRS.get_ptr(&t.daddr).is_some() && !fib.is_local(&t);
-    let leaves_outside = i.role == role::INSIDE && fib.egress_role(&t) == Some(role::OUTSIDE);
+    // The tests a packet without a session gets (`nat::needs_nat`); one
+    // from inside gets both, since a hairpin to a NAT address is NAT traffic
+    // too.
+    let to_nat_addr = nat::needs_nat(false, &t, &fib);
+    let leaves_outside = i.role == role::INSIDE && nat::needs_nat(true, &t, &fib);
     if to_nat_addr || leaves_outside {
         Action::Drop(Drop::NatIpOptions)
     } else {

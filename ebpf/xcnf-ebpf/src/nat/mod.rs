@@ -61,15 +61,16 @@ pub struct FibQuery {
 }
 
 impl FibQuery {
-    /// The FIB's answer for `t` as it stands, before any translation.
+    /// The FIB's answer for `t` as it stands, before any translation, for a
+    /// packet of `tot_len` bytes.
     #[inline(always)]
-    fn route(&self, t: &Tuple) -> Route {
+    fn route(&self, t: &Tuple, tot_len: u16) -> Route {
         fib::lookup_v4(
             self.ctx,
             self.ifindex,
             self.tos,
             t.proto,
-            self.tot_len,
+            tot_len,
             t.saddr,
             t.daddr,
         )
@@ -84,16 +85,7 @@ impl FibQuery {
     /// to fragment (`ipv4.rs`).
     #[inline(always)]
     pub fn egress_role(&self, t: &Tuple) -> Option<u8> {
-        let route = fib::lookup_v4(
-            self.ctx,
-            self.ifindex,
-            self.tos,
-            t.proto,
-            IPV4_HLEN as u16,
-            t.saddr,
-            t.daddr,
-        );
-        let out = match route {
+        let out = match self.route(t, IPV4_HLEN as u16) {
             Route::Resolved { ifindex, .. } | Route::NoNeigh { ifindex, .. } => ifindex,
             _ => return None,
         };
@@ -103,7 +95,7 @@ impl FibQuery {
 
     #[inline(always)]
     pub fn is_local(&self, t: &Tuple) -> bool {
-        matches!(self.route(t), Route::NotForwarded)
+        matches!(self.route(t, self.tot_len), Route::NotForwarded)
     }
 }
 
@@ -214,7 +206,7 @@ fn frag_key(pk: &Parsed, dir: u8) -> FragKey {
 /// pass untranslated: from inside, it would leave through an outside
 /// interface; from outside, it is for a NAT address the CNF does not own.
 #[inline(always)]
-fn needs_nat(outbound: bool, t: &Tuple, fib: &FibQuery) -> bool {
+pub fn needs_nat(outbound: bool, t: &Tuple, fib: &FibQuery) -> bool {
     if outbound {
         fib.egress_role(t) == Some(role::OUTSIDE)
     } else {

@@ -45,13 +45,13 @@ pub fn seen_bits(l4: L4, tcp_flags: u8) -> u8 {
         return 0;
     }
     let mut b = 0;
-    if tcp_flags & 0x02 != 0 {
+    if tcp_flags & TCP_SYN != 0 {
         b |= tcp_seen::SYN;
     }
-    if tcp_flags & 0x01 != 0 {
+    if tcp_flags & TCP_FIN != 0 {
         b |= tcp_seen::FIN;
     }
-    if tcp_flags & 0x04 != 0 {
+    if tcp_flags & TCP_RST != 0 {
         b |= tcp_seen::RST;
     }
     b
@@ -71,7 +71,10 @@ pub fn opening(l4: L4, tcp_flags: u8) -> bool {
     l4 == L4::Tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
+/// TCP header flag bits.
+const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 /// Looks up the half for a packet and records it: time, counts, TCP flags.
