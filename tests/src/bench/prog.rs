@@ -891,14 +891,12 @@ fn repeated(
 ) -> Result<f64, String> {
     check_once(dp, hook, f, want)?;
     let before = (dp.counters(LO), dp.nat_stats());
-    let mut per_packet = Vec::with_capacity(opts.calls as usize);
-    for _ in 0..opts.calls {
-        let (code, _, d) = dp
-            .try_run_repeat(hook, f, opts.repeat)
-            .map_err(|e| format!("test run: {}", chain(&e)))?;
-        check_code(hook, code)?;
-        per_packet.push(d.as_nanos() as f64);
-    }
+    let per_packet = timed_runs(
+        dp,
+        hook,
+        std::iter::repeat_n(f, opts.calls as usize),
+        opts.repeat,
+    )?;
     let after = (dp.counters(LO), dp.nat_stats());
     check_counted(
         (&before.0, &before.1),
@@ -909,17 +907,28 @@ fn repeated(
     median(&per_packet).ok_or_else(|| "no runs".to_owned())
 }
 
-/// Kernel-reported durations of single runs of `f`.
-fn single_runs(dp: &Datapath, hook: Hook, frames: &[Vec<u8>]) -> Result<Vec<f64>, String> {
-    let mut v = Vec::with_capacity(frames.len());
+/// The kernel-reported ns per packet of one test run of each frame, each
+/// repeated `repeat` times and required to redirect.
+fn timed_runs<'a>(
+    dp: &Datapath,
+    hook: Hook,
+    frames: impl IntoIterator<Item = &'a [u8]>,
+    repeat: u32,
+) -> Result<Vec<f64>, String> {
+    let mut v = Vec::new();
     for f in frames {
         let (code, _, d) = dp
-            .try_run_repeat(hook, f, 1)
+            .try_run_repeat(hook, f, repeat)
             .map_err(|e| format!("test run: {}", chain(&e)))?;
         check_code(hook, code)?;
         v.push(d.as_nanos() as f64);
     }
     Ok(v)
+}
+
+/// Kernel-reported durations of single runs of `frames`.
+fn single_runs(dp: &Datapath, hook: Hook, frames: &[Vec<u8>]) -> Result<Vec<f64>, String> {
+    timed_runs(dp, hook, frames.iter().map(Vec::as_slice), 1)
 }
 
 /// First packets: `new_flows` distinct flows, each from its own inside host,
@@ -1033,17 +1042,7 @@ fn spread_snat(dp: &Datapath, hook: Hook, n: u32, opts: &Options) -> Result<Meas
             xlate: Xlate::FromInside,
         },
     )?;
-    let walk = |dp: &Datapath| -> Result<Vec<f64>, String> {
-        let mut per_packet = Vec::with_capacity(frames.len());
-        for f in &frames {
-            let (code, _, d) = dp
-                .try_run_repeat(hook, f, repeat)
-                .map_err(|e| format!("test run: {}", chain(&e)))?;
-            check_code(hook, code)?;
-            per_packet.push(d.as_nanos() as f64);
-        }
-        Ok(per_packet)
-    };
+    let walk = |dp: &Datapath| timed_runs(dp, hook, frames.iter().map(Vec::as_slice), repeat);
     walk(dp)?;
     let before = (dp.counters(LO), dp.nat_stats());
     let per_packet = walk(dp)?;
