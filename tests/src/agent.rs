@@ -533,6 +533,21 @@ pub fn paired_address_in_maps(
     ))
 }
 
+/// `inside`'s `nat_hosts` entry, if the datapath has paired it.
+pub fn host_pairing(
+    pin_dir: &Path,
+    inside: std::net::Ipv4Addr,
+) -> Result<Option<nat::HostPairing>, String> {
+    let hosts: aya::maps::HashMap<_, [u8; 4], nat::HostPairing> =
+        aya::maps::HashMap::try_from(open_pinned(pin_dir, &maps::NAT_HOSTS)?)
+            .map_err(|e| format!("nat_hosts: {e}"))?;
+    match hosts.get(&inside.octets(), 0) {
+        Ok(p) => Ok(Some(p)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(format!("nat_hosts[{inside}]: {e}")),
+    }
+}
+
 fn ip4(a: [u8; 4]) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(a)
 }

@@ -195,9 +195,11 @@ pub struct LoadOptions {
     /// aya-log level written into `AYA_LOG_LEVEL`, as the agent does with
     /// its configured level; 0 lets the verifier prune every log statement.
     pub log_level: u8,
-    /// Sizes `nat_sessions` and `nat_bindings` the way the agent does for
-    /// this `maxSessions`. `None` keeps the compiled-in size.
+    /// Sizes `nat_sessions`, `nat_bindings` and `nat_hosts` the way the
+    /// agent does for this `maxSessions`. `None` keeps the compiled-in size.
     pub max_sessions: Option<u32>,
+    /// Overrides the size of `nat_hosts`, to fill it in a test.
+    pub max_hosts: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -207,6 +209,7 @@ impl Default for LoadOptions {
             // Small, so parallel tests do not each preallocate the
             // compiled-in half-million LRU entries.
             max_sessions: Some(1024),
+            max_hosts: None,
         }
     }
 }
@@ -251,6 +254,10 @@ impl Datapath {
             let entries = lru_entries(n, u32::try_from(cpus).unwrap_or(u32::MAX));
             loader.map_max_entries(maps::NAT_SESSIONS.object, entries);
             loader.map_max_entries(maps::NAT_BINDINGS.object, entries);
+            loader.map_max_entries(maps::NAT_HOSTS.object, entries);
+        }
+        if let Some(n) = opts.max_hosts {
+            loader.map_max_entries(maps::NAT_HOSTS.object, n);
         }
         let mut ebpf = loader
             .load_file(&path)

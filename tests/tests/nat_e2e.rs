@@ -20,7 +20,7 @@ use std::{
 use xcnf_common::nat::{self, Session, SessionKey};
 use xcnf_tests::{
     agent::{
-        Agent, Nat44, ReportOnPanic, format_session, nat_chain_config, read_counters,
+        Agent, Nat44, ReportOnPanic, format_session, host_pairing, nat_chain_config, read_counters,
         read_nat_stats, read_route_ctl, read_sessions, xcnfctl_binary, xcnfctl_sessions,
     },
     netns::{
@@ -787,6 +787,13 @@ fn udp_session_expires_with_a_short_timeout() {
         format_session(&k, &v)
     );
     assert!(ext.starts_with("80.80.80.102:"), "{ext}");
+    let client: std::net::Ipv4Addr = CLIENT_IP.parse().expect("an address");
+    assert!(
+        host_pairing(&lab.agent.pin_dir(), client)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some(),
+        "{CLIENT_IP} has a session but no nat_hosts entry"
+    );
     let peer = k.peer(&v);
     match ctl {
         Some(Ok(text)) => {
@@ -826,6 +833,20 @@ fn udp_session_expires_with_a_short_timeout() {
             !text.contains(&format!("{CLIENT_IP}:31000")),
             "xcnfctl still shows the swept session:\n{text}"
         );
+    }
+
+    // With no session or binding left, the client's address pairing goes
+    // too (after the sweeper's grace), so `nat_hosts` holds only hosts that
+    // have flows.
+    let pins = lab.agent.pin_dir();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(p) = host_pairing(&pins, client).unwrap_or_else(|e| panic!("{e}")) {
+        assert!(
+            Instant::now() < deadline,
+            "{CLIENT_IP}'s pairing {p:?} still in nat_hosts 30 s after its session was swept:\n{}",
+            lab.sessions_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 
     // The server's next datagram to the old external endpoint, from the very

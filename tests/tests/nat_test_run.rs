@@ -626,8 +626,12 @@ struct Nat {
 
 impl Nat {
     fn new(hook: Hook, cfg: Config) -> Self {
+        Self::with_load(hook, cfg, LoadOptions::default())
+    }
+
+    fn with_load(hook: Hook, cfg: Config, load: LoadOptions) -> Self {
         let net = Net::new();
-        let mut dp = Datapath::load(LoadOptions::default());
+        let mut dp = Datapath::load(load);
         dp.manage_role(LO, CNF_MAC, role::INSIDE);
         dp.manage_role(net.in0, net.in0_mac, role::INSIDE);
         dp.manage_role(net.out0, net.out0_mac, role::OUTSIDE);
@@ -952,21 +956,24 @@ impl Nat {
     /// has moved once per paired host.
     fn expect_pairings(&self) {
         let paired = self.paired.borrow();
-        let mut got: Vec<(Ip4, u32, u32)> = self
+        let now = clock(libc::CLOCK_MONOTONIC);
+        let secs = |ns: u64| (ns / 1_000_000_000) as u32;
+        let used = secs(self.start_ns)..=secs(now);
+        let mut got: Vec<(Ip4, u32, bool)> = self
             .dp
             .host_pairings()
             .into_iter()
-            .map(|(h, v)| (h, v.index, v._pad))
+            .map(|(h, v)| (h, v.index, used.contains(&v.used_s)))
             .collect();
         got.sort_unstable();
-        let mut want: Vec<(Ip4, u32, u32)> = (0u32..)
+        let mut want: Vec<(Ip4, u32, bool)> = (0u32..)
             .zip(paired.iter())
-            .map(|(n, &h)| (h, n % self.pool_addrs, 0))
+            .map(|(n, &h)| (h, n % self.pool_addrs, true))
             .collect();
         want.sort_unstable();
         assert_eq!(
             got, want,
-            "{:?}: nat_hosts (host, index, padding)",
+            "{:?}: nat_hosts (host, index, used_s within {used:?})",
             self.hook
         );
         assert_eq!(
@@ -1088,6 +1095,7 @@ xcnf_tests::on_both_hooks!(
     local_pool_address,
     arp_for_nat_addresses,
     table_full_refuses_new_flows,
+    hosts_table_full_refuses_new_hosts,
     malformed_l4_drops,
     no_role_or_disabled_forwards_unchanged,
     ttl_and_ip_options_before_nat,
@@ -2404,6 +2412,54 @@ fn table_full_refuses_new_flows(hook: Hook) {
     nat.from(role::INSIDE);
     nat.out("the session again", &first, p);
     assert_eq!(nat.session_count(), 2, "{hook:?}: still one session");
+    nat.finish();
+}
+
+/// `nat_hosts` never evicts a pairing (a host with long-lived flows would be
+/// paired again, to another address): a new host that finds it full is
+/// refused as a flow that finds the session table full, and is never sent on
+/// untranslated, while the hosts already paired open new flows as before.
+fn hosts_table_full_refuses_new_hosts(hook: Hook) {
+    let nat = Nat::with_load(
+        hook,
+        Config::default(),
+        LoadOptions {
+            max_hosts: Some(2),
+            ..LoadOptions::default()
+        },
+    );
+    let (a, x) = (nat.pool_addr(CLIENT), nat.pool_addr(HOST_X));
+    nat.snat(
+        "the first host",
+        &Pkt::udp((CLIENT, 40000), (SERVER, 53)),
+        (a, 40000),
+    );
+    nat.snat(
+        "the second host",
+        &Pkt::udp((HOST_X, 40000), (SERVER, 53)),
+        (x, 40000),
+    );
+    let third: Ip4 = [192, 168, 100, 21];
+    let full: fn(&mut DropReasons) -> &mut u64 = |d| &mut d.nat_table_full;
+    for what in ["a third host's UDP flow", "the third host again"] {
+        nat.refused(
+            what,
+            &Pkt::udp((third, 40000), (SERVER, 53)),
+            full,
+            &[st::FULL],
+        );
+    }
+    let echo = Pkt::echo(third, SERVER, 0x77);
+    nat.refused("the third host's echo request", &echo, full, &[st::FULL]);
+    nat.snat(
+        "a new flow of the first host",
+        &Pkt::udp((CLIENT, 40001), (SERVER, 53)),
+        (a, 40001),
+    );
+    let mut hosts: Vec<Ip4> = nat.dp.host_pairings().iter().map(|(h, _)| *h).collect();
+    hosts.sort_unstable();
+    assert_eq!(hosts, vec![CLIENT, HOST_X], "{hook:?}: nat_hosts");
+    assert_eq!(nat.session_count(), 6, "{hook:?}: three sessions");
     nat.finish();
 }
 

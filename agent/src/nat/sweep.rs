@@ -1,6 +1,7 @@
 //! The session sweeper: expires idle sessions (both halves together),
-//! removes orphan halves and unused bindings, and keeps the active-session
-//! count the datapath's admission check reads.
+//! removes orphan halves, unused bindings and the address pairings of hosts
+//! with neither, and keeps the active-session count the datapath's
+//! admission check reads.
 //!
 //! The sweeper lives in the agent rather than in `bpf_timer` callbacks so
 //! that the state machine and its timeouts stay in one place, testable
@@ -17,7 +18,7 @@ use std::{
 use tracing::{debug, warn};
 use xcnf_common::{
     maps,
-    nat::{Binding, BindingKey, Session, SessionKey, active, role},
+    nat::{Binding, BindingKey, HostPairing, Session, SessionKey, active, role},
 };
 
 use super::{
@@ -153,6 +154,8 @@ pub struct SweepStats {
     pub expired: usize,
     pub orphans: usize,
     pub bindings: usize,
+    /// Pairings of hosts with no session or binding left.
+    pub hosts: usize,
     /// Entries seen again since the snapshot, so not deleted.
     pub revived: usize,
 }
@@ -246,14 +249,105 @@ pub fn apply_bindings<S: BindingStore>(
     Ok((deleted, revived))
 }
 
+/// The pairings (`nat_hosts`) to delete: hosts that no session half and no
+/// binding in the snapshot names as the inside address, and that no new
+/// flow used since `GRACE` before the snapshot began (`since_ns`), since a
+/// flow opened while the snapshot was read may be missing from it.
+///
+/// Sessions and bindings this sweep deletes still count: a session revived
+/// meanwhile keeps its host's pairing, which goes one sweep later. A
+/// pairing removed while the host still had a flow would pair its next flow
+/// again, possibly to another address (RFC 4787 REQ-2).
+pub fn idle_hosts(
+    sessions: &[(SessionKey, Session)],
+    bindings: &[(BindingKey, Binding)],
+    hosts: &[([u8; 4], HostPairing)],
+    since_ns: u64,
+) -> Vec<([u8; 4], HostPairing)> {
+    let mut named: HashSet<[u8; 4]> = sessions
+        .iter()
+        .filter(|(k, _)| k.dir == role::INSIDE)
+        .map(|(k, _)| k.saddr)
+        .collect();
+    named.extend(bindings.iter().map(|(k, v)| {
+        if k.dir == role::INSIDE {
+            k.addr
+        } else {
+            v.addr
+        }
+    }));
+    hosts
+        .iter()
+        .filter(|(h, p)| {
+            // `used_s` is truncated: the use may have been up to a second later.
+            let used_ns = (u64::from(p.used_s) + 1).saturating_mul(1_000_000_000);
+            !named.contains(h) && older_than(since_ns, used_ns, GRACE)
+        })
+        .copied()
+        .collect()
+}
+
+/// The pairings as the sweeper needs them, so that its re-check can be
+/// tested without a kernel.
+pub trait HostStore {
+    /// The host's pairing, `None` if it is gone.
+    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError>;
+    /// Deletes it; one already gone is not an error.
+    fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError>;
+}
+
+impl HostStore for SessionMaps {
+    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+        match self.hosts.get(host, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(NatError::Map {
+                path: self.path(maps::NAT_HOSTS),
+                source,
+            }),
+        }
+    }
+
+    fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError> {
+        remove_if_present(&mut self.hosts, host).map_err(|source| NatError::Map {
+            path: self.path(maps::NAT_HOSTS),
+            source,
+        })
+    }
+}
+
+/// Deletes the idle pairings that are still as the snapshot saw them;
+/// returns (deleted, revived). A pairing a new flow used since has a newer
+/// `used_s`, and stays.
+pub fn apply_hosts<S: HostStore>(
+    store: &mut S,
+    idle: &[([u8; 4], HostPairing)],
+) -> Result<(usize, usize), NatError> {
+    let (mut deleted, mut revived) = (0, 0);
+    for (host, seen) in idle {
+        match store.pairing(host)? {
+            Some(p) if p != *seen => revived += 1,
+            Some(_) => {
+                store.unpair(host)?;
+                deleted += 1;
+            }
+            None => {}
+        }
+    }
+    Ok((deleted, revived))
+}
+
 /// Runs one sweep against the pinned maps.
 pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<SweepStats, NatError> {
     // Read before the scan: every session created after this point is
     // counted by the datapath in `created - snapshot`, and possibly also by
     // the scan, which errs towards refusing a flow, never towards overflow.
     let created = maps.active(active::CREATED)?;
+    let since = monotonic_ns()?;
     let sessions = maps.read_sessions()?;
     let bindings = maps.read_bindings()?;
+    // Read last: a pairing made after the sessions were read is young.
+    let hosts = maps.read_hosts()?;
     let now = monotonic_ns()?;
     let d = decide(&sessions, &bindings, now, timeouts);
     let mut stats = SweepStats {
@@ -284,6 +378,9 @@ pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<Swee
     }
     let (deleted, revived) = apply_bindings(maps, &d.bindings)?;
     stats.bindings += deleted;
+    stats.revived += revived;
+    let (deleted, revived) = apply_hosts(maps, &idle_hosts(&sessions, &bindings, &hosts, since))?;
+    stats.hosts += deleted;
     stats.revived += revived;
     maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
     Ok(stats)
@@ -333,6 +430,7 @@ pub async fn run(
                 expired = s.expired,
                 orphans = s.orphans,
                 bindings = s.bindings,
+                hosts = s.hosts,
                 revived = s.revived,
                 took_ms = started.elapsed().as_millis() as u64,
                 "NAT sweep"
@@ -469,6 +567,71 @@ mod tests {
         let mut half_gone = fake(&[outside], |_, _| {});
         assert_eq!(apply_bindings(&mut half_gone, &plan).unwrap(), (1, 0));
         assert!(half_gone.entries.is_empty());
+    }
+
+    fn pairing(n: u8, used_s: u64) -> ([u8; 4], HostPairing) {
+        (
+            [192, 168, 0, n],
+            HostPairing {
+                index: u32::from(n),
+                used_s: used_s as u32,
+            },
+        )
+    }
+
+    #[test]
+    fn a_pairing_goes_once_no_session_or_binding_names_its_host() {
+        let since = 1000;
+        let mut sessions = Vec::new();
+        sessions.extend(session(1, proto::UDP, since - 1, since - 1, 0, 0)); // live
+        sessions.extend(session(2, proto::UDP, since - 50, since - 50, 0, 0)); // expiring now
+        let [inside_half, _] = session(3, proto::TCP, since - 1, 0, tcp_seen::SYN, 0); // one half
+        let [_, outside_half] = session(4, proto::TCP, 0, since - 1, 0, 0);
+        sessions.extend([inside_half, outside_half]);
+        let mut bindings = vec![binding(5, proto::UDP, since - 500)[0]]; // inside entry
+        bindings.push(binding(6, proto::UDP, since - 500)[1]); // outside entry
+        let hosts = [
+            pairing(1, since - 900),
+            pairing(2, since - 900),
+            pairing(3, since - 900),
+            pairing(4, since - 900), // only the outside half names it (as daddr)
+            pairing(5, since - 900),
+            pairing(6, since - 900),
+            pairing(7, since - 900), // nothing left
+            pairing(8, since - 2),   // nothing, but used within the grace
+            pairing(9, since - 4),   // nothing, used before it
+        ];
+        let idle = idle_hosts(&sessions, &bindings, &hosts, since * S);
+        let mut gone: Vec<u8> = idle.iter().map(|(h, _)| h[3]).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, vec![4, 7, 9]);
+        assert_eq!(idle[0].1.index, u32::from(idle[0].0[3]), "the value seen");
+    }
+
+    #[derive(Default)]
+    struct FakeHosts(HashMap<[u8; 4], HostPairing>);
+
+    impl HostStore for FakeHosts {
+        fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+            Ok(self.0.get(host).copied())
+        }
+
+        fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError> {
+            self.0.remove(host);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pairing_used_since_the_snapshot_stays() {
+        let idle = [pairing(1, 10), pairing(2, 10), pairing(3, 10)];
+        let mut store = FakeHosts::default();
+        store.0.insert(idle[0].0, idle[0].1);
+        // A new flow of host 2 used its pairing after the snapshot.
+        store.0.insert(idle[1].0, pairing(2, 99).1);
+        // Host 3's pairing is already gone.
+        assert_eq!(apply_hosts(&mut store, &idle).unwrap(), (1, 1));
+        assert_eq!(store.0.keys().collect::<Vec<_>>(), vec![&idle[1].0]);
     }
 
     fn expired_keys(d: &Decision) -> Vec<u8> {

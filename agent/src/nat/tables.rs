@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use xcnf_common::{
     maps::{self, MapName},
-    nat::{Binding, BindingKey, Session, SessionKey, active},
+    nat::{Binding, BindingKey, HostPairing, Session, SessionKey, active},
 };
 
 use super::NatError;
@@ -56,6 +56,7 @@ pub struct SessionMaps {
     pins: Pins,
     pub sessions: HashMap<MapData, SessionKey, Session>,
     pub bindings: HashMap<MapData, BindingKey, Binding>,
+    pub hosts: HashMap<MapData, [u8; 4], HostPairing>,
     pub active: Array<MapData, u64>,
 }
 
@@ -65,6 +66,7 @@ impl SessionMaps {
             pins: pins.clone(),
             sessions: open_pinned(pins, maps::NAT_SESSIONS)?,
             bindings: open_pinned(pins, maps::NAT_BINDINGS)?,
+            hosts: open_pinned(pins, maps::NAT_HOSTS)?,
             active: open_pinned(pins, maps::NAT_ACTIVE)?,
         })
     }
@@ -79,6 +81,10 @@ impl SessionMaps {
 
     pub fn read_bindings(&self) -> Result<Vec<(BindingKey, Binding)>, NatError> {
         read_all(&self.bindings, || self.path(maps::NAT_BINDINGS))
+    }
+
+    pub fn read_hosts(&self) -> Result<Vec<([u8; 4], HostPairing)>, NatError> {
+        read_all(&self.hosts, || self.path(maps::NAT_HOSTS))
     }
 
     pub fn active(&self, index: u32) -> Result<u64, NatError> {

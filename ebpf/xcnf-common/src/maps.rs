@@ -118,13 +118,14 @@ pub const NAT_FRAGS: MapName = MapName {
     max_entries: nat::MAX_FRAGS,
 };
 
-/// Paired pooling (LRU): inside host `[u8; 4]` → [`crate::nat::HostPairing`].
+/// Paired pooling (hash, allocated as used): inside host `[u8; 4]` →
+/// [`crate::nat::HostPairing`]; sized like `nat_sessions`.
 pub const NAT_HOSTS: MapName = MapName {
     object: "NAT_HOSTS",
     pin: "nat_hosts",
     key_size: 4,
     value_size: size_of::<nat::HostPairing>() as u32,
-    max_entries: nat::MAX_HOSTS,
+    max_entries: 0,
 };
 
 /// Active-session accounting: see [`crate::nat::active`].
@@ -162,7 +163,8 @@ pub const ROUTE_CTL: MapName = MapName {
 /// 2: `COUNTERS` became a per-CPU array indexed by `IfaceConfig::slot`.
 /// 3: `Session` shrank to 64 bytes (its size alone would have caught it).
 /// 4: `DropReasons` gained `nat_ip_options` (as did `IfCounters`' size).
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: `nat_hosts` became a plain hash and `HostPairing` records `used_s`.
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// FNV-1a, 64 bit: the fingerprints the agent records next to its pins
 /// (map layout, verified programs). Not for anything adversarial.

@@ -473,21 +473,24 @@ pub const DEFAULT_PORT_MAX: u16 = 65535;
 /// next pool address in turn (`nat_active[NEXT_ADDR]`, so the first host gets
 /// the pool's first address, as in VPP), and every later flow of that host
 /// uses the same address.
+///
+/// `nat_hosts` is a plain hash, not an LRU: evicting the pairing of a host
+/// whose long-lived sessions open nothing new would pair it again, to
+/// another address, while they last. It is sized like `nat_sessions` (a
+/// paired host has at least one session or binding) and allocated as used;
+/// the agent's sweeper removes a pairing once no session or binding of the
+/// host is left. A new host that finds it full is refused like a flow that
+/// finds the session table full.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostPairing {
     /// Index among all pool addresses (see [`PoolRange::base`]).
     pub index: u32,
-    pub _pad: u32,
+    /// When a new flow last used the pairing, in seconds of the datapath's
+    /// clock (`CLOCK_MONOTONIC`): the sweeper keeps a pairing that was used
+    /// after its snapshot began, whose flow it may not have seen.
+    pub used_s: u32,
 }
-
-/// Capacity of `nat_hosts` (LRU). A host whose pairing is evicted is paired
-/// again on its next new flow, possibly to another address. Up to this many
-/// inside hosts that only happens to hosts that opened no flow for longer
-/// than the others; beyond it, a host whose long-lived sessions opened
-/// nothing new meanwhile can be paired again while they last, and then
-/// uses two addresses (RFC 4787 REQ-2). Not sized from `maxSessions` yet.
-pub const MAX_HOSTS: u32 = 65536;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use crate::{
     },
 };
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -20,8 +21,8 @@ use xcnf_common::{
     maps::MAX_IFACES,
     nat::{
         Binding, BindingKey, DEFAULT_MAX_SESSIONS, FragKey, FragXlate, HostPairing, MAX_FRAGS,
-        MAX_HOSTS, MAX_POOL_RANGES, MAX_STATIC, NAT_ADDRS_ENTRIES, NatAddr, NatConfig, NatStats,
-        PoolRange, RouteCtl, Session, SessionKey, StaticKey, StaticMapping, active,
+        MAX_POOL_RANGES, MAX_STATIC, NAT_ADDRS_ENTRIES, NatAddr, NatConfig, NatStats, PoolRange,
+        RouteCtl, Session, SessionKey, StaticKey, StaticMapping, active,
     },
 };
 
@@ -75,8 +76,16 @@ pub static NAT_BINDINGS: LruHashMap<BindingKey, Binding, { 2 * DEFAULT_MAX_SESSI
 #[btf_map]
 pub static NAT_FRAGS: LruHashMap<FragKey, FragXlate, { MAX_FRAGS as usize }> = LruHashMap::new();
 
+/// Paired pooling: a plain hash, never evicting (see `HostPairing`), and
+/// allocated as hosts arrive rather than preallocated at the session
+/// table's size. The compiled-in size is replaced at load time.
 #[btf_map]
-pub static NAT_HOSTS: LruHashMap<[u8; 4], HostPairing, { MAX_HOSTS as usize }> = LruHashMap::new();
+pub static NAT_HOSTS: HashMap<
+    [u8; 4],
+    HostPairing,
+    { 2 * DEFAULT_MAX_SESSIONS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
 
 #[btf_map]
 pub static NAT_ACTIVE: Array<u64, { active::LEN }> = Array::new();

@@ -613,6 +613,7 @@ fn prepare(n: u32, opts: &Options) -> Result<(Datapath, u32, Mac, f64), BenchErr
     let mut dp = Datapath::load(LoadOptions {
         log_level: 0,
         max_sessions: Some(max_sessions),
+        max_hosts: None,
     });
     keep_in_xdp_dispatcher(&mut dp)?;
     dp.manage_role(LO, NEXT_HOP_MAC, role::INSIDE);
@@ -706,10 +707,10 @@ fn fill(dp: &mut Datapath, n: u32, cycle: &Cycle) -> Result<(), BenchError> {
         .filter(|(_, snat)| *snat)
         .flat_map(|(f, _)| f.bindings(now));
     insert_all(dp, maps::NAT_BINDINGS.object, entries, 2000)?;
-    let hosts = pool
-        .hosts
-        .iter()
-        .map(|(h, &index)| (*h, HostPairing { index, _pad: 0 }));
+    let hosts = pool.hosts.iter().map(|(h, &index)| {
+        let used_s = (now / 1_000_000_000) as u32;
+        (*h, HostPairing { index, used_s })
+    });
     insert_all(dp, maps::NAT_HOSTS.object, hosts, 0)?;
     let map_err = |what: &str, e: &dyn std::error::Error| failed(format!("{what}: {}", chain(e)));
     let map = dp

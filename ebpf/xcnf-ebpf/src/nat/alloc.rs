@@ -36,15 +36,24 @@ pub struct PoolAddr {
 
 /// The pool address of an inside host: the one it was paired with, or for
 /// its first flow the next one in turn (RFC 4787 REQ-2, paired pooling).
+/// `now_s` records the use for the sweeper (see `HostPairing::used_s`).
+///
+/// `None` with a pool configured means the host could not be paired:
+/// `nat_hosts` is full.
 #[inline(always)]
-pub fn paired(cfg: &NatConfig, inside: [u8; 4]) -> Option<PoolAddr> {
+pub fn paired(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Option<PoolAddr> {
     if cfg.pool_addrs == 0 {
         return None;
     }
-    let idx = match NAT_HOSTS.get_ptr(&inside) {
-        // SAFETY: a live map value, read once.
-        Some(h) if unsafe { (*h).index } < cfg.pool_addrs => unsafe { (*h).index },
-        _ => pair(cfg, inside)?,
+    let idx = match NAT_HOSTS.get_ptr_mut(&inside) {
+        // SAFETY: a live map value.
+        Some(h) if unsafe { (*h).index } < cfg.pool_addrs => unsafe {
+            if (*h).used_s != now_s {
+                (*h).used_s = now_s;
+            }
+            (*h).index
+        },
+        _ => pair(cfg, inside, now_s)?,
     };
     for i in 0..MAX_POOL_RANGES {
         if i >= cfg.pool_ranges {
@@ -65,7 +74,7 @@ pub fn paired(cfg: &NatConfig, inside: [u8; 4]) -> Option<PoolAddr> {
 
 /// Pairs a new host with the next pool address in turn.
 #[inline(always)]
-fn pair(cfg: &NatConfig, inside: [u8; 4]) -> Option<u32> {
+fn pair(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Option<u32> {
     let cursor = NAT_ACTIVE.get_ptr_mut(active::NEXT_ADDR)?;
     // SAFETY: a live array value. Read, then atomically advanced: two hosts
     // arriving at the same instant may get the same address, which pairing
@@ -76,7 +85,11 @@ fn pair(cfg: &NatConfig, inside: [u8; 4]) -> Option<u32> {
         core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) cursor, in(reg) 1u64);
     }
     let index = (next % u64::from(cfg.pool_addrs.max(1))) as u32;
-    let v = HostPairing { index, _pad: 0 };
+    let v = HostPairing {
+        index,
+        used_s: now_s,
+    };
+    // A full table refuses the insert (E2BIG): nothing is evicted.
     if NAT_HOSTS
         .insert(&inside, &v, u64::from(BPF_NOEXIST))
         .is_ok()
@@ -84,14 +97,16 @@ fn pair(cfg: &NatConfig, inside: [u8; 4]) -> Option<u32> {
         return Some(index);
     }
     // Another CPU paired this host first, or a stale pairing points past a
-    // shrunken pool: take the stored one if valid, else replace it.
+    // shrunken pool: take the stored one if valid, else replace it (a
+    // replacement needs no room).
     match NAT_HOSTS.get_ptr(&inside) {
         // SAFETY: a live map value, read once.
         Some(h) if unsafe { (*h).index } < cfg.pool_addrs => Some(unsafe { (*h).index }),
-        _ => {
+        Some(_) => {
             NAT_HOSTS.insert(&inside, &v, 0).ok()?;
             Some(index)
         }
+        None => None,
     }
 }
 

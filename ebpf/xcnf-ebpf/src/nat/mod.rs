@@ -440,13 +440,19 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         kind_bits |= kind::STATIC_SNAT;
         false
     } else {
-        let Some(pool) = alloc::paired(cfg, t.saddr) else {
+        if cfg.pool_addrs == 0 {
             // No pool: dynamic translation is not configured.
             return if hairpin {
                 Decision::Drop(Drop::NatNoMapping)
             } else {
                 Decision::Plain
             };
+        }
+        let Some(pool) = alloc::paired(cfg, t.saddr, now.s) else {
+            // A new host and `nat_hosts` full: refused like a full session
+            // table, never sent on untranslated.
+            stats::bump(|s| &mut s.table_full);
+            return Decision::Drop(Drop::NatTableFull);
         };
         kind_bits |= if ports { kind::SNAT } else { kind::ADDR_ONLY };
         n.kind = kind_bits;
