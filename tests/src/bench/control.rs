@@ -914,11 +914,17 @@ impl Results {
              one runs with `--keep-datapath`, and each warm start adopts what the previous agent kept. \
              Memory is `/proc/<pid>/status` of the agent. Applies alternate mapping 0's local address \
              between {} and {} through one gRPC connection from the benchmark (round trip of `Apply`, \
-             which returns once the transaction is done); each must report exactly one step (`nat44`) \
+             which returns once the transaction is done, including the client's encoding; the \
+             benchmark is a {} build); each must report exactly one step (`nat44`) \
              and the pinned `nat_static` map must hold the new value afterwards. File edits rewrite the \
              config file and are timed until the map holds the change.",
             ip(LOCAL),
-            ip(ALT_LOCAL)
+            ip(ALT_LOCAL),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
         );
         s
     }
