@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod e2e;
+pub mod floor;
 pub mod prog;
 pub mod report;
 
