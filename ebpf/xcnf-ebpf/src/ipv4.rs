@@ -121,7 +121,7 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
             MtuCheck::Skb => 0,
         },
     };
-    let (to, outbound, slot) = match nat::decide(p, i.role, &pk, i.len, &fib, i.now) {
+    let (to, outbound, slot, quoted) = match nat::decide(p, i.role, &pk, i.len, &fib, i.now) {
         Decision::Plain => {
             let r = forward::route(i, &h, h.src, h.dst);
             let (data, data_end) = p.bounds();
@@ -132,7 +132,8 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
             to,
             outbound,
             route,
-        } => (to, outbound, route),
+            quoted,
+        } => (to, outbound, route, quoted),
     };
 
     let key = RouteKey {
@@ -176,11 +177,10 @@ pub fn run<P: Pkt + SlowCall>(p: &P, i: &Ingress) -> Action {
         }
         Action::Drop(_) => return a,
     };
-    // An ICMP error's quote is read back only now (see `slow::quoted`);
-    // the rewrite uses it for ICMP errors only, which only the global
-    // function translates. Read unconditionally: a test of the protocol
-    // here made the verifier walk the rewrite once more per protocol.
-    let inner = slow::quoted();
+    // An ICMP error's quote is read back only now (see `slow::quoted`),
+    // and only for a decision of the global function that says so: on
+    // every other path `quoted` is a constant the verifier prunes with.
+    let inner = if quoted { slow::quoted() } else { None };
     if rewrite_it && rewrite::apply(p, &pk, &to, inner.as_ref()).is_err() {
         return Action::Drop(Drop::Malformed);
     }

@@ -48,6 +48,12 @@ pub enum Decision {
         outbound: bool,
         /// The established session half, whose route cache applies.
         route: RouteSlot,
+        /// An ICMP error whose quote the global function translated: only
+        /// then is the quote's translation read back at rewrite time. A
+        /// constant `false` everywhere else, so the verifier does not walk
+        /// the quote's rewrite for established packets, and they skip the
+        /// scratch map's lookup.
+        quoted: bool,
     },
     Drop(Drop),
 }
@@ -188,6 +194,7 @@ fn translated(pk: &Parsed, dir: u8, to: Tuple, outbound: bool, route: RouteSlot)
         to,
         outbound,
         route,
+        quoted: false,
     }
 }
 
@@ -229,6 +236,7 @@ fn later_fragment(dir: u8, pk: &Parsed, fib: &FibQuery) -> Decision {
             to,
             outbound,
             route: RouteSlot::none(),
+            quoted: false,
         };
     }
     if needs_nat(outbound, &pk.tuple, fib) {
@@ -284,6 +292,7 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery, quoted: &mut Tuple) -> Decis
         to,
         outbound,
         route: RouteSlot::none(),
+        quoted: false,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::{
     maps::NAT_SLOW,
     nat::{
         self, Decision, FibQuery,
-        parse::{Parsed, Tuple},
+        parse::{L4, Parsed, Tuple},
         route::RouteSlot,
     },
 };
@@ -156,6 +156,7 @@ pub fn decide<S: SlowCall>(
             to: io.to,
             outbound: io.outbound != 0,
             route: RouteSlot::none(),
+            quoted: pk.l4 == L4::IcmpError,
         },
         _ => Decision::Drop(drop_of(io.drop)),
     })
