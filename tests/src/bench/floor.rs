@@ -56,8 +56,9 @@ const UDP_CSUM_OFF: i32 = 14 + 20 + 6;
 /// Verdicts of a hit: TC_ACT_REDIRECT and XDP_REDIRECT.
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_REDIRECT: u32 = 4;
-/// A miss ends with TC_ACT_SHOT or XDP_ABORTED, so a floor that did not
-/// find the session fails its check instead of measuring less work.
+/// A miss (or a refused checksum update) ends with TC_ACT_SHOT or
+/// XDP_ABORTED, so a floor that did less than its work fails its check
+/// instead of measuring less.
 const TC_ACT_SHOT: i32 = 2;
 const XDP_ABORTED: i32 = 0;
 
@@ -103,6 +104,9 @@ const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
 }
 const fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
     insn(0x55, dst, 0, off, imm)
+}
+const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    insn(0x15, dst, 0, off, imm)
 }
 const fn call(helper: i32) -> Insn {
     insn(0x85, 0, 0, 0, helper)
@@ -178,6 +182,11 @@ impl Floor {
                     mov64_imm(R4, i32::from_ne_bytes(to)),
                     mov64_imm(R5, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4),
                     call(BPF_L4_CSUM_REPLACE),
+                    // A refused checksum update would make the floor
+                    // cheaper than it is: it fails the check instead.
+                    jeq_imm(R0, 0, 2),
+                    mov64_imm(R0, miss),
+                    exit(),
                     mov64_imm(R1, out),
                     mov64_imm(R2, 0),
                     call(BPF_REDIRECT),
@@ -220,7 +229,7 @@ impl Floor {
         };
         if code != want {
             return Err(format!(
-                "floor returned {code}, not the redirect {want} (the session lookup missed?)"
+                "floor returned {code}, not the redirect {want} (the session lookup missed, or the checksum helper refused)"
             ));
         }
         Ok(f64::from(ns))
