@@ -1096,6 +1096,7 @@ xcnf_tests::on_both_hooks!(
     arp_for_nat_addresses,
     table_full_refuses_new_flows,
     hosts_table_full_refuses_new_hosts,
+    a_pairing_in_no_pool_range_drops,
     malformed_l4_drops,
     no_role_or_disabled_forwards_unchanged,
     ttl_and_ip_options_before_nat,
@@ -2459,7 +2460,52 @@ fn hosts_table_full_refuses_new_hosts(hook: Hook) {
     let mut hosts: Vec<Ip4> = nat.dp.host_pairings().iter().map(|(h, _)| *h).collect();
     hosts.sort_unstable();
     assert_eq!(hosts, vec![CLIENT, HOST_X], "{hook:?}: nat_hosts");
+    assert_eq!(
+        nat.dp.next_pool_cursor(),
+        2,
+        "{hook:?}: refused hosts took no turn of the pool cursor"
+    );
     assert_eq!(nat.session_count(), 6, "{hook:?}: three sessions");
+    nat.finish();
+}
+
+/// While the agent rewrites the pool ranges (it writes `nat_pools` before
+/// `nat_config`), a host can be paired to an index no range covers: its flow
+/// is dropped as `nat_no_mapping`, never sent on untranslated.
+fn a_pairing_in_no_pool_range_drops(hook: Hook) {
+    let mut nat = Nat::new(
+        hook,
+        Config {
+            pools: vec![range(POOL_FIRST, 2, 0, (1024, 65535))],
+            ..Config::default()
+        },
+    );
+    // nat_config already counts four addresses, nat_pools still two.
+    nat.dp.set_nat_config(NatConfig {
+        flags: config_flags::ENABLED,
+        max_sessions: 1024,
+        pool_ranges: 1,
+        pool_addrs: 4,
+    });
+    let (a, x) = (nat.pool_addr(CLIENT), nat.pool_addr(HOST_X));
+    nat.snat(
+        "index 0",
+        &Pkt::udp((CLIENT, 40000), (SERVER, 53)),
+        (a, 40000),
+    );
+    nat.snat(
+        "index 1",
+        &Pkt::udp((HOST_X, 40000), (SERVER, 53)),
+        (x, 40000),
+    );
+    let third = Pkt::udp(([192, 168, 100, 21], 40000), (SERVER, 53));
+    nat.refused(
+        "index 2, in no range",
+        &third,
+        NO_MAPPING,
+        &[st::NO_MAPPING],
+    );
+    assert_eq!(nat.session_count(), 4, "{hook:?}: two sessions");
     nat.finish();
 }
 

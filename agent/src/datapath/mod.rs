@@ -938,7 +938,7 @@ fn check_pinned_map(
         match lru.max_sessions {
             Some(max_sessions) if got.2 != lru.entries && (got.0, got.1) == (want.0, want.1) => {
                 return recreate(format!(
-                    "it holds {} entries, maxSessions {max_sessions} needs {} (a session table cannot be resized in place, so every NAT session is dropped)",
+                    "it holds {} entries, maxSessions {max_sessions} needs {} (the session tables cannot be resized in place, so every NAT session, binding and address pairing is dropped)",
                     got.2, lru.entries
                 ));
             }

@@ -290,46 +290,45 @@ pub fn idle_hosts(
 /// The pairings as the sweeper needs them, so that its re-check can be
 /// tested without a kernel.
 pub trait HostStore {
-    /// The host's pairing, `None` if it is gone.
-    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError>;
-    /// Deletes it; one already gone is not an error.
-    fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError>;
+    /// Removes the host's pairing and returns it, atomically; `None` if it
+    /// is gone.
+    fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError>;
+    /// Puts a pairing back, unless the host has one again by now.
+    fn restore(&mut self, host: &[u8; 4], p: HostPairing) -> Result<(), NatError>;
 }
 
 impl HostStore for SessionMaps {
-    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
-        match self.hosts.get(host, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(NatError::Map {
-                path: self.path(maps::NAT_HOSTS),
-                source,
-            }),
-        }
+    fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+        self.take_host(host)
     }
 
-    fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError> {
-        remove_if_present(&mut self.hosts, host).map_err(|source| NatError::Map {
-            path: self.path(maps::NAT_HOSTS),
-            source,
-        })
+    fn restore(&mut self, host: &[u8; 4], p: HostPairing) -> Result<(), NatError> {
+        self.restore_host(host, p)
     }
 }
 
 /// Deletes the idle pairings that are still as the snapshot saw them;
-/// returns (deleted, revived). A pairing a new flow used since has a newer
-/// `used_s`, and stays.
+/// returns (deleted, revived).
+///
+/// Each is taken out in one step and compared afterwards: a new flow that
+/// used the pairing since the snapshot gave it a newer `used_s`, and the
+/// pairing goes back (unless the host was paired again in between, which
+/// then stands). Checking first and deleting after would leave a syscall's
+/// time in which a flow could use the pairing the delete then removes, and
+/// the host's next flow would be paired again, possibly to another address.
+/// What is left is the datapath's own moment between finding the pairing
+/// and stamping it, a few instructions.
 pub fn apply_hosts<S: HostStore>(
     store: &mut S,
     idle: &[([u8; 4], HostPairing)],
 ) -> Result<(usize, usize), NatError> {
     let (mut deleted, mut revived) = (0, 0);
     for (host, seen) in idle {
-        match store.pairing(host)? {
-            Some(p) if p != *seen => revived += 1,
-            Some(_) => {
-                store.unpair(host)?;
-                deleted += 1;
+        match store.take(host)? {
+            Some(p) if p == *seen => deleted += 1,
+            Some(p) => {
+                store.restore(host, p)?;
+                revived += 1;
             }
             None => {}
         }
@@ -346,8 +345,6 @@ pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<Swee
     let since = monotonic_ns()?;
     let sessions = maps.read_sessions()?;
     let bindings = maps.read_bindings()?;
-    // Read last: a pairing made after the sessions were read is young.
-    let hosts = maps.read_hosts()?;
     let now = monotonic_ns()?;
     let d = decide(&sessions, &bindings, now, timeouts);
     let mut stats = SweepStats {
@@ -379,10 +376,20 @@ pub fn sweep_once(maps: &mut SessionMaps, timeouts: &NatTimeouts) -> Result<Swee
     let (deleted, revived) = apply_bindings(maps, &d.bindings)?;
     stats.bindings += deleted;
     stats.revived += revived;
-    let (deleted, revived) = apply_hosts(maps, &idle_hosts(&sessions, &bindings, &hosts, since))?;
-    stats.hosts += deleted;
-    stats.revived += revived;
     maps.set_active(active::BASE, stats.live.wrapping_sub(created))?;
+    // Last, and on its own: sessions expire and the count stays right even
+    // if the pairings cannot be read or deleted this time. Read after the
+    // sessions, so a pairing made meanwhile is young.
+    let hosts = maps
+        .read_hosts()
+        .and_then(|h| apply_hosts(maps, &idle_hosts(&sessions, &bindings, &h, since)));
+    match hosts {
+        Ok((deleted, revived)) => {
+            stats.hosts += deleted;
+            stats.revived += revived;
+        }
+        Err(e) => warn!(error = %e, "NAT sweep: address pairings not reclaimed this time"),
+    }
     Ok(stats)
 }
 
@@ -608,16 +615,22 @@ mod tests {
         assert_eq!(idle[0].1.index, u32::from(idle[0].0[3]), "the value seen");
     }
 
-    #[derive(Default)]
-    struct FakeHosts(HashMap<[u8; 4], HostPairing>);
+    /// Pairings in memory; `on_take` runs after each take, as a datapath
+    /// pairing the host again concurrently would.
+    struct FakeHosts {
+        entries: HashMap<[u8; 4], HostPairing>,
+        on_take: fn(&mut HashMap<[u8; 4], HostPairing>, &[u8; 4]),
+    }
 
     impl HostStore for FakeHosts {
-        fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
-            Ok(self.0.get(host).copied())
+        fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+            let p = self.entries.remove(host);
+            (self.on_take)(&mut self.entries, host);
+            Ok(p)
         }
 
-        fn unpair(&mut self, host: &[u8; 4]) -> Result<(), NatError> {
-            self.0.remove(host);
+        fn restore(&mut self, host: &[u8; 4], p: HostPairing) -> Result<(), NatError> {
+            self.entries.entry(*host).or_insert(p);
             Ok(())
         }
     }
@@ -625,13 +638,31 @@ mod tests {
     #[test]
     fn a_pairing_used_since_the_snapshot_stays() {
         let idle = [pairing(1, 10), pairing(2, 10), pairing(3, 10)];
-        let mut store = FakeHosts::default();
-        store.0.insert(idle[0].0, idle[0].1);
+        let mut store = FakeHosts {
+            entries: HashMap::new(),
+            on_take: |_, _| {},
+        };
+        store.entries.insert(idle[0].0, idle[0].1);
         // A new flow of host 2 used its pairing after the snapshot.
-        store.0.insert(idle[1].0, pairing(2, 99).1);
+        store.entries.insert(idle[1].0, pairing(2, 99).1);
         // Host 3's pairing is already gone.
         assert_eq!(apply_hosts(&mut store, &idle).unwrap(), (1, 1));
-        assert_eq!(store.0.keys().collect::<Vec<_>>(), vec![&idle[1].0]);
+        assert_eq!(
+            store.entries.into_iter().collect::<Vec<_>>(),
+            vec![pairing(2, 99)],
+            "host 2 keeps the pairing it used, stamp and all"
+        );
+
+        // Host 2 was paired again between the take and the restore: the
+        // datapath's new pairing stands.
+        let mut raced = FakeHosts {
+            entries: HashMap::from([(idle[1].0, pairing(2, 99).1)]),
+            on_take: |m, h| {
+                m.insert(*h, pairing(7, 100).1);
+            },
+        };
+        assert_eq!(apply_hosts(&mut raced, &idle[1..2]).unwrap(), (0, 1));
+        assert_eq!(raced.entries[&idle[1].0], pairing(7, 100).1);
     }
 
     fn expired_keys(d: &Decision) -> Vec<u8> {

@@ -1,9 +1,17 @@
 //! The pinned NAT maps, opened by path: the sweeper and `xcnfctl` read them
 //! without the agent's loaded object, so both work on a kept datapath too.
 
-use std::path::PathBuf;
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
+};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
+
+/// `bpf(2)` command: look an element up and delete it atomically.
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+/// Map update flag: only if the key is not there.
+const BPF_NOEXIST: u64 = 1;
 use xcnf_common::{
     maps::{self, MapName},
     nat::{Binding, BindingKey, HostPairing, Session, SessionKey, active},
@@ -85,6 +93,69 @@ impl SessionMaps {
 
     pub fn read_hosts(&self) -> Result<Vec<([u8; 4], HostPairing)>, NatError> {
         read_all(&self.hosts, || self.path(maps::NAT_HOSTS))
+    }
+
+    /// Removes `host`'s pairing and returns it, in one step
+    /// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`): a lookup then a delete would leave
+    /// a syscall's time in which a new flow of the host could use the
+    /// pairing the delete then removes. `None` if it was not there.
+    pub fn take_host(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+        let fd = self.hosts.map().fd().as_fd().as_raw_fd();
+        let mut value = HostPairing::default();
+        // `union bpf_attr` for map element commands: map_fd, key, value, flags.
+        #[repr(C)]
+        struct ElemAttr {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let mut attr = ElemAttr {
+            map_fd: u32::try_from(fd).unwrap_or(u32::MAX),
+            _pad: 0,
+            key: host.as_ptr() as u64,
+            value: (&raw mut value) as u64,
+            flags: 0,
+        };
+        // SAFETY: `attr` points at a live key of the map's key size and a
+        // value of its value size; the kernel writes only `value`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                &raw mut attr,
+                std::mem::size_of::<ElemAttr>(),
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(value));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        Err(NatError::Map {
+            path: self.path(maps::NAT_HOSTS),
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_and_delete_elem",
+                io_error: e,
+            }),
+        })
+    }
+
+    /// Puts a pairing back unless the host has one again by now.
+    pub fn restore_host(&mut self, host: &[u8; 4], p: HostPairing) -> Result<(), NatError> {
+        match self.hosts.insert(host, p, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            Err(source) => Err(NatError::Map {
+                path: self.path(maps::NAT_HOSTS),
+                source,
+            }),
+        }
     }
 
     pub fn active(&self, index: u32) -> Result<u64, NatError> {

@@ -29,7 +29,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use aya::maps::Map;
 use xcnf_common::{maps, nat::SessionKey};
 
-use crate::testrun::{Datapath, Hook, ip};
+use crate::testrun::{Datapath, Hook};
 
 const BPF_MAP_LOOKUP_ELEM_HELPER: i32 = 1;
 const BPF_L4_CSUM_REPLACE: i32 = 11;
@@ -307,9 +307,9 @@ fn prog_load(prog_type: u32, insns: &[Insn]) -> Result<OwnedFd, String> {
 /// the benchmark's namespace.
 fn attach_xdp(prog: &OwnedFd) -> Result<OwnedFd, String> {
     let (dev, peer) = XDP_FLOOR_VETH;
-    ip(&["link", "add", dev, "type", "veth", "peer", "name", peer]);
-    ip(&["link", "set", dev, "up"]);
-    ip(&["link", "set", peer, "up"]);
+    ip(&["link", "add", dev, "type", "veth", "peer", "name", peer])?;
+    ip(&["link", "set", dev, "up"])?;
+    ip(&["link", "set", peer, "up"])?;
     let name = std::ffi::CString::new(peer).map_err(|e| e.to_string())?;
     // SAFETY: a valid NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -325,6 +325,23 @@ fn attach_xdp(prog: &OwnedFd) -> Result<OwnedFd, String> {
         // SAFETY: the kernel just returned this fd to us, owned by no one else.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(e) => Err(format!("attaching the XDP floor to {peer}: {e}")),
+    }
+}
+
+/// Runs `ip` with `args`; a failure is the floor's, not the benchmark's.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -895,28 +895,33 @@ fn repeated(
     want: &Expect,
     opts: &Options,
 ) -> Result<f64, String> {
-    repeated_alongside(dp, hook, f, want, opts, None).map(|(ns, _)| ns)
+    repeated_alongside(dp, hook, f, want, opts, Err("not run".to_owned())).map(|(ns, _)| ns)
 }
 
 /// As [`repeated`], with each call followed by one of `floor` on the same
 /// frame, so that both medians come from the same minutes of a machine whose
-/// speed drifts: (xcnf's, the floor's).
+/// speed drifts: (xcnf's, the floor's). A floor that fails stops being run
+/// and is reported failed; xcnf's measurement goes on without it.
 fn repeated_alongside(
     dp: &Datapath,
     hook: Hook,
     f: &[u8],
     want: &Expect,
     opts: &Options,
-    floor: Option<&super::floor::Floor>,
-) -> Result<(f64, Option<f64>), String> {
+    floor: Result<&super::floor::Floor, String>,
+) -> Result<(f64, Result<f64, String>), String> {
     check_once(dp, hook, f, want)?;
     let before = (dp.counters(LO), dp.nat_stats());
     let mut per_packet = Vec::new();
     let mut floor_per_packet = Vec::new();
+    let mut floor = floor;
     for _ in 0..opts.calls {
         per_packet.extend(timed_runs(dp, hook, [f], opts.repeat)?);
-        if let Some(fl) = floor {
-            floor_per_packet.push(fl.run(f, opts.repeat)?);
+        if let Ok(fl) = floor {
+            match fl.run(f, opts.repeat) {
+                Ok(ns) => floor_per_packet.push(ns),
+                Err(why) => floor = Err(why),
+            }
         }
     }
     let after = (dp.counters(LO), dp.nat_stats());
@@ -926,9 +931,10 @@ fn repeated_alongside(
         u64::from(opts.calls) * u64::from(opts.repeat),
         want.xlate,
     )?;
+    let floor = floor.and_then(|_| median(&floor_per_packet).ok_or_else(|| "no runs".to_owned()));
     Ok((
         median(&per_packet).ok_or_else(|| "no runs".to_owned())?,
-        median(&floor_per_packet),
+        floor,
     ))
 }
 
@@ -1152,18 +1158,24 @@ fn measure_size(n: u32, opts: &Options) -> Result<SizeResult, BenchError> {
             dst: SNAT_SERVER,
             xlate: Xlate::FromInside,
         };
-        let both =
-            super::floor::Floor::load(&dp, hook, &snat.key, (snat.key.saddr, snat.to.saddr), v0)
-                .and_then(|fl| {
-                    let f = frame(hook, SNAT_CLIENT, SNAT_SERVER);
-                    repeated_alongside(&dp, hook, &f, &want, opts, Some(&fl))
-                });
-        record(
-            Case::EstablishedSnat,
+        let fl =
+            super::floor::Floor::load(&dp, hook, &snat.key, (snat.key.saddr, snat.to.saddr), v0);
+        let f = frame(hook, SNAT_CLIENT, SNAT_SERVER);
+        let (est, floor) = match repeated_alongside(
+            &dp,
             hook,
-            measure(both.as_ref().map(|b| b.0).map_err(Clone::clone)),
-        );
-        let floor = both.and_then(|(_, fl)| fl.ok_or_else(|| "no floor runs".to_owned()));
+            &f,
+            &want,
+            opts,
+            fl.as_ref().map_err(Clone::clone),
+        ) {
+            Ok((est, floor)) => (Ok(est), floor),
+            Err(why) => (
+                Err(why.clone()),
+                Err(format!("xcnf's own runs failed: {why}")),
+            ),
+        };
+        record(Case::EstablishedSnat, hook, measure(est));
         record(Case::Floor, hook, measure(floor));
 
         check_interrupt()?;

@@ -34,16 +34,24 @@ pub struct PoolAddr {
     pub port_max: u16,
 }
 
+/// Why an inside host has no pool address.
+pub enum Unpaired {
+    /// No pool is configured: dynamic translation is off.
+    NoPool,
+    /// A new host, and `nat_hosts` is full.
+    Full,
+    /// The pairing's index lies in no pool range: only while the agent
+    /// rewrites the ranges (it writes them before `nat_config`).
+    NoRange,
+}
+
 /// The pool address of an inside host: the one it was paired with, or for
 /// its first flow the next one in turn (RFC 4787 REQ-2, paired pooling).
 /// `now_s` records the use for the sweeper (see `HostPairing::used_s`).
-///
-/// `None` with a pool configured means the host could not be paired:
-/// `nat_hosts` is full.
 #[inline(always)]
-pub fn paired(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Option<PoolAddr> {
+pub fn paired(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Result<PoolAddr, Unpaired> {
     if cfg.pool_addrs == 0 {
-        return None;
+        return Err(Unpaired::NoPool);
     }
     let idx = match NAT_HOSTS.get_ptr_mut(&inside) {
         // SAFETY: a live map value.
@@ -53,47 +61,52 @@ pub fn paired(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Option<PoolAddr> 
             }
             (*h).index
         },
-        _ => pair(cfg, inside, now_s)?,
+        _ => pair(cfg, inside, now_s).ok_or(Unpaired::Full)?,
     };
     for i in 0..MAX_POOL_RANGES {
         if i >= cfg.pool_ranges {
             break;
         }
-        let r = NAT_POOLS.get(i)?;
+        let Some(r) = NAT_POOLS.get(i) else {
+            break;
+        };
         if idx >= r.base && idx - r.base < r.count {
             let a = u32::from_be_bytes(r.first).wrapping_add(idx - r.base);
-            return Some(PoolAddr {
+            return Ok(PoolAddr {
                 addr: a.to_be_bytes(),
                 port_min: r.port_min,
                 port_max: r.port_max,
             });
         }
     }
-    None
+    Err(Unpaired::NoRange)
 }
 
 /// Pairs a new host with the next pool address in turn.
 #[inline(always)]
 fn pair(cfg: &NatConfig, inside: [u8; 4], now_s: u32) -> Option<u32> {
     let cursor = NAT_ACTIVE.get_ptr_mut(active::NEXT_ADDR)?;
-    // SAFETY: a live array value. Read, then atomically advanced: two hosts
-    // arriving at the same instant may get the same address, which pairing
-    // allows; what it forbids, one host on two addresses, the NOEXIST
-    // insert below prevents.
+    // SAFETY: a live array value, read once. Two hosts arriving at the same
+    // instant may read the same turn and get the same address, which
+    // pairing allows; what it forbids, one host on two addresses, the
+    // NOEXIST insert below prevents.
     let next = unsafe { *cursor };
-    unsafe {
-        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) cursor, in(reg) 1u64);
-    }
     let index = (next % u64::from(cfg.pool_addrs.max(1))) as u32;
     let v = HostPairing {
         index,
         used_s: now_s,
     };
-    // A full table refuses the insert (E2BIG): nothing is evicted.
+    // A full table refuses the insert (E2BIG): nothing is evicted. Only a
+    // host actually paired takes its turn, so refused hosts do not skip
+    // addresses meanwhile.
     if NAT_HOSTS
         .insert(&inside, &v, u64::from(BPF_NOEXIST))
         .is_ok()
     {
+        // SAFETY: as above; atomic, as other CPUs advance it too.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) cursor, in(reg) 1u64);
+        }
         return Some(index);
     }
     // Another CPU paired this host first, or a stale pairing points past a

@@ -292,7 +292,9 @@ fn icmp_error(dir: u8, pk: &Parsed, fib: &FibQuery, quoted: &mut Tuple) -> Decis
         to,
         outbound,
         route: RouteSlot::none(),
-        quoted: false,
+        // Read back by the caller through `slow::decide`, which sets it
+        // from the packet again.
+        quoted: true,
     }
 }
 
@@ -449,19 +451,26 @@ fn new_outbound(cfg: &NatConfig, pk: &Parsed, seen: u8, len: u64, fib: &FibQuery
         kind_bits |= kind::STATIC_SNAT;
         false
     } else {
-        if cfg.pool_addrs == 0 {
+        let pool = match alloc::paired(cfg, t.saddr, now.s) {
+            Ok(p) => p,
             // No pool: dynamic translation is not configured.
-            return if hairpin {
-                Decision::Drop(Drop::NatNoMapping)
-            } else {
-                Decision::Plain
-            };
-        }
-        let Some(pool) = alloc::paired(cfg, t.saddr, now.s) else {
+            Err(alloc::Unpaired::NoPool) => {
+                return if hairpin {
+                    Decision::Drop(Drop::NatNoMapping)
+                } else {
+                    Decision::Plain
+                };
+            }
             // A new host and `nat_hosts` full: refused like a full session
             // table, never sent on untranslated.
-            stats::bump(|s| &mut s.table_full);
-            return Decision::Drop(Drop::NatTableFull);
+            Err(alloc::Unpaired::Full) => {
+                stats::bump(|s| &mut s.table_full);
+                return Decision::Drop(Drop::NatTableFull);
+            }
+            Err(alloc::Unpaired::NoRange) => {
+                stats::bump(|s| &mut s.no_mapping);
+                return Decision::Drop(Drop::NatNoMapping);
+            }
         };
         kind_bits |= if ports { kind::SNAT } else { kind::ADDR_ONLY };
         n.kind = kind_bits;
