@@ -290,6 +290,8 @@ pub fn idle_hosts(
 /// The pairings as the sweeper needs them, so that its re-check can be
 /// tested without a kernel.
 pub trait HostStore {
+    /// The host's pairing, `None` if it is gone.
+    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError>;
     /// Removes the host's pairing and returns it, atomically; `None` if it
     /// is gone.
     fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError>;
@@ -298,6 +300,17 @@ pub trait HostStore {
 }
 
 impl HostStore for SessionMaps {
+    fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+        match self.hosts.get(host, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(NatError::Map {
+                path: self.path(maps::NAT_HOSTS),
+                source,
+            }),
+        }
+    }
+
     fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
         self.take_host(host)
     }
@@ -310,20 +323,30 @@ impl HostStore for SessionMaps {
 /// Deletes the idle pairings that are still as the snapshot saw them;
 /// returns (deleted, revived).
 ///
-/// Each is taken out in one step and compared afterwards: a new flow that
-/// used the pairing since the snapshot gave it a newer `used_s`, and the
-/// pairing goes back (unless the host was paired again in between, which
-/// then stands). Checking first and deleting after would leave a syscall's
-/// time in which a flow could use the pairing the delete then removes, and
-/// the host's next flow would be paired again, possibly to another address.
-/// What is left is the datapath's own moment between finding the pairing
-/// and stamping it, a few instructions.
+/// A pairing a new flow used since the snapshot has a newer `used_s` and is
+/// left alone. One that looks unchanged is taken out in one step and
+/// compared again: a flow that used it between the look and the take makes
+/// it go back (unless the host was paired again in between, which then
+/// stands). A plain delete after the look would leave a syscall's time in
+/// which a flow could use the pairing the delete then removes, and the
+/// host's next flow would be paired again, possibly to another address.
+/// What is left is two new flows of a host idle for seconds landing within
+/// microseconds of the sweeper's look, and the datapath's own moment
+/// between finding the pairing and stamping it.
 pub fn apply_hosts<S: HostStore>(
     store: &mut S,
     idle: &[([u8; 4], HostPairing)],
 ) -> Result<(usize, usize), NatError> {
     let (mut deleted, mut revived) = (0, 0);
     for (host, seen) in idle {
+        match store.pairing(host)? {
+            None => continue,
+            Some(p) if p != *seen => {
+                revived += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
         match store.take(host)? {
             Some(p) if p == *seen => deleted += 1,
             Some(p) => {
@@ -615,15 +638,33 @@ mod tests {
         assert_eq!(idle[0].1.index, u32::from(idle[0].0[3]), "the value seen");
     }
 
-    /// Pairings in memory; `on_take` runs after each take, as a datapath
-    /// pairing the host again concurrently would.
+    /// Pairings in memory; `on_look` runs after each look and `on_take`
+    /// after each take, as a datapath using or pairing the host concurrently
+    /// would.
     struct FakeHosts {
         entries: HashMap<[u8; 4], HostPairing>,
+        on_look: fn(&mut HashMap<[u8; 4], HostPairing>, &[u8; 4]),
         on_take: fn(&mut HashMap<[u8; 4], HostPairing>, &[u8; 4]),
     }
 
+    impl FakeHosts {
+        fn new(entries: &[([u8; 4], HostPairing)]) -> Self {
+            FakeHosts {
+                entries: entries.iter().copied().collect(),
+                on_look: |_, _| {},
+                on_take: |_, _| {},
+            }
+        }
+    }
+
     impl HostStore for FakeHosts {
+        fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+            Ok(self.entries.get(host).copied())
+        }
+
         fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
+            // The look happened just before: what changed since lands now.
+            (self.on_look)(&mut self.entries, host);
             let p = self.entries.remove(host);
             (self.on_take)(&mut self.entries, host);
             Ok(p)
@@ -638,14 +679,8 @@ mod tests {
     #[test]
     fn a_pairing_used_since_the_snapshot_stays() {
         let idle = [pairing(1, 10), pairing(2, 10), pairing(3, 10)];
-        let mut store = FakeHosts {
-            entries: HashMap::new(),
-            on_take: |_, _| {},
-        };
-        store.entries.insert(idle[0].0, idle[0].1);
-        // A new flow of host 2 used its pairing after the snapshot.
-        store.entries.insert(idle[1].0, pairing(2, 99).1);
-        // Host 3's pairing is already gone.
+        // Host 1 untouched; host 2 used after the snapshot; host 3 gone.
+        let mut store = FakeHosts::new(&[idle[0], pairing(2, 99)]);
         assert_eq!(apply_hosts(&mut store, &idle).unwrap(), (1, 1));
         assert_eq!(
             store.entries.into_iter().collect::<Vec<_>>(),
@@ -653,16 +688,23 @@ mod tests {
             "host 2 keeps the pairing it used, stamp and all"
         );
 
-        // Host 2 was paired again between the take and the restore: the
-        // datapath's new pairing stands.
-        let mut raced = FakeHosts {
-            entries: HashMap::from([(idle[1].0, pairing(2, 99).1)]),
-            on_take: |m, h| {
-                m.insert(*h, pairing(7, 100).1);
-            },
+        // Used between the look and the take: it goes back.
+        let mut late = FakeHosts::new(&idle[..1]);
+        late.on_look = |m, h| {
+            m.insert(*h, pairing(1, 99).1);
         };
-        assert_eq!(apply_hosts(&mut raced, &idle[1..2]).unwrap(), (0, 1));
-        assert_eq!(raced.entries[&idle[1].0], pairing(7, 100).1);
+        assert_eq!(apply_hosts(&mut late, &idle[..1]).unwrap(), (0, 1));
+        assert_eq!(late.entries[&idle[0].0], pairing(1, 99).1);
+
+        // ... and paired again between the take and the restore: the
+        // datapath's new pairing stands.
+        let mut raced = FakeHosts::new(&idle[..1]);
+        raced.on_look = late.on_look;
+        raced.on_take = |m, h| {
+            m.insert(*h, pairing(7, 100).1);
+        };
+        assert_eq!(apply_hosts(&mut raced, &idle[..1]).unwrap(), (0, 1));
+        assert_eq!(raced.entries[&idle[0].0], pairing(7, 100).1);
     }
 
     fn expired_keys(d: &Decision) -> Vec<u8> {
