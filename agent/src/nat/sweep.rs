@@ -24,12 +24,9 @@ use xcnf_common::{
 use super::{
     NatError,
     session::{State, idle_ns, pair},
-    tables::{SessionMaps, monotonic_ns},
+    tables::{SessionMaps, get_present, monotonic_ns},
 };
-use crate::{
-    config::NatTimeouts,
-    datapath::{is_absent, remove_if_present},
-};
+use crate::{config::NatTimeouts, datapath::remove_if_present};
 
 /// How long a half without its peer, or a binding without sessions, is kept:
 /// the datapath inserts the two halves (and a binding before its session)
@@ -165,14 +162,10 @@ fn delete_if_unchanged(
     key: &SessionKey,
     seen_ns: u64,
 ) -> Result<bool, NatError> {
-    match maps.sessions.get(key, 0) {
-        Ok(v) if v.last_seen_ns == seen_ns => remove_session(maps, key).map(|()| true),
-        Ok(_) => Ok(false),
-        Err(e) if is_absent(&e) => Ok(true),
-        Err(source) => Err(NatError::Map {
-            path: maps.path(maps::NAT_SESSIONS),
-            source,
-        }),
+    match get_present(&maps.sessions, key, || maps.path(maps::NAT_SESSIONS))? {
+        Some(v) if v.last_seen_ns == seen_ns => remove_session(maps, key).map(|()| true),
+        Some(_) => Ok(false),
+        None => Ok(true),
     }
 }
 
@@ -194,14 +187,10 @@ pub trait BindingStore {
 
 impl BindingStore for SessionMaps {
     fn last_used(&self, k: &BindingKey) -> Result<Option<u64>, NatError> {
-        match self.bindings.get(k, 0) {
-            Ok(v) => Ok(Some(v.last_used_ns)),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(NatError::Map {
-                path: self.path(maps::NAT_BINDINGS),
-                source,
-            }),
-        }
+        Ok(
+            get_present(&self.bindings, k, || self.path(maps::NAT_BINDINGS))?
+                .map(|v| v.last_used_ns),
+        )
     }
 
     fn remove(&mut self, k: &BindingKey) -> Result<(), NatError> {
@@ -301,14 +290,7 @@ pub trait HostStore {
 
 impl HostStore for SessionMaps {
     fn pairing(&self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {
-        match self.hosts.get(host, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(NatError::Map {
-                path: self.path(maps::NAT_HOSTS),
-                source,
-            }),
-        }
+        get_present(&self.hosts, host, || self.path(maps::NAT_HOSTS))
     }
 
     fn take(&mut self, host: &[u8; 4]) -> Result<Option<HostPairing>, NatError> {

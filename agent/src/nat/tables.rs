@@ -18,7 +18,7 @@ use xcnf_common::{
 };
 
 use super::NatError;
-use crate::datapath::Pins;
+use crate::datapath::{Pins, is_absent};
 
 /// Opens one pinned map as the typed aya map `T` (which checks key and value sizes).
 pub fn open_pinned<T>(pins: &Pins, m: MapName) -> Result<T, NatError>
@@ -57,6 +57,27 @@ where
         }
     }
     Ok(out)
+}
+
+/// `k`'s value in `map`, `None` if it is not there (never written, or
+/// deleted meanwhile by the datapath or the sweeper).
+pub fn get_present<K, V>(
+    map: &HashMap<MapData, K, V>,
+    k: &K,
+    path: impl FnOnce() -> PathBuf,
+) -> Result<Option<V>, NatError>
+where
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    match map.get(k, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(source) => Err(NatError::Map {
+            path: path(),
+            source,
+        }),
+    }
 }
 
 /// The maps the sweeper works on.
